@@ -1,0 +1,1 @@
+"""Readers, images, splits, caching and augmentation for labelled face folders."""

@@ -1,0 +1,106 @@
+"""Decode each image once: a (N, S, S, 3) uint8 array of resized faces, cached on disk.
+
+Epochs then index memory instead of re-running the JPEG decoder; the cache key covers the
+file list, sizes, modification times and the image size, so edited data is re-decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agegender.data.images import ImageLoadError, load_rgb, resize_square
+from agegender.data.readers import Skipped
+from agegender.data.samples import FaceSample
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DecodedImages:
+    images: np.ndarray  # (N, S, S, 3) uint8, RGB
+    samples: list[FaceSample]  # the samples that decoded, aligned with images
+    skipped: list[Skipped]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agegender"
+
+
+def load_face(path: Path, size: int) -> np.ndarray:
+    """The one decode + resize used for training, evaluation and --no-detect prediction."""
+    return resize_square(load_rgb(path, target_size=size), size)
+
+
+def _decode_one(job: tuple[str, int]) -> np.ndarray | str:
+    path, size = job
+    try:
+        return load_face(Path(path), size)
+    except ImageLoadError as error:
+        return error.reason
+
+
+def _cache_key(samples: list[FaceSample], size: int) -> str:
+    digest = hashlib.sha1(f"v{CACHE_VERSION} size={size}".encode())
+    for sample in samples:
+        stat = sample.path.stat() if sample.path.exists() else None
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"
+        digest.update(f"{sample.path.resolve()}|{stamp}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def _decode_all(samples: list[FaceSample], size: int, workers: int) -> list[np.ndarray | str]:
+    jobs = [(str(s.path), size) for s in samples]
+    if workers <= 1 or len(jobs) < 256:
+        return [_decode_one(job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_decode_one, jobs, chunksize=64))
+
+
+def _write_atomically(path: Path, save) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _save_array(path: Path, images: np.ndarray) -> None:
+    with path.open("wb") as handle:
+        np.save(handle, images)
+
+
+def decode_samples(
+    samples: list[FaceSample], size: int, cache_dir: Path | None = None, workers: int | None = None
+) -> DecodedImages:
+    """Decoded faces for `samples`; unreadable images are skipped and listed, not fatal."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = _cache_key(samples, size)
+    array_path, index_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    if array_path.exists() and index_path.exists():
+        bad = json.loads(index_path.read_text())
+        return _assemble(samples, np.load(array_path), {int(i): r for i, r in bad.items()})
+    results = _decode_all(samples, size, workers or os.cpu_count() or 1)
+    bad = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+    good = [r for r in results if not isinstance(r, str)]
+    images = np.stack(good) if good else np.zeros((0, size, size, 3), np.uint8)
+    _write_atomically(array_path, lambda p: _save_array(Path(p), images))
+    _write_atomically(index_path, lambda p: Path(p).write_text(json.dumps(bad)))
+    return _assemble(samples, images, bad)
+
+
+def _assemble(samples: list[FaceSample], images: np.ndarray, bad: dict[int, str]) -> DecodedImages:
+    kept = [s for i, s in enumerate(samples) if i not in bad]
+    skipped = [Skipped(str(samples[i].path), reason) for i, reason in sorted(bad.items())]
+    return DecodedImages(images=images, samples=kept, skipped=skipped)

@@ -1,0 +1,168 @@
+"""Read labelled face folders into FaceSample lists: UTKFace file names or a labels.csv.
+
+Malformed entries are skipped and reported, never fatal: UTKFace itself has a few bad names.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agegender.data.images import list_image_files
+from agegender.data.samples import GENDER_NAMES, MAX_AGE, RACE_NAMES, FaceSample
+
+# [age]_[gender]_[race]_[datetime].jpg, optionally with the aligned-crop suffix .chip.jpg
+UTKFACE_NAME = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg(\.chip\.jpg)?$", re.IGNORECASE)
+UTKFACE_LOOSE = re.compile(r"^\d{1,3}_\d")  # what makes a file look like it meant to be UTKFace
+LABELS_FILE = "labels.csv"
+LABEL_COLUMNS = ("age", "gender", "age_group", "race")
+
+
+class DataError(ValueError):
+    """A data folder cannot be used at all (missing, empty, no labels)."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    samples: list[FaceSample]
+    skipped: list[Skipped] = field(default_factory=list)
+    format: str = "utkface"
+
+    def summary_line(self) -> str:
+        line = f"{len(self.samples)} labelled images ({self.format})"
+        if not self.skipped:
+            return line + ", none skipped"
+        shown = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in self.skipped[:5])
+        more = f"; ... {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
+        return f"{line}, {len(self.skipped)} skipped ({shown}{more})"
+
+
+def parse_utkface_name(name: str) -> tuple[int, int, int] | str:
+    """(age, gender, race) from a UTKFace file name, or the reason it cannot be parsed."""
+    match = UTKFACE_NAME.match(name)
+    if not match:
+        return "malformed UTKFace name (expected age_gender_race_datetime.jpg)"
+    age, gender, race = (int(g) for g in match.groups()[:3])
+    if age > MAX_AGE:
+        return f"age {age} outside 0-{MAX_AGE}"
+    return age, gender, race
+
+
+def read_utkface(folder: Path) -> ReadResult:
+    samples, skipped = [], []
+    for path in list_image_files(folder):
+        parsed = parse_utkface_name(path.name)
+        if isinstance(parsed, str):
+            skipped.append(Skipped(str(path), parsed))
+        else:
+            age, gender, race = parsed
+            samples.append(FaceSample(path=path, age=float(age), gender=gender, race=race))
+    return ReadResult(samples, skipped, "utkface")
+
+
+def _parse_gender(text: str) -> int | None:
+    value = text.strip().lower()
+    if value == "":
+        return None
+    table = {"0": 0, "m": 0, "male": 0, "man": 0, "1": 1, "f": 1, "female": 1, "woman": 1}
+    if value not in table:
+        raise ValueError(f"gender '{text}' is not one of 0/1/male/female")
+    return table[value]
+
+
+def _parse_race(text: str) -> int | None:
+    value = text.strip()
+    if value == "":
+        return None
+    if value.isdigit() and int(value) < len(RACE_NAMES):
+        return int(value)
+    lowered = [name.lower() for name in RACE_NAMES]
+    if value.lower() in lowered:
+        return lowered.index(value.lower())
+    raise ValueError(f"race '{text}' is not 0-{len(RACE_NAMES) - 1} or one of {', '.join(RACE_NAMES)}")
+
+
+def _parse_age(text: str) -> float | None:
+    value = text.strip()
+    if value == "":
+        return None
+    age = float(value)
+    if not 0 <= age <= MAX_AGE:
+        raise ValueError(f"age {value} outside 0-{MAX_AGE}")
+    return age
+
+
+def _row_to_sample(row: dict[str, str], folder: Path) -> FaceSample:
+    name = (row.get("filename") or "").strip()
+    if not name:
+        raise ValueError("empty filename")
+    path = folder / name
+    if not path.is_file():
+        raise ValueError("file listed in labels.csv not found")
+    group = (row.get("age_group") or "").strip() or None
+    sample = FaceSample(
+        path=path,
+        age=_parse_age(row.get("age") or ""),
+        gender=_parse_gender(row.get("gender") or ""),
+        race=_parse_race(row.get("race") or ""),
+        age_group=group,
+    )
+    if sample.age is None and sample.gender is None and sample.age_group is None:
+        raise ValueError("no age, gender or age_group label")
+    return sample
+
+
+def read_labels_csv(folder: Path) -> ReadResult:
+    csv_path = folder / LABELS_FILE
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        if "filename" not in columns or not columns & set(LABEL_COLUMNS):
+            raise DataError(
+                f"{csv_path}: needs a 'filename' column and at least one of {', '.join(LABEL_COLUMNS)}"
+                f" (found: {', '.join(sorted(columns)) or 'no header'})"
+            )
+        samples, skipped = [], []
+        for line_number, row in enumerate(reader, start=2):
+            try:
+                samples.append(_row_to_sample(row, folder))
+            except ValueError as error:
+                label = row.get("filename") or f"{LABELS_FILE} line {line_number}"
+                skipped.append(Skipped(str(folder / label), f"line {line_number}: {error}"))
+    return ReadResult(samples, skipped, "labels.csv")
+
+
+def read_folder(folder: Path | str) -> ReadResult:
+    """Auto-detect the folder's format and read its labelled samples."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataError(f"{folder}: data folder not found")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    if (folder / LABELS_FILE).is_file():
+        result = read_labels_csv(folder)
+    else:
+        files = list_image_files(folder)
+        if not files:
+            raise DataError(f"{folder}: no image files found")
+        if not any(UTKFACE_LOOSE.match(p.name) for p in files):
+            raise DataError(
+                f"{folder}: no parseable labels: file names are not UTKFace "
+                f"(age_gender_race_datetime.jpg) and there is no {LABELS_FILE}"
+            )
+        result = read_utkface(folder)
+    if not result.samples:
+        raise DataError(f"{folder}: no usable labelled images ({len(result.skipped)} skipped)")
+    return result
+
+
+def gender_name(gender: int | None) -> str | None:
+    return None if gender is None else GENDER_NAMES[gender]

@@ -1,0 +1,21 @@
+"""The labelled face sample every reader produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RACE_NAMES = ("White", "Black", "Asian", "Indian", "Others")
+GENDER_NAMES = ("male", "female")
+MAX_AGE = 116
+
+
+@dataclass(frozen=True)
+class FaceSample:
+    """One labelled face image. Missing labels are None, never a sentinel."""
+
+    path: Path
+    age: float | None = None
+    gender: int | None = None  # 0 = male, 1 = female
+    race: int | None = None  # index into RACE_NAMES
+    age_group: str | None = None  # e.g. "20-29" or "70+" (Adience-style)

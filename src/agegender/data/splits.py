@@ -1,0 +1,110 @@
+"""Seeded, stratified, duplicate-safe train/val/test splits.
+
+Byte-identical files (UTKFace has ~375 such groups, some with conflicting labels) are kept
+together as one unit, so no image appears in two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+from agegender.data.samples import FaceSample
+
+STRATUM_AGE_EDGES = (13, 20, 30, 40, 50, 60, 70)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: list[FaceSample]
+    val: list[FaceSample]
+    test: list[FaceSample]
+
+    def sizes(self) -> str:
+        return f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}"
+
+
+def file_digest(sample: FaceSample) -> str:
+    return hashlib.sha1(sample.path.read_bytes()).hexdigest()
+
+
+def stratum(sample: FaceSample) -> tuple[object, object]:
+    """Gender and age band (or age group) a sample is stratified by."""
+    if sample.age is not None:
+        band: object = sum(sample.age >= edge for edge in STRATUM_AGE_EDGES)
+    else:
+        band = sample.age_group
+    return (sample.gender, band)
+
+
+def group_duplicates(samples: list[FaceSample]) -> list[list[FaceSample]]:
+    """Groups of byte-identical files, in first-seen order."""
+    groups: dict[str, list[FaceSample]] = defaultdict(list)
+    for sample in samples:
+        groups[file_digest(sample)].append(sample)
+    return list(groups.values())
+
+
+def _shuffled_by_stratum(groups: list[list[FaceSample]], rng: random.Random) -> list[list[list[FaceSample]]]:
+    by_stratum: dict[tuple, list[list[FaceSample]]] = defaultdict(list)
+    for group in groups:
+        by_stratum[stratum(group[0])].append(group)
+    ordered = [by_stratum[key] for key in sorted(by_stratum, key=repr)]
+    for members in ordered:
+        rng.shuffle(members)
+    return ordered
+
+
+def _take_fraction(groups: list[list[FaceSample]], fraction: float, rng: random.Random):
+    """Split groups into (taken, rest), taking `fraction` of each stratum.
+
+    Largest-remainder rounding makes the total exactly round(len(groups) * fraction).
+    """
+    strata = _shuffled_by_stratum(groups, rng)
+    quotas = [len(members) * fraction for members in strata]
+    counts = [int(q) for q in quotas]
+    missing = round(len(groups) * fraction) - sum(counts)
+    by_remainder = sorted(range(len(strata)), key=lambda i: quotas[i] - counts[i], reverse=True)
+    for index in by_remainder[:missing]:
+        counts[index] += 1
+    taken, rest = [], []
+    for members, count in zip(strata, counts):
+        taken.extend(members[:count])
+        rest.extend(members[count:])
+    return taken, rest
+
+
+def _flatten(groups: list[list[FaceSample]]) -> list[FaceSample]:
+    return [sample for group in groups for sample in group]
+
+
+def split_samples(
+    samples: list[FaceSample],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    limit: int | None = None,
+) -> Splits:
+    """Hold out `test_fraction` of everything, optionally subsample `limit` images, then split val.
+
+    The test split does not depend on `limit`, so a model trained on the classic 5,000-image
+    protocol is measured on the same held-out images as one trained on all of them.
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    rng = random.Random(seed)
+    groups = sorted(group_duplicates(samples), key=lambda g: str(g[0].path))
+    test, pool = _take_fraction(groups, test_fraction, rng)
+    if limit is not None:
+        if limit < 2:
+            raise ValueError(f"--limit must be at least 2, got {limit}")
+        # Draw from images without byte-identical twins so the subset has exactly `limit` images.
+        singles = [group for group in pool if len(group) == 1]
+        if limit < len(singles):
+            pool, _ = _take_fraction(singles, limit / len(singles), rng)
+    val, train = _take_fraction(pool, val_fraction, rng)
+    return Splits(train=_flatten(train), val=_flatten(val), test=_flatten(test))

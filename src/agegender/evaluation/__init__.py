@@ -1,0 +1,1 @@
+"""Metrics, per-group breakdowns, reports and learning-curve plots for trained models."""

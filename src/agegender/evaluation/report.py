@@ -1,0 +1,142 @@
+"""An evaluation report: overall metrics plus per-race, per-gender and per-age-band breakdowns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from agegender.data.samples import GENDER_NAMES, RACE_NAMES, FaceSample
+from agegender.evaluation.metrics import (
+    AGE_BAND_NAMES,
+    GroupMetrics,
+    age_band,
+    age_group_accuracy,
+    breakdown,
+    compute_group_metrics,
+)
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Metrics over a whole evaluation set; None where no sample carried the label."""
+
+    n: int
+    gender_accuracy: float | None
+    age_mae: float | None
+    cs5: float | None
+    age_group_accuracy: float | None
+    per_race: dict[str, GroupMetrics]
+    per_gender: dict[str, GroupMetrics]
+    per_age_band: dict[str, GroupMetrics]
+
+
+def _label_array(values: list[float | int | None]) -> np.ndarray:
+    """Float array with NaN standing for a missing label, as the metrics expect."""
+    return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def build_report(samples: list[FaceSample], age_pred: np.ndarray, p_female: np.ndarray) -> EvaluationReport:
+    """Score predictions (one per sample, same order) against the samples' labels.
+
+    Breakdown groups come from the TRUE labels, so e.g. "female" means samples
+    labelled female, whatever the model predicted.
+    """
+    age_pred = np.asarray(age_pred, dtype=np.float64).reshape(-1)
+    p_female = np.asarray(p_female, dtype=np.float64).reshape(-1)
+    if not len(samples) == age_pred.size == p_female.size:
+        raise ValueError(
+            f"need one prediction per sample: {len(samples)} samples, "
+            f"{age_pred.size} ages, {p_female.size} gender probabilities"
+        )
+    age_true = _label_array([s.age for s in samples])
+    gender_true = _label_array([s.gender for s in samples])
+    metric_arrays = (age_true, age_pred, gender_true, p_female)
+
+    race_groups = [None if s.race is None else RACE_NAMES[s.race] for s in samples]
+    gender_groups = [None if s.gender is None else GENDER_NAMES[s.gender] for s in samples]
+    band_groups = [None if s.age is None else age_band(s.age) for s in samples]
+
+    overall = compute_group_metrics(*metric_arrays)
+    return EvaluationReport(
+        n=overall.n,
+        gender_accuracy=overall.gender_accuracy,
+        age_mae=overall.age_mae,
+        cs5=overall.cs5,
+        age_group_accuracy=age_group_accuracy([s.age_group for s in samples], age_pred),
+        per_race=breakdown(race_groups, *metric_arrays, order=RACE_NAMES),
+        per_gender=breakdown(gender_groups, *metric_arrays, order=GENDER_NAMES),
+        per_age_band=breakdown(band_groups, *metric_arrays, order=AGE_BAND_NAMES),
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf with None and numpy scalars with Python ones, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def report_to_dict(report: EvaluationReport) -> dict[str, Any]:
+    """JSON-serialisable dict of the report (NaN becomes None)."""
+    return _json_safe(asdict(report))
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _years(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def format_breakdown_table(title: str, groups: dict[str, GroupMetrics]) -> Table:
+    """One row per group: n, gender accuracy %, age MAE, CS@5 %."""
+    table = Table(title=title)
+    table.add_column("group")
+    for column in ("n", "gender acc %", "age MAE", "CS@5 %"):
+        table.add_column(column, justify="right")
+    for name, metrics in groups.items():
+        table.add_row(
+            name,
+            str(metrics.n),
+            _percent(metrics.gender_accuracy),
+            _years(metrics.age_mae),
+            _percent(metrics.cs5),
+        )
+    return table
+
+
+def format_overall_line(report: EvaluationReport) -> str:
+    parts = [
+        f"n={report.n}",
+        f"gender acc {_percent(report.gender_accuracy)}%",
+        f"age MAE {_years(report.age_mae)}",
+        f"CS@5 {_percent(report.cs5)}%",
+    ]
+    if report.age_group_accuracy is not None:
+        parts.append(f"age-group acc {_percent(report.age_group_accuracy)}%")
+    return "Overall: " + ", ".join(parts)
+
+
+def print_report(report: EvaluationReport, console: Console) -> None:
+    """Overall line, then one table per non-empty breakdown."""
+    console.print(format_overall_line(report))
+    breakdowns = (
+        ("By race", report.per_race),
+        ("By gender", report.per_gender),
+        ("By age band", report.per_age_band),
+    )
+    for title, groups in breakdowns:
+        if groups:
+            console.print(format_breakdown_table(title, groups))

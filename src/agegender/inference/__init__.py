@@ -1,0 +1,1 @@
+"""Prediction: Predictor API, face detection, frame sources, drawing."""

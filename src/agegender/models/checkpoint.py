@@ -1,0 +1,152 @@
+"""Self-describing checkpoints: safetensors weights + JSON metadata (config, preprocessing,
+label statistics, package version). Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from agegender import __version__
+from agegender.config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from agegender.models.registry import UnknownModelError, create_model
+
+FORMAT = "agegender-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "agegender"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or does not fit the model it describes."""
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    model: nn.Module
+    config: RunConfig
+    meta: dict[str, Any]  # preprocessing, label_stats, epoch, metrics, package_version
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["preprocessing"]["image_size"])
+
+
+def write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Write via a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def build_meta(model: nn.Module, config: RunConfig, label_stats: dict, **extra: Any) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "config": config_to_dict(config),
+        "preprocessing": {
+            "image_size": config.data.image_size,
+            "mean": list(model.mean),
+            "std": list(model.std),
+            "input": "RGB, float32 in [0, 1], (B, 3, H, W); the model normalises internally",
+        },
+        "label_stats": label_stats,
+        **extra,
+    }
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    metadata = {METADATA_KEY: json.dumps(meta)}
+    write_atomically(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The metadata of a checkpoint, checked, without loading its weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({error})") from error
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without agegender metadata (not an agegender checkpoint)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({error})") from error
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r} v{meta.get('format_version')}")
+    return meta
+
+
+def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    meta = read_meta(path)
+    try:
+        config = config_from_dict(meta["config"])
+        model = create_model(config.model)
+    except (KeyError, ConfigError, UnknownModelError, ValueError) as error:
+        raise CheckpointError(f"{path}: checkpoint describes a model this version cannot build ({error})") from error
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: corrupt checkpoint weights ({error})") from error
+    load_state_strictly(model, state, path)
+    model.eval()
+    return LoadedCheckpoint(model=model, config=config, meta=meta)
+
+
+def load_state_strictly(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load weights, naming the first mismatches instead of PyTorch's wall of text."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [k for k in expected if k in state and expected[k].shape != state[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong_shape:
+            key = wrong_shape[0]
+            parts.append(f"shape of {key} is {tuple(state[key].shape)}, model has {tuple(expected[key].shape)}")
+        raise CheckpointError(f"{path}: weights do not match the model ({'; '.join(parts)})")
+    model.load_state_dict(state)
+
+
+def save_training_state(path: Path, state: dict[str, Any]) -> None:
+    """Optimizer, scheduler, early stopping and RNG state for --resume (tensors and plain values only)."""
+    write_atomically(Path(path), lambda temporary: torch.save(state, temporary))
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise CheckpointError(f"{path}: training state not found (cannot resume)") from error
+    except Exception as error:  # weights_only refuses arbitrary objects; corrupt zips raise RuntimeError
+        raise CheckpointError(f"{path}: corrupt or unsafe training state ({error})") from error

@@ -1,0 +1,114 @@
+"""The two task heads and the network that joins them to a backbone."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from agegender.data.samples import MAX_AGE
+
+
+class ModelOutput(NamedTuple):
+    gender_logit: torch.Tensor  # (B,) logit of P(female)
+    age: torch.Tensor  # (B,) years
+
+
+def _mlp(in_features: int, hidden: int, out_features: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Dropout(dropout),
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, out_features),
+    )
+
+
+class GenderHead(nn.Module):
+    def __init__(self, in_features: int, hidden: int, dropout: float):
+        super().__init__()
+        self.mlp = _mlp(in_features, hidden, 1, dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features).squeeze(1)  # (B,)
+
+
+class AgeBinsHead(nn.Module):
+    """Age as the expected value of a softmax over 1-year bins (DEX-style).
+
+    Bounded to 0..MAX_AGE by construction and measured better than a single regression output.
+    """
+
+    def __init__(self, in_features: int, hidden: int, dropout: float):
+        super().__init__()
+        self.mlp = _mlp(in_features, hidden, MAX_AGE + 1, dropout)
+        self.register_buffer("centres", torch.arange(MAX_AGE + 1, dtype=torch.float32), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        probabilities = self.mlp(features).softmax(dim=1)  # (B, MAX_AGE + 1)
+        return probabilities @ self.centres  # (B,)
+
+
+class AgeRegressionHead(nn.Module):
+    """One linear output, scaled around a typical adult age so training starts near the mean."""
+
+    def __init__(self, in_features: int, hidden: int, dropout: float, offset: float = 33.0, scale: float = 20.0):
+        super().__init__()
+        self.mlp = _mlp(in_features, hidden, 1, dropout)
+        self.offset, self.scale = offset, scale
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features).squeeze(1) * self.scale + self.offset  # (B,)
+
+
+def create_age_head(kind: str, in_features: int, hidden: int, dropout: float) -> nn.Module:
+    heads = {"bins": AgeBinsHead, "regression": AgeRegressionHead}
+    if kind not in heads:
+        raise ValueError(f"unknown age head '{kind}'; choose one of {', '.join(heads)}")
+    return heads[kind](in_features, hidden, dropout)
+
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std, stored with the model so every runtime applies it identically."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class AgeGenderNet(nn.Module):
+    """normalise -> backbone -> global average pool -> (gender head, age head).
+
+    Input: float (B, 3, H, W) RGB in [0, 1]. Output: ModelOutput(gender_logit, age in years).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_channels: int,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        head_hidden: int,
+        dropout: float,
+        age_head: str,
+    ):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.backbone = backbone
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.gender_head = GenderHead(feature_channels, head_hidden, dropout)
+        self.age_head = create_age_head(age_head, feature_channels, head_hidden, dropout)
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.backbone(self.normalize(x))).flatten(1)  # (B, C)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        features = self.features(x)
+        return ModelOutput(self.gender_head(features), self.age_head(features))

@@ -1,0 +1,45 @@
+"""Typed, immutable prediction results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in pixel coordinates of the source image (x1, y1 inclusive; x2, y2 exclusive)."""
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+
+    @property
+    def width(self) -> int:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> int:
+        return self.y2 - self.y1
+
+
+@dataclass(frozen=True)
+class FacePrediction:
+    """Age and gender of one face."""
+
+    age: float
+    p_female: float
+    box: Box | None = None
+    score: float | None = None  # detector confidence; None when no detector ran
+
+    @property
+    def gender(self) -> str:
+        return "female" if self.p_female >= 0.5 else "male"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """All faces found in one image."""
+
+    source: str
+    faces: tuple[FacePrediction, ...]

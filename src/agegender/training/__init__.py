@@ -1,0 +1,1 @@
+"""Losses, epoch loops, callbacks and fit()."""

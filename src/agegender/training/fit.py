@@ -1,0 +1,288 @@
+"""fit(): the training loop, top to bottom. A run directory holds everything a run produces:
+
+    config.yaml  history.csv  best.safetensors  last.safetensors  last_state.pt
+    metrics.json  learning_curves.png
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from agegender.config import RunConfig, load_config, save_config
+from agegender.data.dataset import PreparedData, label_stats, prepare_data
+from agegender.evaluation.plots import plot_learning_curves
+from agegender.evaluation.report import build_report, report_to_dict
+from agegender.models.checkpoint import (
+    CheckpointError,
+    build_meta,
+    load_state_strictly,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+)
+from agegender.models.registry import create_model
+from agegender.models.summary import ModelSummary, summarize_model
+from agegender.training.callbacks import EarlyStopping, HistoryCSV
+from agegender.training.loop import EpochMetrics, evaluate_epoch, predict_arrays, train_one_epoch
+from agegender.training.losses import MultiTaskLoss
+from agegender.training.schedule import EpochScheduler, create_optimizer, current_lr, trainable
+
+BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"
+
+
+class RunError(ValueError):
+    """A run directory cannot be used as asked (e.g. --resume of a different model)."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    run_dir: Path
+    best_epoch: int
+    stopped_epoch: int
+    metrics: dict[str, Any]
+
+
+@dataclass
+class TrainingState:
+    """Everything that changes during fit() and must survive an interruption."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: EpochScheduler
+    stopper: EarlyStopping
+    generator: torch.Generator
+    epoch: int = 0  # last completed epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.generator.set_state(state["generator"])
+
+
+def create_training_state(config: RunConfig) -> TrainingState:
+    model = create_model(config.model)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer(trainable(model), config.train)
+    generator = torch.Generator().manual_seed(config.data.seed)
+    return TrainingState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=EpochScheduler(optimizer, config.train, config.train.epochs),
+        stopper=EarlyStopping(config.train.early_stopping_patience, config.train.min_delta),
+        generator=generator,
+    )
+
+
+def resume_config(run_dir: Path, requested: RunConfig | None) -> RunConfig:
+    """The run's own config; a different requested model is an error, more epochs are allowed."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists() or not (run_dir / LAST).exists():
+        raise RunError(f"{run_dir}: nothing to resume (no config.yaml / {LAST}; was it started?)")
+    config = load_config(config_path)
+    if requested is not None and requested.model.name != config.model.name:
+        raise RunError(
+            f"{run_dir}: run was trained with model '{config.model.name}', not '{requested.model.name}'; "
+            "use a new --out directory for a different model"
+        )
+    if requested is not None and requested.train.epochs > config.train.epochs:
+        config = replace(config, train=replace(config.train, epochs=requested.train.epochs))
+    return config
+
+
+def restore_last(state: TrainingState, run_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    load_state_strictly(state.model, load_file(str(run_dir / LAST)), run_dir / LAST)
+    state.load_state_dict(load_training_state(run_dir / STATE))
+
+
+def make_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def run_epoch(
+    state: TrainingState, data: PreparedData, loss_fn: MultiTaskLoss, config: RunConfig, console: Console
+) -> tuple[EpochMetrics, EpochMetrics]:
+    epoch = state.epoch + 1
+    with make_progress(console) as progress:
+        task = progress.add_task(f"epoch {epoch}/{config.train.epochs}", total=len(data.train), stats="")
+        train_metrics = train_one_epoch(
+            state.model,
+            data.train,
+            loss_fn,
+            state.optimizer,
+            augment=config.augment,
+            batch_size=config.train.batch_size,
+            generator=state.generator,
+            channels_last=config.train.channels_last,
+            on_batch=lambda n, means: progress.update(task, advance=n, stats=means.short()),
+        )
+    val_metrics = evaluate_epoch(state.model, data.val, loss_fn, channels_last=config.train.channels_last)
+    return train_metrics, val_metrics
+
+
+def history_row(epoch: int, train: EpochMetrics, val: EpochMetrics, lr: float, phase: str = "train") -> dict:
+    return {
+        "epoch": epoch,
+        "phase": phase,
+        **train.as_row("train"),
+        **val.as_row("val"),
+        "lr": lr,
+        "seconds": train.seconds + val.seconds,
+    }
+
+
+def epoch_line(epoch: int, train: EpochMetrics, val: EpochMetrics, lr: float, best: bool) -> str:
+    mark = " *best*" if best else ""
+    return (
+        f"epoch {epoch}: train loss {train.loss:.4f} acc {train.gender_acc:.4f} mae {train.age_mae:.2f} | "
+        f"val loss {val.loss:.4f} acc {val.gender_acc:.4f} mae {val.age_mae:.2f} | "
+        f"lr {lr:.2e} | {train.seconds + val.seconds:.1f}s{mark}"
+    )
+
+
+def fit(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    data: PreparedData | None = None,
+    console: Console | None = None,
+) -> FitResult:
+    """Train as `config` says, writing everything to `run_dir`; resumable after any epoch."""
+    console = console or Console(stderr=True)
+    run_dir = Path(run_dir)
+    if resume:
+        config = resume_config(run_dir, config)
+    elif (run_dir / LAST).exists():
+        raise RunError(f"{run_dir}: already holds a run; use --resume {run_dir} or a new --out")
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    data = data or prepare_data(config.data)
+    console.print(data.summary_line())
+    if len(data.train) < 2 or len(data.val) < 1:
+        raise RunError(f"{config.data.path}: too few images to train ({data.summary_line()})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+
+    state = create_training_state(config)
+    summary = summarize_model(state.model, config.model.name, config.data.image_size)
+    console.print(summary.line())
+    meta_base = dict(label_stats=label_stats(data.train))
+    history = HistoryCSV(run_dir / "history.csv")
+    if resume:
+        restore_last(state, run_dir)
+        history.truncate_after(state.epoch)
+        console.print(f"resumed {run_dir} after epoch {state.epoch}")
+    loss_fn = MultiTaskLoss(config.train.gender_weight, config.train.age_weight, config.train.label_smoothing)
+
+    try:
+        train_epochs(state, data, loss_fn, config, run_dir, history, meta_base, console)
+    except KeyboardInterrupt:
+        console.print(f"interrupted after epoch {state.epoch}; continue with: agegender train --resume {run_dir}")
+        raise
+    return finish_run(state, data, config, run_dir, summary, console)
+
+
+def train_epochs(state, data, loss_fn, config, run_dir, history, meta_base, console) -> None:
+    while state.epoch < config.train.epochs and not state.stopper.should_stop:
+        train_metrics, val_metrics = run_epoch(state, data, loss_fn, config, console)
+        state.epoch += 1
+        lr = current_lr(state.optimizer)
+        is_best = state.stopper.update(val_metrics.loss, state.epoch)
+        state.scheduler.epoch_end(val_metrics.loss)
+        history.append(history_row(state.epoch, train_metrics, val_metrics, lr))
+        console.print(epoch_line(state.epoch, train_metrics, val_metrics, lr, is_best))
+        meta = build_meta(state.model, config, **meta_base, epoch=state.epoch)
+        if is_best:
+            save_checkpoint(run_dir / BEST, state.model, meta)
+        # weights first, then optimizer state: a kill between them resumes from a consistent older state
+        save_checkpoint(run_dir / LAST, state.model, meta)
+        save_training_state(run_dir / STATE, state.state_dict())
+    if state.stopper.should_stop:
+        console.print(f"early stopping at epoch {state.epoch}; best epoch {state.stopper.best_epoch}")
+
+
+def timing_summary(rows: list[dict[str, str]], best_epoch: int, n_train: int, batch_size: int) -> dict[str, float]:
+    seconds = [float(r["seconds"]) for r in rows]
+    if not seconds:
+        return {}
+    median = statistics.median(seconds)
+    steps = max(1, -(-n_train // batch_size))
+    return {
+        "median_epoch_seconds": median,
+        "ms_per_step": 1000 * median / steps,
+        "train_images_per_second": n_train / median if median else float("nan"),
+        "total_seconds": sum(seconds),
+        "seconds_to_best_epoch": sum(seconds[:best_epoch]),
+    }
+
+
+def split_report(model: nn.Module, arrays, channels_last: bool) -> dict | None:
+    if len(arrays) == 0:
+        return None
+    age, p_female = predict_arrays(model, arrays.images, channels_last=channels_last)
+    return report_to_dict(build_report(arrays.samples, age, p_female))
+
+
+def finish_run(state, data, config, run_dir, summary: ModelSummary, console) -> FitResult:
+    """Restore the best weights, measure them on val/test, write metrics.json and the curves."""
+    from safetensors.torch import load_file
+
+    best_path = run_dir / BEST
+    if not best_path.exists():
+        raise CheckpointError(f"{best_path}: no best checkpoint was written")
+    load_state_strictly(state.model, load_file(str(best_path)), best_path)
+    rows = HistoryCSV(run_dir / "history.csv").rows()
+    best_row = next(r for r in rows if int(r["epoch"]) == state.stopper.best_epoch)
+    metrics = {
+        "model": {**summary.__dict__, "feature_map": list(summary.feature_map)},
+        "best_epoch": state.stopper.best_epoch,
+        "stopped_epoch": state.epoch,
+        "early_stopped": state.stopper.should_stop,
+        "split_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "data_summary": data.summary_line(),
+        "train_at_best": {k: float(v) for k, v in best_row.items() if k.startswith("train_")},
+        "val": split_report(state.model, data.val, config.train.channels_last),
+        "test": split_report(state.model, data.test, config.train.channels_last),
+        "timing": timing_summary(rows, state.stopper.best_epoch, len(data.train), config.train.batch_size),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_learning_curves(run_dir / "history.csv", run_dir / "learning_curves.png", title=f"{config.model.name} ({run_dir.name})")
+    val = metrics["val"]
+    console.print(
+        f"best epoch {state.stopper.best_epoch}: val gender acc {val['gender_accuracy']:.4f}, "
+        f"age MAE {val['age_mae']:.2f}; wrote {run_dir}"
+    )
+    return FitResult(run_dir, state.stopper.best_epoch, state.epoch, metrics)

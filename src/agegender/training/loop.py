@@ -1,0 +1,149 @@
+"""One training epoch and one evaluation pass; each returns averaged metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from agegender.config import AugmentConfig
+from agegender.data.dataset import LabelledArrays
+from agegender.data.transforms import augment_batch, to_model_input
+from agegender.training.losses import MultiTaskLoss
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    loss: float
+    gender_loss: float
+    age_loss: float
+    gender_acc: float
+    age_mae: float
+    seconds: float
+    images: int
+
+    def as_row(self, prefix: str) -> dict[str, float]:
+        return {
+            f"{prefix}_loss": self.loss,
+            f"{prefix}_gender_loss": self.gender_loss,
+            f"{prefix}_age_loss": self.age_loss,
+            f"{prefix}_gender_acc": self.gender_acc,
+            f"{prefix}_age_mae": self.age_mae,
+        }
+
+
+class RunningMeans:
+    """Sample-weighted running means of the loss parts, accuracy and MAE."""
+
+    def __init__(self) -> None:
+        self.sums = {"loss": 0.0, "gender_loss": 0.0, "age_loss": 0.0, "correct": 0.0, "abs_error": 0.0}
+        self.counts = {"all": 0, "gender": 0, "age": 0}
+
+    def update(self, parts, output, age: torch.Tensor, gender: torch.Tensor) -> None:
+        batch = age.shape[0]
+        self.sums["loss"] += float(parts.total.detach()) * batch
+        self.sums["gender_loss"] += float(parts.gender.detach()) * parts.n_gender
+        self.sums["age_loss"] += float(parts.age.detach()) * parts.n_age
+        gender_mask, age_mask = ~torch.isnan(gender), ~torch.isnan(age)
+        predicted_female = (output.gender_logit[gender_mask] > 0).float()
+        self.sums["correct"] += float((predicted_female == gender[gender_mask]).sum())
+        self.sums["abs_error"] += float((output.age[age_mask] - age[age_mask]).abs().sum())
+        self.counts["all"] += batch
+        self.counts["gender"] += parts.n_gender
+        self.counts["age"] += parts.n_age
+
+    def _mean(self, key: str, count: str) -> float:
+        return self.sums[key] / self.counts[count] if self.counts[count] else float("nan")
+
+    def result(self, seconds: float) -> EpochMetrics:
+        return EpochMetrics(
+            loss=self._mean("loss", "all"),
+            gender_loss=self._mean("gender_loss", "gender"),
+            age_loss=self._mean("age_loss", "age"),
+            gender_acc=self._mean("correct", "gender"),
+            age_mae=self._mean("abs_error", "age"),
+            seconds=seconds,
+            images=self.counts["all"],
+        )
+
+    def short(self) -> str:
+        m = self.result(0.0)
+        return f"loss {m.loss:.3f} acc {m.gender_acc:.3f} mae {m.age_mae:.2f}"
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    return list(order.split(batch_size))
+
+
+def _labels(data: LabelledArrays, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    picked = index.numpy()
+    return torch.from_numpy(data.age[picked]), torch.from_numpy(data.gender[picked])
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: LabelledArrays,
+    loss_fn: MultiTaskLoss,
+    optimizer: torch.optim.Optimizer,
+    *,
+    augment: AugmentConfig | None,
+    batch_size: int,
+    generator: torch.Generator,
+    channels_last: bool = True,
+    on_batch: Callable[[int, RunningMeans], None] | None = None,
+    step_scheduler: Callable[[], None] | None = None,
+) -> EpochMetrics:
+    model.train()
+    start, means = time.perf_counter(), RunningMeans()
+    for batch in batch_indices(len(data), batch_size, generator):
+        if len(batch) < 2:  # BatchNorm cannot train on a single image
+            continue
+        x = to_model_input(data.images[batch.numpy()], channels_last)
+        age, gender = _labels(data, batch)
+        if augment is not None:
+            x = augment_batch(x, augment, generator)
+        output = model(x)
+        parts = loss_fn(output, age, gender)
+        optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        optimizer.step()
+        if step_scheduler is not None:
+            step_scheduler()
+        means.update(parts, output, age, gender)
+        if on_batch is not None:
+            on_batch(len(batch), means)
+    return means.result(time.perf_counter() - start)
+
+
+@torch.no_grad()
+def predict_arrays(
+    model: nn.Module, images: np.ndarray, batch_size: int = 256, channels_last: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(age in years, P(female)) for uint8 (N, S, S, 3) faces, without augmentation."""
+    model.eval()
+    ages, p_female = [], []
+    for begin in range(0, len(images), batch_size):
+        output = model(to_model_input(images[begin : begin + batch_size], channels_last))
+        ages.append(output.age.float().numpy())
+        p_female.append(torch.sigmoid(output.gender_logit).float().numpy())
+    if not ages:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return np.concatenate(ages), np.concatenate(p_female)
+
+
+@torch.no_grad()
+def evaluate_epoch(
+    model: nn.Module, data: LabelledArrays, loss_fn: MultiTaskLoss, batch_size: int = 256, channels_last: bool = True
+) -> EpochMetrics:
+    model.eval()
+    start, means = time.perf_counter(), RunningMeans()
+    for batch in batch_indices(len(data), batch_size, None):
+        output = model(to_model_input(data.images[batch.numpy()], channels_last))
+        age, gender = _labels(data, batch)
+        means.update(loss_fn(output, age, gender), output, age, gender)
+    return means.result(time.perf_counter() - start)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -10,16 +9,19 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agegender.config import ConfigError, load_config
-from agegender.data.images import ImageLoadError, list_image_files
+from agegender.data.images import ImageLoadError
 from agegender.data.readers import DataError
+from agegender.inference.detect import DetectorUnavailableError
 from agegender.models.checkpoint import CheckpointError
 from agegender.models.registry import UnknownModelError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Age and gender estimation from face images.")
 console = Console(stderr=True, soft_wrap=True)
-USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownModelError, ImageLoadError, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownModelError, ImageLoadError, ValueError, FileNotFoundError,
+               DetectorUnavailableError)  # fmt: skip
 
 
 def _train_overrides(**options) -> list[str]:
@@ -28,7 +30,7 @@ def _train_overrides(**options) -> list[str]:
         "data": "data.path", "image_size": "data.image_size", "limit": "data.limit", "seed": "data.seed",
         "model": "model.name", "weights": "model.weights", "epochs": "train.epochs",
         "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
-        "scheduler": "train.scheduler", "threads": "train.threads",
+        "scheduler": "train.scheduler", "threads": "train.threads", "device": "train.device",
     }  # fmt: skip
     return [f"{names[k]}={v}" for k, v in options.items() if v is not None]
 
@@ -50,6 +52,7 @@ def train(
     seed: Optional[int] = None,
     weights: Optional[Path] = typer.Option(None, help="local pretrained weights file"),
     threads: Optional[int] = None,
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (under torchrun: cuda uses each rank's GPU)"),
     set_: list[str] = typer.Option([], "--set", help="override any config key: section.key=value"),
 ) -> None:
     """Train a model; writes checkpoints, history.csv, learning curves and metrics.json."""
@@ -59,8 +62,11 @@ def train(
         raise typer.BadParameter("give exactly one of --out RUN_DIR (new run) or --resume RUN_DIR")
     overrides = _train_overrides(
         data=data, image_size=image_size, limit=limit, seed=seed, model=model, weights=weights, epochs=epochs,
-        batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler, threads=threads,
+        batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler, threads=threads, device=device,
     )  # fmt: skip
+    if resume is not None and model is None and (resume / "config.yaml").is_file():
+        # --resume without --model continues the run's own model (the default, custom, would be refused)
+        overrides.append(f"model.name={load_config(resume / 'config.yaml').model.name}")
     run_config = load_config(config, [*overrides, *set_])
     if resume is None and not run_config.data.path:
         raise typer.BadParameter("--data DIR is required for a new run")
@@ -91,59 +97,127 @@ def evaluate(
         print_report(result.report, Console(soft_wrap=True))
 
 
-def _expand_inputs(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += list_image_files(path)
-        else:
-            files.append(path)
-    return files
+@app.command()
+def predict(
+    paths: list[Path] = typer.Argument(None, help="images, folders (searched recursively) or one video file"),
+    model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
+    no_detect: bool = typer.Option(False, "--no-detect", help="treat each image as an already-cropped face"),
+    detector: str = typer.Option("auto", help="auto (mediapipe if installed, else haar) | haar | mediapipe"),
+    margin: Optional[float] = typer.Option(None, help="crop margin per side, fraction of the face box; default: detector's"),
+    save_dir: Optional[Path] = typer.Option(None, help="write annotated copies of the images here"),
+    output: Optional[Path] = typer.Option(None, help="images: predictions .csv/.json; video/webcam: annotated .mp4/.avi"),
+    as_json: bool = typer.Option(False, "--json", help="print predictions as JSON on stdout"),
+    tta: bool = typer.Option(False, "--tta", help="average each face with its mirror image"),
+    runtime: str = typer.Option("torch", help="torch | onnx"),
+    webcam: Optional[int] = typer.Option(None, help="read frames from this camera index instead of files"),
+    max_frames: Optional[int] = typer.Option(None, help="video/webcam: stop after this many frames"),
+) -> None:
+    """Age and gender of every face in images, a video file, or a webcam stream."""
+    from agegender.inference.predictor import load_predictor
+    from agegender.inference.sources import is_video_path
+
+    paths = paths or []
+    if webcam is None and not paths:
+        raise ValueError("give images, folders or a video file, or --webcam INDEX")
+    video = webcam is not None or any(is_video_path(p) for p in paths)
+    if video and (len(paths) > (0 if webcam is not None else 1) or no_detect):
+        raise ValueError("a video or --webcam is predicted on its own (one input, with face detection)")
+    predictor = load_predictor(model, runtime=runtime, detector=detector, margin=margin, tta=tta)
+    if video:
+        _predict_video_command(predictor, paths[0] if paths else None, webcam, output, as_json, max_frames)
+    else:
+        _predict_images_command(predictor, paths, no_detect, save_dir, output, as_json)
 
 
-def _write_predictions_csv(rows: list[dict], output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["path", "age", "gender", "p_female"])
-        writer.writeheader()
-        writer.writerows(rows)
+def _predict_images_command(predictor, paths, no_detect, save_dir, output, as_json) -> None:
+    from rich.progress import Progress
+
+    from agegender.inference.runs import predict_images, write_rows
+    from agegender.inference.sources import expand_image_paths
+
+    total = len(expand_image_paths(paths))
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("predicting", total=total)
+        run = predict_images(
+            predictor, paths, detect=not no_detect, save_dir=save_dir, progress=lambda n: bar.advance(task, n)
+        )
+    for message in run.skipped:
+        console.print(f"skipped {message}")
+    if output is not None:
+        write_rows(run.rows, output)
+    if as_json:
+        print(json.dumps(list(run.rows), indent=2))
+    elif output is None:
+        for row in run.rows:
+            where = ""
+            if row["x1"] is not None:
+                where = f" face {row['face_index']} at ({row['x1']},{row['y1']},{row['x2']},{row['y2']})"
+            print(f"{row['path']}{where}: {row['gender']} (p_female {row['p_female']:.2f}), age {row['age']:.0f}")
+    console.print(f"{run.images} images predicted, {len(run.rows)} faces, {len(run.skipped)} unreadable skipped")
+    if not run.images:
+        raise typer.Exit(1)
+
+
+def _predict_video_command(predictor, video, webcam, output, as_json, max_frames) -> None:
+    from agegender.inference.runs import has_display, predict_video
+    from agegender.inference.sources import VideoSource, WebcamSource
+
+    show = output is None and has_display()
+    if output is None and not show:
+        raise ValueError("no display for a live window here: pass --output out.mp4")
+    source = WebcamSource(webcam) if webcam is not None else VideoSource(video)
+    run = predict_video(predictor, source, output=output, show=show, max_frames=max_frames, collect_rows=as_json)
+    if as_json:
+        print(json.dumps(list(run.rows), indent=2))
+    wrote = f"; wrote {output}" if output else ""
+    console.print(f"{run.frames} frames, {run.faces} faces, {run.fps:.1f} fps{wrote}")
 
 
 @app.command()
-def predict(
-    paths: list[Path] = typer.Argument(..., help="images or folders"),
+def export(
+    out: Path = typer.Option(..., help="file to write, e.g. model.onnx"),
     model: Optional[Path] = typer.Option(None, help="checkpoint; default: the bundled model"),
-    no_detect: bool = typer.Option(False, "--no-detect", help="treat each image as an already-cropped face"),
-    output: Optional[Path] = typer.Option(None, help="write predictions to this CSV"),
-    as_json: bool = typer.Option(False, "--json", help="print predictions as JSON on stdout"),
+    format_: str = typer.Option("onnx", "--format", help="onnx (the only format)"),
+    quantize: Optional[str] = typer.Option(None, help="int8: dynamic quantisation of the weights"),
 ) -> None:
-    """Age and gender for face images."""
-    from agegender.inference.predictor import Predictor
+    """Export a checkpoint to ONNX and check onnxruntime against PyTorch."""
+    from agegender.export.onnx import export_onnx
 
-    if not no_detect:
-        raise typer.BadParameter(
-            "face detection is not available in this version; pass --no-detect for images that are face crops"
-        )
-    predictor = Predictor.from_checkpoint(model)
-    rows, failures = [], []
-    for path in _expand_inputs(paths):
-        try:
-            face = predictor.predict_cropped_file(path).faces[0]
-        except ImageLoadError as error:
-            failures.append(str(error))
-            console.print(f"skipped {error}")
-            continue
-        rows.append({"path": str(path), "age": round(face.age, 1), "gender": face.gender, "p_female": round(face.p_female, 4)})
-    if output is not None:
-        _write_predictions_csv(rows, output)
-    if as_json:
-        print(json.dumps(rows, indent=2))
-    elif output is None:
-        for row in rows:
-            print(f"{row['path']}: {row['gender']} (p_female {row['p_female']:.2f}), age {row['age']:.0f}")
-    console.print(f"{len(rows)} predicted, {len(failures)} unreadable skipped")
-    if not rows:
-        raise typer.Exit(1)
+    if format_ != "onnx":
+        raise ValueError(f"unknown format '{format_}'; the only choice is onnx")
+    print(export_onnx(model, out, quantize=quantize).summary())
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+    port: int = typer.Option(8000),
+    model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
+    runtime: str = typer.Option("torch", help="torch | onnx"),
+    detector: str = typer.Option("auto", help="face detector: auto | haar | mediapipe"),
+) -> None:
+    """Serve the web page and the JSON API (POST /predict, GET /health, /docs)."""
+    from agegender.inference.predictor import load_predictor
+    from agegender.serving.app import run_server
+
+    run_server(load_predictor(model, runtime=runtime, detector=detector), host=host, port=port)
+
+
+@app.command()
+def compare(
+    runs: list[Path] = typer.Argument(..., help="run directories written by `agegender train`"),
+    out: Path = typer.Option(..., help="folder for report.md, report.html and figures/"),
+    data: Optional[Path] = typer.Option(None, help="data folder, if the runs' own data path moved"),
+    split: str = typer.Option("val", help="val | test: the split the per-group tables and figures use"),
+    max_images: int = typer.Option(500, help="images per run re-predicted for the figures"),
+) -> None:
+    """Compare trained runs: architecture, training, performance and per-group tables plus figures."""
+    from agegender.evaluation.compare import compare_runs
+
+    result = compare_runs(runs, out, data_dir=data, split=split, max_images=max_images)
+    for note in result.notes:
+        console.print(note)
+    console.print(f"wrote {result.markdown} and {result.html}")
 
 
 @app.command("models")
@@ -155,23 +229,31 @@ def list_models_command() -> None:
         print(name)
 
 
+def _is_usage_error(error: Exception) -> bool:
+    import click
+
+    # typer >= 0.2x vendors its own click (typer._click) whose exceptions do not derive from click's
+    bases = tuple(b for b in (click.ClickException, getattr(typer, "TyperException", None)) if b is not None)
+    return isinstance(error, bases) and hasattr(error, "show") and hasattr(error, "exit_code")
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except USER_ERRORS as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {escape(str(error))}")  # messages hold paths and [lists]: not markup
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
     except typer.Exit as stop:
         sys.exit(stop.exit_code)
     except Exception as error:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(error, click.ClickException):
+        if _is_usage_error(error):
             error.show()
             sys.exit(error.exit_code)
         raise
+    if isinstance(code, int) and code:  # typer.Exit(n) and Ctrl-C (130) come back as a return value
+        sys.exit(code)
 
 
 if __name__ == "__main__":

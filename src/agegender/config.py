@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration key or value a user wrote is wrong."""
+
+
+# YAML 1.1 (PyYAML) reads exponent-only numbers such as 1e-3 as text; Python writes 1e-05 that way.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class ModelConfig:
     dropout: float = 0.3
     age_head: str = "bins"  # "bins": expected value over 1-year bins; "regression": one output
     weights: str | None = None  # local pretrained weights file, for pretrained backbones
+    # Pretrained backbones, phase 2: fine-tune the last N backbone blocks (0: phase 1, heads only)
+    unfreeze_blocks: int = 2
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,10 @@ class TrainConfig:
     compile: bool = False
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     device: str = "cpu"
+    # Pretrained backbones (two-phase fine-tuning, training/finetune.py); train.epochs bounds phase 1.
+    finetune_epochs: int | None = None  # phase-2 max epochs; None -> train.epochs
+    finetune_lr: float | None = None  # phase-2 learning rate; None -> train.lr / 10
+    feature_views: int = 4  # cached views per training image: original, flipped, then augmented ones
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if annotation is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -170,7 +183,11 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if dotted.count(".") != 1:
         raise ConfigError(f"override key '{dotted}' must look like section.key (e.g. train.lr)")
     section, key = dotted.split(".")
-    return section, key, yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return section, key, yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"override '{text}': cannot parse the value ({reason})") from error
 
 
 def apply_overrides(config: RunConfig, overrides: typing.Iterable[str]) -> RunConfig:

@@ -1,14 +1,27 @@
-"""Predictor: a checkpoint (the bundled one by default) turned into age/gender predictions."""
+"""Predictor: a checkpoint (the bundled one by default) turned into age/gender predictions.
+
+`predict` runs the whole pipeline on one image: detect faces, crop each with the detector's
+margin (data.images.crop_with_margin), resize with `prepare_face` (the training resize), then
+one batched forward pass. `predict_stream` does the same per video frame and smooths each face
+over time. `OnnxPredictor` (agegender.export.onnx) swaps the PyTorch model for onnxruntime and
+inherits everything else from here.
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
 from agegender.data.images import load_rgb, resize_square
+from agegender.inference.detect import DEFAULT_DETECTOR, FaceDetector, create_detector, crop_faces
+from agegender.inference.sources import Frame
+from agegender.inference.tracking import FaceTracker
 from agegender.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from agegender.results import FacePrediction, Prediction
 from agegender.training.loop import predict_arrays
@@ -20,20 +33,62 @@ def bundled_model_path() -> Path:
     return Path(str(resources.files("agegender") / "assets" / BUNDLED_MODEL))
 
 
-class Predictor:
-    """Age and P(female) for face images, with the checkpoint's own preprocessing."""
+@dataclass(frozen=True)
+class StreamResult:
+    """One frame of `Predictor.predict_stream`."""
 
-    def __init__(self, checkpoint: LoadedCheckpoint, source: Path):
+    frame: Frame
+    prediction: Prediction  # faces smoothed over time when tracking is on
+    track_ids: tuple[int, ...]  # one per face; empty when tracking is off
+    seconds: float  # detection + model time for this frame
+
+
+class Predictor:
+    """Age and P(female) for face images, with the checkpoint's own preprocessing.
+
+    `detector` is a detector name (see inference.detect.list_detectors) or a FaceDetector; it is
+    built on first use, so --no-detect never loads one. `margin` overrides the detector's own crop
+    margin. `tta` averages each face with its mirror image.
+    """
+
+    runtime = "torch"
+
+    def __init__(
+        self,
+        checkpoint: LoadedCheckpoint,
+        source: Path,
+        *,
+        detector: str | FaceDetector = DEFAULT_DETECTOR,
+        margin: float | None = None,
+        tta: bool = False,
+    ):
         self.checkpoint = checkpoint
         self.model = checkpoint.model.to(memory_format=torch.channels_last).eval()
         self.image_size = checkpoint.image_size
         self.source = source
+        self._configure(detector, margin, tta)
+
+    def _configure(self, detector: str | FaceDetector, margin: float | None, tta: bool) -> None:
+        self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
+        self._detector_name = detector if isinstance(detector, str) else detector.name
+        self._margin = margin
+        self.tta = tta
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str | None = None) -> "Predictor":
-        """Load `path`, or the model bundled with the package when None."""
+    def from_checkpoint(cls, path: Path | str | None = None, **options) -> "Predictor":
+        """Load `path`, or the model bundled with the package when None. `options`: see the class."""
         path = Path(path) if path is not None else bundled_model_path()
-        return cls(load_checkpoint(path), path)
+        return cls(load_checkpoint(path), path, **options)
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = create_detector(self._detector_name)
+        return self._detector
+
+    @property
+    def margin(self) -> float:
+        return self._margin if self._margin is not None else self.detector.margin
 
     def prepare_face(self, rgb: np.ndarray) -> np.ndarray:
         """An RGB face crop -> the model's uint8 input size (the same resize training used)."""
@@ -43,13 +98,70 @@ class Predictor:
         """(age, P(female)) for uint8 (N, S, S, 3) faces already at the model's size."""
         return predict_arrays(self.model, faces, batch_size=batch_size)
 
+    def predict_prepared(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`predict_faces`, plus the horizontal-flip average when tta is on."""
+        if not self.tta:
+            return self.predict_faces(faces)
+        n = len(faces)
+        both = np.concatenate([faces, faces[:, :, ::-1]])  # (2N, S, S, 3): originals, then mirrors
+        ages, p_female = self.predict_faces(both)
+        return (ages[:n] + ages[n:]) / 2, (p_female[:n] + p_female[n:]) / 2
+
     def predict_crops(self, crops: list[np.ndarray]) -> list[FacePrediction]:
         if not crops:
             return []
-        ages, p_female = self.predict_faces(np.stack([self.prepare_face(c) for c in crops]))
+        ages, p_female = self.predict_prepared(np.stack([self.prepare_face(c) for c in crops]))
         return [FacePrediction(age=float(a), p_female=float(p)) for a, p in zip(ages, p_female)]
 
     def predict_cropped_file(self, path: Path) -> Prediction:
         """Treat a whole image file as one already-cropped face (--no-detect)."""
         face = load_rgb(path, target_size=self.image_size)
         return Prediction(source=str(path), faces=tuple(self.predict_crops([face])))
+
+    def predict(self, image: np.ndarray | Path | str, source: str | None = None) -> Prediction:
+        """Every face in an image (HxWx3 uint8 RGB array or file): detect, crop, one batched pass.
+
+        Zero faces is a valid result. Faces come most confident first.
+        """
+        if isinstance(image, np.ndarray):
+            rgb, name = image, source or "<array>"
+        else:
+            rgb, name = load_rgb(image), source or str(image)
+        detections = self.detector.detect(rgb)
+        faces = self.predict_crops(crop_faces(rgb, detections, self.margin))
+        boxed = (FacePrediction(f.age, f.p_female, box=d.box, score=d.score) for f, d in zip(faces, detections))
+        return Prediction(source=name, faces=tuple(boxed))
+
+    def predict_stream(
+        self, frames: Iterable[Frame | np.ndarray], *, tracker: FaceTracker | None = None, smooth: bool = True
+    ) -> Iterator[StreamResult]:
+        """Per-frame results, one at a time (nothing accumulates). With `smooth`, faces are tracked
+        across frames and their age and P(female) averaged over time (a new FaceTracker unless given).
+        """
+        if smooth and tracker is None:
+            tracker = FaceTracker()
+        for index, frame in enumerate(frames):
+            if not isinstance(frame, Frame):
+                frame = Frame(frame, "<stream>", index)
+            start = time.perf_counter()
+            prediction = self.predict(frame.image, source=frame.source)
+            track_ids: tuple[int, ...] = ()
+            if smooth:
+                tracks = tracker.update(prediction.faces)
+                prediction = Prediction(prediction.source, tuple(t.face for t in tracks))
+                track_ids = tuple(t.track_id for t in tracks)
+            yield StreamResult(frame, prediction, track_ids, time.perf_counter() - start)
+
+
+RUNTIMES = ("torch", "onnx")
+
+
+def load_predictor(model: Path | str | None = None, *, runtime: str = "torch", **options) -> Predictor:
+    """A Predictor on PyTorch (a .safetensors checkpoint) or onnxruntime (an exported .onnx file)."""
+    if runtime == "torch":
+        return Predictor.from_checkpoint(model, **options)
+    if runtime == "onnx":
+        from agegender.export.onnx import OnnxPredictor
+
+        return OnnxPredictor.from_checkpoint(model, **options)
+    raise ValueError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")

@@ -33,7 +33,7 @@ def count_layers(model: nn.Module) -> int:
 def feature_map_shape(model: nn.Module, image_size: int) -> tuple[int, int, int]:
     was_training = model.training
     model.eval()
-    probe = torch.zeros(1, 3, image_size, image_size)
+    probe = torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device)
     shape = model.backbone(model.normalize(probe)).shape[1:]  # (C, h, w)
     model.train(was_training)
     return tuple(int(s) for s in shape)

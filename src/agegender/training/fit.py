@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,23 @@ from agegender.models.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
+from agegender.models.pretrained import is_pretrained, resolve_weights_path
 from agegender.models.registry import create_model
 from agegender.models.summary import ModelSummary, summarize_model
 from agegender.training.callbacks import EarlyStopping, HistoryCSV
+from agegender.training.distributed import (
+    DistributedContext,
+    epoch_shard,
+    evaluate_sharded,
+    init_distributed,
+    per_rank_batch_size,
+    rank_console,
+    rank_generator,
+    reduce_epoch_metrics,
+    shutdown_distributed,
+    take,
+    wrap_for_training,
+)
 from agegender.training.loop import EpochMetrics, evaluate_epoch, predict_arrays, train_one_epoch
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.schedule import EpochScheduler, create_optimizer, current_lr, trainable
@@ -62,6 +76,8 @@ class TrainingState:
     stopper: EarlyStopping
     generator: torch.Generator
     epoch: int = 0  # last completed epoch
+    context: DistributedContext = field(default_factory=DistributedContext)  # torchrun rank, device
+    train_model: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -80,10 +96,14 @@ class TrainingState:
         self.generator.set_state(state["generator"])
 
 
-def create_training_state(config: RunConfig) -> TrainingState:
-    model = create_model(config.model)
+def create_training_state(config: RunConfig, context: DistributedContext | None = None) -> TrainingState:
+    context = context or DistributedContext()
+    with torch.random.fork_rng(devices=[]):  # same seed, same initial weights, without touching global RNG
+        torch.manual_seed(config.data.seed)
+        model = create_model(config.model)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = model.to(context.device)
     optimizer = create_optimizer(trainable(model), config.train)
     generator = torch.Generator().manual_seed(config.data.seed)
     return TrainingState(
@@ -92,6 +112,8 @@ def create_training_state(config: RunConfig) -> TrainingState:
         scheduler=EpochScheduler(optimizer, config.train, config.train.epochs),
         stopper=EarlyStopping(config.train.early_stopping_patience, config.train.min_delta),
         generator=generator,
+        context=context,
+        train_model=wrap_for_training(model, context),
     )
 
 
@@ -134,21 +156,29 @@ def make_progress(console: Console) -> Progress:
 def run_epoch(
     state: TrainingState, data: PreparedData, loss_fn: MultiTaskLoss, config: RunConfig, console: Console
 ) -> tuple[EpochMetrics, EpochMetrics]:
-    epoch = state.epoch + 1
+    epoch, context = state.epoch + 1, state.context
+    train, batch_size, generator = data.train, config.train.batch_size, state.generator
+    if context.enabled:  # this rank's shard of a permutation shared by all ranks
+        train = take(data.train, epoch_shard(len(data.train), context, state.generator))
+        batch_size, generator = per_rank_batch_size(batch_size, context), rank_generator(config.data.seed, epoch, context)
     with make_progress(console) as progress:
-        task = progress.add_task(f"epoch {epoch}/{config.train.epochs}", total=len(data.train), stats="")
+        task = progress.add_task(f"epoch {epoch}/{config.train.epochs}", total=len(train), stats="")
         train_metrics = train_one_epoch(
-            state.model,
-            data.train,
+            state.train_model or state.model,
+            train,
             loss_fn,
             state.optimizer,
             augment=config.augment,
-            batch_size=config.train.batch_size,
-            generator=state.generator,
+            batch_size=batch_size,
+            generator=generator,
             channels_last=config.train.channels_last,
             on_batch=lambda n, means: progress.update(task, advance=n, stats=means.short()),
         )
-    val_metrics = evaluate_epoch(state.model, data.val, loss_fn, channels_last=config.train.channels_last)
+    if context.enabled:
+        train_metrics = reduce_epoch_metrics(train_metrics, context)
+        val_metrics = evaluate_sharded(state.model, data.val, loss_fn, context, channels_last=config.train.channels_last)
+    else:
+        val_metrics = evaluate_epoch(state.model, data.val, loss_fn, channels_last=config.train.channels_last)
     return train_metrics, val_metrics
 
 
@@ -172,6 +202,20 @@ def epoch_line(epoch: int, train: EpochMetrics, val: EpochMetrics, lr: float, be
     )
 
 
+def check_pretrained_options(config: RunConfig, resume: bool) -> None:
+    """Fail on --weights / fine-tuning settings before any data is decoded or a directory made."""
+    if not is_pretrained(config.model.name):
+        if config.model.weights:
+            raise RunError(f"model '{config.model.name}' has no pretrained backbone; --weights needs one of the pretrained models")
+        return
+    from agegender.training.finetune import plan_phases
+
+    with torch.random.fork_rng(devices=[]):  # a throw-away model, counted for its blocks only
+        plan_phases(create_model(config.model), config)
+    if not resume:
+        resolve_weights_path(config.model)
+
+
 def fit(
     config: RunConfig,
     run_dir: Path,
@@ -189,21 +233,32 @@ def fit(
         raise RunError(f"{run_dir}: already holds a run; use --resume {run_dir} or a new --out")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    context = init_distributed(config.train.device)  # torchrun: join the process group
+    console = rank_console(context, console)
+    if context.enabled and is_pretrained(config.model.name):
+        raise RunError("two-phase fine-tuning of pretrained backbones runs in one process; start it without torchrun")
+    check_pretrained_options(config, resume)
     data = data or prepare_data(config.data)
     console.print(data.summary_line())
     if len(data.train) < 2 or len(data.val) < 1:
         raise RunError(f"{config.data.path}: too few images to train ({data.summary_line()})")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    if context.is_main:
+        save_config(config, run_dir / "config.yaml")
+    if is_pretrained(config.model.name):  # two phases: heads on cached features, then the last blocks
+        from agegender.training.finetune import fit_two_phase
 
-    state = create_training_state(config)
+        return fit_two_phase(config, run_dir, data, resume=resume, console=console, context=context)
+
+    state = create_training_state(config, context)
     summary = summarize_model(state.model, config.model.name, config.data.image_size)
     console.print(summary.line())
     meta_base = dict(label_stats=label_stats(data.train))
     history = HistoryCSV(run_dir / "history.csv")
     if resume:
         restore_last(state, run_dir)
-        history.truncate_after(state.epoch)
+        if context.is_main:
+            history.truncate_after(state.epoch)
         console.print(f"resumed {run_dir} after epoch {state.epoch}")
     loss_fn = MultiTaskLoss(config.train.gender_weight, config.train.age_weight, config.train.label_smoothing)
 
@@ -212,7 +267,12 @@ def fit(
     except KeyboardInterrupt:
         console.print(f"interrupted after epoch {state.epoch}; continue with: agegender train --resume {run_dir}")
         raise
-    return finish_run(state, data, config, run_dir, summary, console)
+    if not context.enabled:
+        return finish_run(state, data, config, run_dir, summary, console)
+    result = finish_run(state, data, config, run_dir, summary, console) if context.is_main else None
+    shutdown_distributed(context)  # other ranks wait here until rank 0 has written metrics.json
+    metrics = result.metrics if result else json.loads((run_dir / "metrics.json").read_text())
+    return FitResult(run_dir, metrics["best_epoch"], metrics["stopped_epoch"], metrics)
 
 
 def train_epochs(state, data, loss_fn, config, run_dir, history, meta_base, console) -> None:
@@ -222,8 +282,10 @@ def train_epochs(state, data, loss_fn, config, run_dir, history, meta_base, cons
         lr = current_lr(state.optimizer)
         is_best = state.stopper.update(val_metrics.loss, state.epoch)
         state.scheduler.epoch_end(val_metrics.loss)
-        history.append(history_row(state.epoch, train_metrics, val_metrics, lr))
         console.print(epoch_line(state.epoch, train_metrics, val_metrics, lr, is_best))
+        if not state.context.is_main:  # under torchrun only rank 0 writes
+            continue
+        history.append(history_row(state.epoch, train_metrics, val_metrics, lr))
         meta = build_meta(state.model, config, **meta_base, epoch=state.epoch)
         if is_best:
             save_checkpoint(run_dir / BEST, state.model, meta)
@@ -256,7 +318,7 @@ def split_report(model: nn.Module, arrays, channels_last: bool) -> dict | None:
     return report_to_dict(build_report(arrays.samples, age, p_female))
 
 
-def finish_run(state, data, config, run_dir, summary: ModelSummary, console) -> FitResult:
+def finish_run(state, data, config, run_dir, summary: ModelSummary, console, extra: dict | None = None) -> FitResult:
     """Restore the best weights, measure them on val/test, write metrics.json and the curves."""
     from safetensors.torch import load_file
 
@@ -277,6 +339,7 @@ def finish_run(state, data, config, run_dir, summary: ModelSummary, console) -> 
         "val": split_report(state.model, data.val, config.train.channels_last),
         "test": split_report(state.model, data.test, config.train.channels_last),
         "timing": timing_summary(rows, state.stopper.best_epoch, len(data.train), config.train.batch_size),
+        **(extra or {}),
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_learning_curves(run_dir / "history.csv", run_dir / "learning_curves.png", title=f"{config.model.name} ({run_dir.name})")

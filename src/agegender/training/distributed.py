@@ -1,0 +1,172 @@
+"""Data-parallel training under `torchrun --nproc_per_node N` (gloo on CPU, NCCL on GPUs).
+
+fit() is unchanged for the user: torchrun's RANK / WORLD_SIZE / LOCAL_RANK variables switch this on.
+Every epoch the training images are permuted with the run's generator (identical on every rank),
+padded to a multiple of the world size and dealt out rank::world (what DistributedSampler does),
+each rank trains on its shard with `batch_size // world` images per step so the global batch stays
+`train.batch_size`, gradients are averaged by DistributedDataParallel, and epoch metrics are summed
+across ranks. Only rank 0 writes files or prints.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from torch import nn
+
+from agegender.data.dataset import LabelledArrays
+from agegender.data.transforms import to_model_input
+from agegender.training.loop import EpochMetrics, RunningMeans, batch_indices
+from agegender.training.losses import MultiTaskLoss
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launch_ranks(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) when run directly."""
+    environ = os.environ if environ is None else environ
+    try:
+        return int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_RANK", 0))
+    except ValueError as error:
+        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers ({error})") from error
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'cpu', 'cuda' (this rank's GPU) or 'cuda:N'; a GPU request without a GPU is one clear error."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={name}, but this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+        return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
+    raise ValueError(f"unknown train.device '{name}'; choose cpu, cuda or cuda:N")
+
+
+def init_distributed(device: str, environ: Mapping[str, str] | None = None) -> DistributedContext:
+    """Join the torchrun process group when launched by torchrun; a plain single-process context otherwise."""
+    rank, world, local_rank = launch_ranks(environ)
+    context = DistributedContext(rank, world, local_rank, resolve_device(device, local_rank))
+    if context.enabled and not dist.is_initialized():
+        if context.device.type == "cuda":
+            torch.cuda.set_device(context.device)
+        dist.init_process_group("nccl" if context.device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return context
+
+
+def shutdown_distributed(context: DistributedContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def rank_console(context: DistributedContext, console: Console) -> Console:
+    """Rank 0 keeps the console; other ranks print nowhere."""
+    return console if context.is_main else Console(file=io.StringIO())
+
+
+def wrap_for_training(model: nn.Module, context: DistributedContext) -> nn.Module:
+    if not context.enabled:
+        return model
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def epoch_shard(n: int, context: DistributedContext, generator: torch.Generator) -> torch.Tensor:
+    """This rank's indices for one epoch: a shared permutation, padded by wrapping, dealt rank::world."""
+    order = torch.randperm(n, generator=generator)  # identical on every rank: same seed, same draws
+    padded = order.repeat(-(-context.world_size // max(n, 1)) + 1)[: -(-n // context.world_size) * context.world_size]
+    return padded[context.rank :: context.world_size]
+
+
+def take(data: LabelledArrays, index: torch.Tensor) -> LabelledArrays:
+    picked = index.numpy()
+    return LabelledArrays(data.images[picked], data.age[picked], data.gender[picked], [data.samples[i] for i in picked])
+
+
+def rank_generator(seed: int, epoch: int, context: DistributedContext) -> torch.Generator:
+    """Shuffling within the shard and augmentation: different per rank, reproducible on --resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + context.rank)
+
+
+def per_rank_batch_size(batch_size: int, context: DistributedContext) -> int:
+    return max(2, batch_size // context.world_size)
+
+
+def reduce_epoch_metrics(metrics: EpochMetrics, context: DistributedContext) -> EpochMetrics:
+    """Image-weighted means over ranks (exact when every image carries both labels)."""
+    if not context.enabled:
+        return metrics
+    fields = ("loss", "gender_loss", "age_loss", "gender_acc", "age_mae")
+    values = torch.tensor([metrics.images * _finite(getattr(metrics, f)) for f in fields] + [metrics.images], dtype=torch.float64)
+    dist.all_reduce(values)
+    images = float(values[-1])
+    means = {f: float(v) / images if images else float("nan") for f, v in zip(fields, values[:-1])}
+    return EpochMetrics(**means, seconds=metrics.seconds, images=int(images))
+
+
+def _finite(value: float) -> float:
+    return 0.0 if np.isnan(value) else value
+
+
+@torch.no_grad()
+def evaluate_sharded(
+    model: nn.Module, data: LabelledArrays, loss_fn: MultiTaskLoss, context: DistributedContext,
+    batch_size: int = 256, channels_last: bool = True,
+) -> EpochMetrics:  # fmt: skip
+    """evaluate_epoch over rank::world of `data` (no padding), with sums and counts added across ranks.
+
+    The result equals a single-process evaluation of the same weights (up to float summation order).
+    """
+    broadcast_buffers(model, context)
+    model.eval()
+    start, means = time.perf_counter(), RunningMeans()
+    shard = take(data, torch.arange(context.rank, len(data), context.world_size))
+    for index in batch_indices(len(shard), batch_size, None):
+        picked = index.numpy()
+        x = to_model_input(shard.images[picked], channels_last).to(context.device)
+        age = torch.from_numpy(shard.age[picked]).to(context.device)
+        gender = torch.from_numpy(shard.gender[picked]).to(context.device)
+        output = model(x)
+        means.update(loss_fn(output, age, gender), output, age, gender)
+    if context.enabled:
+        keys_sum, keys_count = list(means.sums), list(means.counts)
+        totals = torch.tensor([means.sums[k] for k in keys_sum] + [means.counts[k] for k in keys_count], dtype=torch.float64)
+        dist.all_reduce(totals)
+        means.sums = {k: float(v) for k, v in zip(keys_sum, totals[: len(keys_sum)])}
+        means.counts = {k: int(v) for k, v in zip(keys_count, totals[len(keys_sum) :])}
+    return means.result(time.perf_counter() - start)
+
+
+def broadcast_buffers(model: nn.Module, context: DistributedContext) -> None:
+    """Rank 0's BatchNorm running statistics everywhere: each rank's last training step updated its own
+    (DDP only broadcasts them before a forward), and rank 0's are the ones its checkpoint holds."""
+    if context.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def barrier(context: DistributedContext) -> None:
+    if context.enabled:
+        dist.barrier()

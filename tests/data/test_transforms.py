@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from agegender.config import AugmentConfig
+from agegender.data.transforms import (
+    adjust_brightness_contrast,
+    augment_batch,
+    random_affine_grid,
+    to_model_input,
+)
+
+NO_AUGMENT = AugmentConfig(hflip=0.0, rotation=0.0, zoom=0.0, shift=0.0, brightness=0.0, contrast=0.0)
+
+
+def uint8_batch(n: int = 4, side: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, side, side, 3), dtype=np.uint8)
+
+
+def float_batch(n: int = 4, side: int = 16, seed: int = 0) -> torch.Tensor:
+    return to_model_input(uint8_batch(n, side, seed))
+
+
+def test_to_model_input_layout_dtype_and_range():
+    images = np.zeros((2, 5, 7, 3), np.uint8)
+    images[1, 2, 3] = (255, 0, 51)  # one RGB pixel: row 2, column 3
+    x = to_model_input(images)
+    assert x.shape == (2, 3, 5, 7)
+    assert x.dtype == torch.float32
+    assert x[1, :, 2, 3].tolist() == pytest.approx([1.0, 0.0, 0.2])  # channel order stays RGB
+    assert float(x.sum()) == pytest.approx(1.2)
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
+def test_to_model_input_memory_format():
+    images = uint8_batch(2, 8)
+    assert to_model_input(images, channels_last=True).is_contiguous(memory_format=torch.channels_last)
+    plain = to_model_input(images, channels_last=False)
+    assert plain.is_contiguous()
+    torch.testing.assert_close(plain, to_model_input(images, channels_last=True), rtol=0, atol=0)
+
+
+def test_to_model_input_accepts_a_uint8_tensor_and_leaves_the_input_alone():
+    images = uint8_batch(2, 8)
+    copy = images.copy()
+    from_array = to_model_input(images)
+    from_tensor = to_model_input(torch.from_numpy(images))
+    torch.testing.assert_close(from_array, from_tensor, rtol=0, atol=0)
+    np.testing.assert_array_equal(images, copy)
+
+
+def test_augment_keeps_shape_and_range():
+    x = float_batch()
+    out = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert out.dtype == torch.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert not torch.allclose(out, x)  # the default config does change the images
+
+
+def test_augment_does_not_modify_its_input():
+    x = float_batch()
+    before = x.clone()
+    augment_batch(x, AugmentConfig(hflip=1.0), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, before, rtol=0, atol=0)
+
+
+def test_augment_is_deterministic_for_a_seeded_generator():
+    x = float_batch()
+    a = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(42))
+    b = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(42))
+    c = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(43))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, c)
+
+
+def test_all_zero_config_is_identity():
+    x = float_batch()
+    out = augment_batch(x, NO_AUGMENT, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-5)
+
+
+def test_zero_geometry_grid_samples_every_pixel_in_place():
+    # Exercise the sampling path itself (augment_batch skips it when nothing is enabled).
+    x = float_batch()
+    grid = random_affine_grid(x.shape[0], x.shape[-1], NO_AUGMENT, torch.Generator().manual_seed(0))
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        adjust_brightness_contrast(x.clone(), NO_AUGMENT, torch.Generator()), x, rtol=0, atol=1e-6
+    )
+
+
+def test_hflip_mirrors_the_image():
+    x = float_batch()
+    out = augment_batch(x, AugmentConfig(hflip=1.0, rotation=0, zoom=0, shift=0, brightness=0, contrast=0), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, x.flip(-1), rtol=0, atol=1e-5)
+
+
+def test_brightness_only_shifts_each_image_by_a_constant():
+    # (x - mean) * 1 + mean * b = x + mean * (b - 1): a per-image constant offset, away from the clamps.
+    x = torch.full((3, 3, 8, 8), 0.5) + torch.linspace(-0.05, 0.05, 64).view(1, 1, 8, 8)
+    config = AugmentConfig(hflip=0, rotation=0, zoom=0, shift=0, brightness=0.2, contrast=0)
+    out = augment_batch(x, config, torch.Generator().manual_seed(1))
+    offsets = (out - x).flatten(1)  # (N, C*H*W)
+    torch.testing.assert_close(offsets, offsets[:, :1].expand_as(offsets), rtol=0, atol=1e-6)
+    assert float(offsets[:, 0].abs().max()) <= 0.5 * 0.2 + 1e-6
+    assert float(offsets[:, 0].abs().max()) > 0
+
+
+def test_contrast_only_keeps_the_mean():
+    x = torch.full((3, 3, 8, 8), 0.5) + torch.linspace(-0.1, 0.1, 64).view(1, 1, 8, 8)
+    config = AugmentConfig(hflip=0, rotation=0, zoom=0, shift=0, brightness=0, contrast=0.3)
+    out = augment_batch(x, config, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), rtol=0, atol=1e-6)
+    assert not torch.allclose(out, x)

@@ -1,0 +1,80 @@
+"""The comparison report: tables from metrics.json/history.csv, figures from re-run checkpoints."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import replace
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from agegender.cli import app
+from agegender.config import ModelConfig
+from agegender.evaluation.compare import CompareError, compare_runs, convergence_verdict
+from agegender.training.fit import fit
+from tests.conftest import make_utkface, tiny_config
+from tests.models.test_pretrained import write_random_weights
+
+
+@pytest.fixture(scope="module")
+def lite0_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lite0run")
+    data = make_utkface(root / "utkface")
+    weights = root / "lite0.pth"
+    write_random_weights("efficientnet_lite0", weights)
+    config = tiny_config(data.path, root / "cache", epochs=1, feature_views=2)
+    config = replace(config, model=ModelConfig(name="efficientnet_lite0", head_hidden=8, weights=str(weights), unfreeze_blocks=1))
+    fit(config, root / "run", console=Console(file=io.StringIO()))
+    return root / "run"
+
+
+def test_report_has_every_table_and_embedded_figure(trained_run, lite0_run, tmp_path):
+    result = compare_runs([trained_run.run_dir, lite0_run], tmp_path / "report", max_images=20)
+    markdown, page = result.markdown.read_text(), result.html.read_text()
+    for heading in ("## Architecture", "## Training", "## Performance", "## Per group"):
+        assert heading in markdown
+    for label in ("custom (run)", "efficientnet_lite0 (run)"):
+        assert label in markdown and label in page
+    assert "phase1 2e-03 / phase2 2e-04" in markdown  # two-phase learning rates
+    assert "race: " in markdown and "age band: " in markdown and "worst" in markdown
+    assert set(result.figures) == {"learning_curves", "examples", "augmentation", "confusion", "age_scatter"}
+    for path in result.figures.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"figures/{path.name}" in markdown
+    assert page.count("src='data:image/png;base64,") == len(result.figures)
+    assert "figures/" not in page  # self-contained
+
+
+def test_moved_data_folder_still_gives_the_tables(trained_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, copy)
+    result = compare_runs([copy], tmp_path / "report", data_dir=tmp_path / "nowhere")
+    assert result.notes and "pass --data" in result.notes[0]
+    assert set(result.figures) == {"learning_curves"}
+    assert "## Performance" in result.markdown.read_text()
+
+
+def test_unfinished_run_is_a_clear_error(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CompareError, match="not a finished run.*metrics.json"):
+        compare_runs([tmp_path / "run"], tmp_path / "report")
+
+
+def _history(train, val):
+    return [{"epoch": i + 1, "train_loss": t, "val_loss": v} for i, (t, v) in enumerate(zip(train, val))]
+
+
+def test_verdicts_read_off_the_loss_curves():
+    overfit = _history([1.0, 0.8, 0.6, 0.5, 0.4, 0.3], [1.0, 0.9, 0.95, 1.0, 1.1, 1.2])
+    assert convergence_verdict(overfit).startswith("overfitting: val loss rose while train loss fell for 4 epochs (from epoch 3)")
+    assert convergence_verdict(_history([1.0, 0.9, 0.8], [1.0, 0.9, 0.85])).startswith("still improving")
+    assert convergence_verdict(_history([1.0, 0.9, 0.9, 0.9], [1.0, 0.8, 0.8, 0.81])).startswith("converged")
+    assert convergence_verdict(_history([1.0], [1.0])).startswith("too short")
+
+
+def test_compare_command(trained_run, tmp_path):
+    result = CliRunner().invoke(app, ["compare", str(trained_run.run_dir), "--out", str(tmp_path / "r"), "--max-images", "8"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "report.md").is_file()

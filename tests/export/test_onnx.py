@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from agegender.cli import main
+from agegender.export.onnx import OnnxModelError, OnnxPredictor, export_onnx
+from agegender.inference.predictor import Predictor, load_predictor
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    return export_onnx(tiny_checkpoint, out)
+
+
+def test_export_matches_pytorch(exported):
+    assert exported.max_age_diff < 1e-3 and exported.max_p_female_diff < 1e-4
+    assert "max abs difference" in exported.summary()
+
+
+def test_metadata_makes_the_file_self_describing(exported, tiny_checkpoint):
+    model = onnx.load(str(exported.path))
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["agegender"])
+    assert meta["preprocessing"]["image_size"] == 32 and meta["label_stats"] == {"age_mean": 33.0}
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param == "batch"  # dynamic batch
+
+
+def test_onnx_predictor_agrees_with_torch_predictor(exported, tiny_checkpoint):
+    torch_predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    onnx_predictor = load_predictor(exported.path, runtime="onnx")
+    assert isinstance(onnx_predictor, OnnxPredictor) and onnx_predictor.image_size == 32
+    faces = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    for a, b in zip(torch_predictor.predict_faces(faces), onnx_predictor.predict_faces(faces)):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    image = EXAMPLES / "astronaut.jpg"
+    torch_faces, onnx_faces = torch_predictor.predict(image).faces, onnx_predictor.predict(image).faces
+    assert [f.box for f in torch_faces] == [f.box for f in onnx_faces] and len(onnx_faces) == 1
+    assert abs(torch_faces[0].age - onnx_faces[0].age) < 1e-3
+    assert onnx_predictor.predict_faces(faces[:0])[0].shape == (0,)
+
+
+def test_int8_quantisation_is_close_and_smaller(tiny_checkpoint, exported, tmp_path):
+    report = export_onnx(tiny_checkpoint, tmp_path / "int8.onnx", quantize="int8")
+    assert report.quantized and report.bytes < exported.bytes
+    assert report.max_age_diff < 1.0 and report.max_p_female_diff < 0.05
+    assert OnnxPredictor.from_file(report.path).predict_faces(np.zeros((1, 32, 32, 3), np.uint8))[0].shape == (1,)
+
+
+def test_files_that_are_not_agegender_onnx_models_give_clear_errors(tiny_checkpoint, tmp_path):
+    with pytest.raises(OnnxModelError, match="not a readable ONNX model"):
+        OnnxPredictor.from_file(tiny_checkpoint)  # a safetensors file
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\0\1\2 not onnx")
+    with pytest.raises(OnnxModelError, match="not a readable ONNX model"):
+        OnnxPredictor.from_file(garbage)
+    with pytest.raises(OnnxModelError, match="not found"):
+        OnnxPredictor.from_file(tmp_path / "missing.onnx")
+    plain = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["image"], ["age"])], "g",
+        [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("age", onnx.TensorProto.FLOAT, [1])],
+    ))  # fmt: skip
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    with pytest.raises(OnnxModelError, match="without agegender metadata"):
+        OnnxPredictor.from_file(tmp_path / "plain.onnx")
+    with pytest.raises(ValueError, match="int8"):
+        export_onnx(tiny_checkpoint, tmp_path / "x.onnx", quantize="int4")
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["agegender", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_export_and_predict_on_onnx(monkeypatch, capsys, tiny_checkpoint, tmp_path):
+    out = tmp_path / "cli.onnx"
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", "--model", tiny_checkpoint, "--out", out)
+    assert code == 0, err
+    assert "max abs difference" in stdout and out.is_file()
+    image = EXAMPLES / "astronaut.jpg"
+    code, stdout, err = run_cli(monkeypatch, capsys, "predict", image, "--model", out, "--runtime", "onnx", "--json")
+    assert code == 0, err
+    assert len(json.loads(stdout)) == 1
+    code, _, err = run_cli(monkeypatch, capsys, "predict", image, "--model", tiny_checkpoint, "--runtime", "onnx")
+    assert code == 2 and "not a readable ONNX model" in err
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--format", "tflite", "--out", tmp_path / "m.tflite")
+    assert code == 2 and "only choice is onnx" in err

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agegender.data.images import load_rgb
+from agegender.inference.detect import (
+    Detection,
+    DetectorUnavailableError,
+    FaceDetector,
+    HaarDetector,
+    create_detector,
+    crop_faces,
+    list_detectors,
+)
+from agegender.results import Box
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+FACE_CENTRE = (226, 123)  # centre of the face crop box documented in examples/README.md
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return load_rgb(EXAMPLES / "astronaut.jpg")
+
+
+def _available(name: str) -> bool:
+    return name == "haar" or importlib.util.find_spec("mediapipe") is not None
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_every_detector_finds_the_astronaut_and_nothing_in_grey(name, astronaut):
+    if not _available(name):
+        pytest.skip(f"{name} detector package not installed")
+    detector = create_detector(name)
+    assert isinstance(detector, FaceDetector)
+    detections = detector.detect(astronaut)
+    assert len(detections) == 1
+    box = detections[0].box
+    assert abs((box.x1 + box.x2) / 2 - FACE_CENTRE[0]) < 25 and abs((box.y1 + box.y2) / 2 - FACE_CENTRE[1]) < 30
+    assert 70 < box.width < 160 and 0 <= detections[0].score <= 1
+    assert detector.detect(np.full((480, 640, 3), 128, np.uint8)) == []
+    assert detector.detect(np.zeros((10, 10, 3), np.uint8)) == []  # smaller than any face
+
+
+def test_haar_margin_reproduces_the_training_style_crop(astronaut):
+    """The default margin turns the cascade box into about the UTKFace-style crop of examples/README.md."""
+    detector = HaarDetector()
+    (detection,) = detector.detect(astronaut)
+    crop = crop_faces(astronaut, [detection], detector.margin)[0]
+    assert crop.shape[0] == crop.shape[1] and abs(crop.shape[0] - 150) < 25
+
+
+def test_many_faces_are_all_returned(astronaut):
+    face = astronaut[40:210, 140:310]  # (170, 170, 3)
+    canvas = np.full((480, 640, 3), 120, np.uint8)
+    for x in (20, 230, 440):
+        canvas[150:320, x : x + 170] = face
+    detections = HaarDetector().detect(canvas)
+    assert len(detections) == 3
+    assert sorted(d.box.x1 // 200 for d in detections) == [0, 1, 2]
+    crops = crop_faces(canvas, detections, 0.3)
+    assert all(c.shape[:2] == (round(d.box.width * 1.6), round(d.box.width * 1.6)) for c, d in zip(crops, detections))
+
+
+def test_bad_inputs_and_names_raise_clear_errors():
+    with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
+        create_detector("yolo")
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        HaarDetector().detect(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        HaarDetector().detect(np.zeros((10, 10, 3), np.float32))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is not None, reason="mediapipe is installed")
+def test_missing_mediapipe_says_how_to_install_it():
+    with pytest.raises(DetectorUnavailableError, match="pip install --no-deps mediapipe"):
+        create_detector("mediapipe")
+
+
+def test_detection_is_a_frozen_value():
+    detection = Detection(Box(1, 2, 3, 4), 0.5)
+    with pytest.raises(AttributeError):
+        detection.score = 1.0  # type: ignore[misc]
+
+
+def test_auto_prefers_the_measured_best_installed_detector():
+    expected = "mediapipe" if importlib.util.find_spec("mediapipe") is not None else "haar"
+    assert create_detector("auto").name == expected

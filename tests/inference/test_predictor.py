@@ -1,0 +1,95 @@
+"""Predictor on a checkpoint trained once per session (tests/conftest.py: trained_run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agegender.data.cache import load_face
+from agegender.data.images import ImageLoadError, load_rgb, resize_square
+from agegender.data.samples import MAX_AGE
+from agegender.inference.predictor import Predictor, bundled_model_path
+from agegender.models.checkpoint import CheckpointError
+from agegender.results import FacePrediction, Prediction
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run) -> Predictor:
+    return Predictor.from_checkpoint(trained_run.best)
+
+
+def test_from_checkpoint_reads_its_own_preprocessing(predictor, trained_run):
+    assert predictor.image_size == 32
+    assert predictor.source == trained_run.best
+    assert predictor.checkpoint.config == trained_run.config
+    assert not predictor.model.training
+
+
+def test_from_checkpoint_accepts_a_string(trained_run):
+    assert Predictor.from_checkpoint(str(trained_run.best)).image_size == 32
+
+
+def test_predict_faces_shapes_and_ranges(predictor):
+    faces = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    ages, p_female = predictor.predict_faces(faces)
+    assert ages.shape == (4,) and p_female.shape == (4,)
+    assert ((ages >= 0) & (ages <= MAX_AGE)).all()
+    assert ((p_female >= 0) & (p_female <= 1)).all()
+
+
+def test_cropped_file_uses_the_training_preprocessing(predictor, trained_run):
+    # The face a --no-detect prediction sees must be exactly the face training decoded.
+    path = trained_run.data.path / trained_run.data.good[3]
+    prediction = predictor.predict_cropped_file(path)
+    assert isinstance(prediction, Prediction)
+    assert prediction.source == str(path)
+    (face,) = prediction.faces
+    ages, p_female = predictor.predict_faces(load_face(path, 32)[None])
+    assert face.age == pytest.approx(float(ages[0]), abs=1e-5)
+    assert face.p_female == pytest.approx(float(p_female[0]), abs=1e-6)
+    assert face.box is None and face.score is None
+    assert face.gender == ("female" if face.p_female >= 0.5 else "male")
+
+
+def test_predict_crops_resizes_any_size(predictor, trained_run):
+    path = trained_run.data.path / trained_run.data.good[0]
+    rgb = load_rgb(path)  # 48 x 48
+    results = predictor.predict_crops([rgb, resize_square(rgb, 100), rgb[:20, :30]])
+    assert len(results) == 3 and all(isinstance(r, FacePrediction) for r in results)
+    ages, _ = predictor.predict_faces(predictor.prepare_face(rgb)[None])
+    assert results[0].age == pytest.approx(float(ages[0]), abs=1e-5)
+
+
+def test_predict_crops_of_nothing(predictor):
+    assert predictor.predict_crops([]) == []
+
+
+def test_unreadable_file(predictor, trained_run):
+    path = trained_run.data.path / trained_run.data.zero_byte
+    with pytest.raises(ImageLoadError, match="empty file"):
+        predictor.predict_cropped_file(path)
+
+
+def test_gender_threshold():
+    assert FacePrediction(age=30.0, p_female=0.5).gender == "female"
+    assert FacePrediction(age=30.0, p_female=0.4999).gender == "male"
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="broken.safetensors"):
+        Predictor.from_checkpoint(path)
+
+
+@pytest.mark.skipif(
+    not bundled_model_path().is_file(),
+    reason=f"bundled model {bundled_model_path().name} has not been trained and added to src/agegender/assets yet",
+)
+def test_bundled_model_loads_and_predicts(trained_run):
+    predictor = Predictor.from_checkpoint()
+    assert predictor.source == bundled_model_path()
+    prediction = predictor.predict_cropped_file(trained_run.data.path / trained_run.data.good[0])
+    assert 0 <= prediction.faces[0].age <= MAX_AGE
+    meta = predictor.checkpoint.meta
+    assert {"config", "preprocessing", "label_stats", "package_version"} <= set(meta)

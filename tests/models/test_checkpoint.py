@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from agegender import __version__
+from agegender.config import ModelConfig, RunConfig, config_to_dict
+from agegender.models.checkpoint import (
+    METADATA_KEY,
+    CheckpointError,
+    build_meta,
+    load_checkpoint,
+    load_training_state,
+    read_meta,
+    save_checkpoint,
+    save_training_state,
+    write_atomically,
+)
+from agegender.models.registry import create_model
+
+CONFIG = replace(RunConfig(), model=ModelConfig(widths=(8, 16), head_hidden=16))
+CONFIG = replace(CONFIG, data=replace(CONFIG.data, image_size=32))
+STATS = {"n_train": 10, "age_mean": 30.0, "age_std": 12.0, "female_share": 0.5}
+
+
+def trained_looking_model(config: RunConfig = CONFIG) -> torch.nn.Module:
+    """A model whose BatchNorm running statistics are not the defaults, so they must round-trip too."""
+    torch.manual_seed(0)
+    model = create_model(config.model).train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(4, 3, 32, 32))
+    return model.eval()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = trained_looking_model()
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, model, build_meta(model, CONFIG, STATS, epoch=3))
+    return path, model
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    path, model = saved
+    loaded = load_checkpoint(path)
+    assert not loaded.model.training
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = model(x), loaded.model(x)
+    torch.testing.assert_close(got.age, expected.age, rtol=0, atol=0)
+    torch.testing.assert_close(got.gender_logit, expected.gender_logit, rtol=0, atol=0)
+    for key, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[key], tensor, rtol=0, atol=0)
+
+
+def test_metadata_describes_the_model(saved):
+    path, _ = saved
+    loaded = load_checkpoint(path)
+    assert loaded.config == CONFIG
+    meta = read_meta(path)
+    assert meta == loaded.meta
+    assert meta["config"] == config_to_dict(CONFIG)
+    assert meta["preprocessing"]["image_size"] == 32 == loaded.image_size
+    assert meta["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert meta["preprocessing"]["std"] == [0.25, 0.25, 0.25]
+    assert meta["label_stats"] == STATS
+    assert meta["package_version"] == __version__
+    assert meta["epoch"] == 3
+
+
+def test_atomic_write_leaves_only_the_checkpoint(saved):
+    path, _ = saved
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.safetensors"]
+
+
+def test_failed_write_keeps_the_old_file_and_no_temporary(saved):
+    path, _ = saved
+    before = path.read_bytes()
+
+    def half_write_then_crash(temporary: str) -> None:
+        pathlib.Path(temporary).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(path, half_write_then_crash)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.safetensors"]
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.safetensors: checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "random.safetensors"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match="random.safetensors"):
+        load_checkpoint(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.safetensors"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.safetensors"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_checkpoint(saved, keep):
+    path, _ = saved
+    data = path.read_bytes()
+    truncated = path.with_name("truncated.safetensors")
+    truncated.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match="truncated.safetensors"):
+        load_checkpoint(truncated)
+
+
+def test_safetensors_without_our_metadata(tmp_path):
+    path = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(2, 2)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="foreign.safetensors: safetensors file without agegender metadata"):
+        load_checkpoint(path)
+
+
+def test_corrupt_metadata_json(tmp_path):
+    path = tmp_path / "badjson.safetensors"
+    save_file({"weight": torch.zeros(1)}, str(path), metadata={METADATA_KEY: "{not json"})
+    with pytest.raises(CheckpointError, match="badjson.safetensors: corrupt checkpoint metadata"):
+        load_checkpoint(path)
+
+
+def test_unsupported_format_version(tmp_path):
+    model = trained_looking_model()
+    meta = {**build_meta(model, CONFIG, STATS), "format_version": 99}
+    path = tmp_path / "future.safetensors"
+    save_checkpoint(path, model, meta)
+    with pytest.raises(CheckpointError, match="future.safetensors: unsupported checkpoint format"):
+        load_checkpoint(path)
+
+
+def test_weights_from_a_different_architecture(tmp_path):
+    model = trained_looking_model()
+    # metadata claims widths [8, 32], but the tensors are from a [8, 16] model
+    claimed = replace(CONFIG, model=replace(CONFIG.model, widths=(8, 32)))
+    path = tmp_path / "mismatch.safetensors"
+    save_checkpoint(path, model, build_meta(model, claimed, STATS))
+    with pytest.raises(CheckpointError, match=r"mismatch.safetensors: weights do not match the model \(shape of"):
+        load_checkpoint(path)
+
+
+def test_weights_with_missing_layers(tmp_path):
+    model = trained_looking_model()
+    claimed = replace(CONFIG, model=replace(CONFIG.model, widths=(8, 16, 32)))
+    path = tmp_path / "missing.safetensors"
+    save_checkpoint(path, model, build_meta(model, claimed, STATS))
+    with pytest.raises(CheckpointError, match=r"do not match the model \(missing \["):
+        load_checkpoint(path)
+
+
+def test_metadata_naming_an_unknown_model(tmp_path):
+    model = trained_looking_model()
+    meta = build_meta(model, CONFIG, STATS)
+    meta["config"]["model"]["name"] = "resnet9000"
+    path = tmp_path / "unknown.safetensors"
+    save_checkpoint(path, model, meta)
+    with pytest.raises(CheckpointError, match="unknown.safetensors: checkpoint describes a model this version cannot build"):
+        load_checkpoint(path)
+
+
+def test_metadata_with_unknown_config_key(tmp_path):
+    model = trained_looking_model()
+    meta = build_meta(model, CONFIG, STATS)
+    meta["config"]["train"]["warp_drive"] = True
+    path = tmp_path / "newer.safetensors"
+    save_checkpoint(path, model, meta)
+    with pytest.raises(CheckpointError, match="newer.safetensors: .*warp_drive"):
+        load_checkpoint(path)
+
+
+def test_training_state_round_trip(tmp_path):
+    model = trained_looking_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    model(torch.rand(2, 3, 32, 32)).age.sum().backward()
+    optimizer.step()
+    generator = torch.Generator().manual_seed(5)
+    state = {
+        "epoch": 4,
+        "optimizer": optimizer.state_dict(),
+        "early_stopping": {"best": 0.5, "best_epoch": 2, "bad_epochs": 1},
+        "generator": generator.get_state(),
+    }
+    path = tmp_path / "last_state.pt"
+    save_training_state(path, state)
+    loaded = load_training_state(path)  # weights_only=True inside
+    assert loaded["epoch"] == 4 and loaded["early_stopping"] == state["early_stopping"]
+    torch.testing.assert_close(loaded["generator"], state["generator"])
+    fresh = torch.optim.AdamW(model.parameters(), lr=0.01)
+    fresh.load_state_dict(loaded["optimizer"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_state.pt"]
+
+
+class _Payload:
+    """Unpickling this would touch a marker file: a stand-in for arbitrary code execution."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_training_state_with_arbitrary_objects_is_refused(tmp_path):
+    marker = tmp_path / "executed"
+    path = tmp_path / "evil_state.pt"
+    torch.save({"epoch": 1, "payload": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="evil_state.pt: corrupt or unsafe training state"):
+        load_training_state(path)
+    assert not marker.exists()
+
+
+def test_missing_training_state(tmp_path):
+    with pytest.raises(CheckpointError, match="training state not found"):
+        load_training_state(tmp_path / "last_state.pt")
+
+
+def test_corrupt_training_state(tmp_path):
+    path = tmp_path / "last_state.pt"
+    path.write_bytes(b"PK\x03\x04 definitely not a zip")
+    with pytest.raises(CheckpointError, match="last_state.pt: corrupt or unsafe"):
+        load_training_state(path)

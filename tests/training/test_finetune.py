@@ -1,0 +1,127 @@
+"""Two-phase fine-tuning of a pretrained backbone on tiny synthetic data (random 'ImageNet' weights)."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from rich.console import Console
+
+from agegender.config import ModelConfig
+from agegender.data.dataset import prepare_data
+from agegender.models.checkpoint import load_checkpoint
+from agegender.training.callbacks import HistoryCSV
+from agegender.training.finetune import FinetuneError, Phase, cache_activations, evaluate_cached, plan_phases
+from agegender.training.fit import RunError, fit
+from agegender.training.loop import evaluate_epoch
+from agegender.training.losses import MultiTaskLoss
+from tests.models.test_pretrained import write_random_weights
+
+QUIET = Console(file=io.StringIO())
+
+
+@pytest.fixture(scope="module")
+def lite0_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "lite0.pth"
+    write_random_weights("efficientnet_lite0", path)
+    return path
+
+
+def lite0_config(make_config, utkface, cache_dir, weights, **train):
+    config = make_config(utkface.path, cache_dir, epochs=1, **{"feature_views": 2, **train})
+    return replace(config, model=ModelConfig(name="efficientnet_lite0", head_hidden=8, weights=str(weights), unfreeze_blocks=2))
+
+
+def test_two_phase_run_writes_phases_and_a_loadable_checkpoint(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+    result = fit(config, tmp_path / "run", console=QUIET)
+    rows = HistoryCSV(tmp_path / "run" / "history.csv").rows()
+    assert [(r["epoch"], r["phase"]) for r in rows] == [("1", "phase1"), ("2", "phase2")]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [p["name"] for p in metrics["phases"]] == ["phase1", "phase2"]
+    assert metrics["phases"][0]["trainable_parameters"] < metrics["phases"][1]["trainable_parameters"]
+    assert metrics["feature_cache_seconds"] > 0 and "cache_seconds" not in metrics["phases"][1]  # built with phase 1's
+    assert result.best_epoch in (1, 2)
+    loaded = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert loaded.config.model.name == "efficientnet_lite0"
+
+    # --resume with more epochs continues phase 2 (its limit follows train.epochs) and keeps the history
+    fit(replace(config, train=replace(config.train, epochs=2)), tmp_path / "run", resume=True, console=QUIET)
+    rows = HistoryCSV(tmp_path / "run" / "history.csv").rows()
+    assert [r["phase"] for r in rows] == ["phase1", "phase2", "phase2"]
+
+
+def test_phase1_freezes_the_backbone_and_trains_only_heads(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+    config = replace(config, model=replace(config.model, unfreeze_blocks=0))
+    fit(config, tmp_path / "run", console=QUIET)
+    from agegender.models.pretrained import load_backbone_state
+
+    trained = load_checkpoint(tmp_path / "run" / "best.safetensors").model
+    imagenet, _ = load_backbone_state("efficientnet_lite0", lite0_weights)
+    for key, tensor in trained.backbone.state_dict().items():
+        assert torch.equal(tensor, imagenet[key]), key
+    assert [r["phase"] for r in HistoryCSV(tmp_path / "run" / "history.csv").rows()] == ["phase1"]
+
+
+@pytest.mark.parametrize("first_trained_block", [18, 16])  # pooled features; activations before two blocks
+def test_cached_evaluation_equals_the_full_model(make_config, utkface, cache_dir, first_trained_block):
+    config = make_config(utkface.path, cache_dir)
+    data = prepare_data(config.data)
+    from agegender.models import create_model
+
+    model = create_model(ModelConfig(name="efficientnet_lite0", head_hidden=8)).eval()
+    loss_fn = MultiTaskLoss(1.0, 0.1, 0.0)
+    phase = Phase("phase2", first_trained_block, 1, 1e-3)
+    cache = cache_activations(model, data.val.images, (first_trained_block,), 1, config.augment, torch.Generator(), True)
+    cache = cache[first_trained_block]
+    cached = evaluate_cached(model, phase, cache, data.val, loss_fn, channels_last=True)
+    full = evaluate_epoch(model, data.val, loss_fn, channels_last=True)
+    assert cached.loss == pytest.approx(full.loss, rel=1e-5)
+    assert cached.age_mae == pytest.approx(full.age_mae, rel=1e-5)
+
+
+def test_unfreezing_more_blocks_than_exist_is_a_clear_error(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+    config = replace(config, model=replace(config.model, unfreeze_blocks=19))
+    from agegender.models import create_model
+
+    with pytest.raises(FinetuneError, match=r"unfreeze_blocks=19.*efficientnet_lite0 backbone has 18 blocks.*0\.\.18"):
+        plan_phases(create_model(config.model), config)
+    with pytest.raises(FinetuneError, match="unfreeze_blocks=19"):
+        fit(config, tmp_path / "run", console=QUIET)
+    assert not (tmp_path / "run").exists()  # refused before decoding data or creating the run
+
+
+def test_resume_of_a_run_from_another_model_is_refused(trained_run, make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    lite0 = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+    with pytest.raises(RunError, match="trained with model 'custom', not 'efficientnet_lite0'"):
+        fit(lite0, trained_run.run_dir, resume=True, console=QUIET)
+
+
+def test_weights_for_a_model_without_pretrained_backbone_is_refused(make_config, utkface, cache_dir, tmp_path):
+    config = make_config(utkface.path, cache_dir)
+    config = replace(config, model=replace(config.model, weights=str(tmp_path / "w.pth")))
+    with pytest.raises(RunError, match="no pretrained backbone"):
+        fit(config, tmp_path / "run", console=QUIET)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_command_trains_and_resumes_a_pretrained_model(utkface, cache_dir, lite0_weights, tmp_path):
+    """`agegender train --model efficientnet_lite0`, then `--resume RUN` without repeating --model."""
+    from typer.testing import CliRunner
+
+    from agegender.cli import app
+
+    common = ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--set", f"data.cache_dir={cache_dir}",
+              "--set", "train.feature_views=1", "--set", "model.head_hidden=8", "--set", "model.unfreeze_blocks=1"]  # fmt: skip
+    run = tmp_path / "run"
+    first = CliRunner().invoke(app, ["train", "--data", str(utkface.path), "--model", "efficientnet_lite0",
+                                     "--weights", str(lite0_weights), "--out", str(run), *common])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(run), "--epochs", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["phase"] for r in HistoryCSV(run / "history.csv").rows()] == ["phase1", "phase2", "phase2"]

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+
+from agegender.config import ModelConfig, load_config
+from agegender.models.checkpoint import load_checkpoint, read_meta, load_training_state
+from agegender.training import fit as fit_module
+from agegender.training.callbacks import HISTORY_COLUMNS, HistoryCSV
+from agegender.training.fit import RunError, fit
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO())
+
+
+def history(run_dir) -> list[dict[str, str]]:
+    return HistoryCSV(run_dir / "history.csv").rows()
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_run_directory_contents(trained_run):
+    run_dir, config = trained_run.run_dir, trained_run.config
+    assert load_config(run_dir / "config.yaml") == config
+    header = (run_dir / "history.csv").read_text().splitlines()[0]
+    assert header.split(",") == list(HISTORY_COLUMNS)
+    rows = history(run_dir)
+    assert [(r["epoch"], r["phase"]) for r in rows] == [("1", "train"), ("2", "train")]
+    assert all(float(r["seconds"]) > 0 and float(r["lr"]) > 0 for r in rows)
+    for name in ("best.safetensors", "last.safetensors", "last_state.pt", "metrics.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_metrics_json(trained_run):
+    metrics = json.loads((trained_run.run_dir / "metrics.json").read_text())
+    assert metrics["stopped_epoch"] == 2
+    assert metrics["best_epoch"] in (1, 2)
+    assert metrics["early_stopped"] is False
+    sizes = metrics["split_sizes"]
+    assert sizes["train"] + sizes["val"] + sizes["test"] == len(trained_run.data.parsed) - 2
+    assert metrics["val"]["n"] == sizes["val"] and metrics["test"]["n"] == sizes["test"]
+    for key in ("gender_accuracy", "age_mae", "cs5", "per_race", "per_gender", "per_age_band"):
+        assert key in metrics["val"]
+    assert metrics["model"]["feature_map"] == [16, 8, 8]
+    assert metrics["model"]["name"] == "custom"
+    assert set(metrics["timing"]) >= {"median_epoch_seconds", "ms_per_step", "total_seconds"}
+    assert "2 unreadable images skipped" in metrics["data_summary"]
+
+
+def test_checkpoints_describe_themselves(trained_run):
+    metrics = json.loads((trained_run.run_dir / "metrics.json").read_text())
+    best = read_meta(trained_run.run_dir / "best.safetensors")
+    last = read_meta(trained_run.run_dir / "last.safetensors")
+    assert best["epoch"] == metrics["best_epoch"] and last["epoch"] == 2
+    assert best["label_stats"]["n_train"] == metrics["split_sizes"]["train"]
+    assert best["preprocessing"]["image_size"] == 32
+    assert load_checkpoint(trained_run.best).config == trained_run.config
+    assert load_training_state(trained_run.run_dir / "last_state.pt")["epoch"] == 2
+
+
+def test_early_stopping_restores_the_best_weights(utkface, cache_dir, make_config, tmp_path, monkeypatch):
+    # min_delta so large that nothing after epoch 1 counts as an improvement: stop after epoch 2, best is 1
+    config = make_config(utkface.path, cache_dir, epochs=3, early_stopping_patience=1, min_delta=1e9)
+    measured = []
+    real_split_report = fit_module.split_report
+
+    def recording_split_report(model, arrays, channels_last):
+        measured.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_split_report(model, arrays, channels_last)
+
+    monkeypatch.setattr(fit_module, "split_report", recording_split_report)
+    result = fit(config, tmp_path / "run", console=quiet())
+    assert (result.best_epoch, result.stopped_epoch) == (1, 2)
+    assert result.metrics["early_stopped"] is True
+    assert [r["epoch"] for r in history(tmp_path / "run")] == ["1", "2"]
+    best = load_file(str(tmp_path / "run" / "best.safetensors"))
+    last = load_file(str(tmp_path / "run" / "last.safetensors"))
+    assert len(measured) == 2  # val and test were measured ...
+    for state in measured:  # ... with the best weights, not the last ones
+        assert_same_weights(state, best)
+    assert any(not torch.equal(best[k], last[k]) for k in best)
+
+
+def test_resume_continues_the_epoch_numbering(utkface, cache_dir, make_config, tmp_path):
+    run_dir = tmp_path / "run"
+    config = make_config(utkface.path, cache_dir, epochs=1)
+    fit(config, run_dir, console=quiet())
+    assert [r["epoch"] for r in history(run_dir)] == ["1"]
+    result = fit(replace(config, train=replace(config.train, epochs=2)), run_dir, resume=True, console=quiet())
+    assert [r["epoch"] for r in history(run_dir)] == ["1", "2"]
+    assert result.stopped_epoch == 2
+    assert read_meta(run_dir / "last.safetensors")["epoch"] == 2
+    assert load_config(run_dir / "config.yaml").train.epochs == 2
+
+
+def test_interrupted_run_resumes_to_the_same_weights(utkface, cache_dir, make_config, tmp_path, monkeypatch):
+    # Model initialisation and dropout draw from torch's global RNG, which neither data.seed nor a
+    # resume controls: seed it for the initialisation and switch dropout off, and then the
+    # interrupted-and-resumed run must match an uninterrupted one exactly.
+    config = make_config(utkface.path, cache_dir, epochs=2)
+    config = replace(config, model=replace(config.model, dropout=0.0))
+    torch.manual_seed(0)
+    fit(config, tmp_path / "straight", console=quiet())
+
+    real_train_one_epoch = fit_module.train_one_epoch
+    calls = []
+
+    def interrupted_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # after the first optimizer step of epoch 2, as if Ctrl-C arrived
+            kwargs["on_batch"] = lambda n, means: (_ for _ in ()).throw(KeyboardInterrupt())
+        return real_train_one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted_in_epoch_2)
+    run_dir = tmp_path / "interrupted"
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, run_dir, console=quiet())
+    assert [r["epoch"] for r in history(run_dir)] == ["1"]
+    assert load_training_state(run_dir / "last_state.pt")["epoch"] == 1
+    assert not (run_dir / "metrics.json").exists()
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", real_train_one_epoch)
+    result = fit(config, run_dir, resume=True, console=quiet())
+    assert result.stopped_epoch == 2
+    assert [r["epoch"] for r in history(run_dir)] == ["1", "2"]
+    assert (run_dir / "metrics.json").exists()
+    assert_same_weights(
+        load_file(str(run_dir / "last.safetensors")), load_file(str(tmp_path / "straight" / "last.safetensors"))
+    )
+
+
+def test_resume_with_a_different_model_is_refused(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    other = replace(trained_run.config, model=ModelConfig(name="mobilenet_v2"))
+    with pytest.raises(RunError, match="trained with model 'custom', not 'mobilenet_v2'"):
+        fit(other, run_dir, resume=True, console=quiet())
+
+
+def test_new_run_in_a_used_directory_is_refused(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    before = (run_dir / "history.csv").read_text()
+    with pytest.raises(RunError, match="already holds a run; use --resume"):
+        fit(trained_run.config, run_dir, console=quiet())
+    assert (run_dir / "history.csv").read_text() == before
+
+
+def test_resume_without_a_run(tmp_path, trained_run):
+    with pytest.raises(RunError, match="nothing to resume"):
+        fit(trained_run.config, tmp_path / "empty", resume=True, console=quiet())
+
+
+def test_too_few_images(tmp_path, cache_dir, make_config, face_bytes):
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for i in range(3):  # 10% of 3 rounds to 0: no validation images
+        (folder / f"{20 + i}_0_0_2017010100000000{i}.jpg.chip.jpg").write_bytes(face_bytes(20 + i, 0, seed=i))
+    with pytest.raises(RunError, match="too few images to train"):
+        fit(make_config(folder, cache_dir), tmp_path / "run", console=quiet())
+    assert not (tmp_path / "run").exists()

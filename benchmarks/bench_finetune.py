@@ -64,7 +64,7 @@ def naive_epoch(model, data: LabelledArrays, loss_fn, optimizer, augment: Augmen
 
 
 def time_naive(config: RunConfig, data: LabelledArrays, epochs: int) -> list[float]:
-    model, loss_fn = fresh_model(config, data), MultiTaskLoss(1.0, 0.1, 0.05)
+    model, loss_fn = fresh_model(config, data), MultiTaskLoss.from_config(config.train)
     optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], config.train)
     generator, seconds = torch.Generator().manual_seed(0), []
     for _ in range(epochs):
@@ -75,7 +75,7 @@ def time_naive(config: RunConfig, data: LabelledArrays, epochs: int) -> list[flo
 
 
 def time_cached(config: RunConfig, data: LabelledArrays, epochs: int) -> tuple[float, list[float]]:
-    model, loss_fn = fresh_model(config, data), MultiTaskLoss(1.0, 0.1, 0.05)
+    model, loss_fn = fresh_model(config, data), MultiTaskLoss.from_config(config.train)
     phase: Phase = plan_phases(model, config)[0]
     optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], config.train)
     few = LabelledArrays(data.images[:8], data.age[:8], data.gender[:8], data.samples[:8])  # val: not timed apart

@@ -29,7 +29,7 @@ def time_steps(size: int, batch: int, steps: int, channels_last: bool, compile_m
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(model.parameters(), TrainConfig())
     forward = torch.compile(model) if compile_model else model
-    loss_fn, augment = MultiTaskLoss(1.0, 0.1, 0.05), AugmentConfig()
+    loss_fn, augment = MultiTaskLoss.from_config(TrainConfig()), AugmentConfig()
     generator = torch.Generator().manual_seed(0)
     images = np.random.default_rng(0).integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
     age, gender = torch.rand(batch) * 80, (torch.rand(batch) > 0.5).float()

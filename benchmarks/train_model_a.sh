@@ -6,7 +6,7 @@ set -euo pipefail
 DATA=${DATA:-../shared/data/utkface}
 RUNS=${RUNS:-runs}
 case "${1:-}" in
-  5k)   agegender train --data "$DATA" --limit 5000 --out "$RUNS/model_a_5k" --config benchmarks/model_a.yaml --epochs 30 ;;
+  5k)   agegender train --data "$DATA" --limit 5000 --out "$RUNS/model_a_5k" --config benchmarks/model_a.yaml --epochs 25 ;;
   full) agegender train --data "$DATA" --out "$RUNS/model_a_full" --config benchmarks/model_a.yaml ;;
   *)    echo "usage: $0 5k|full" >&2; exit 2 ;;
 esac

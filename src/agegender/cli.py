@@ -79,13 +79,14 @@ def evaluate(
     model: Optional[Path] = typer.Option(None, help="checkpoint; default: the bundled model"),
     split: str = typer.Option("all", help="all | train | val | test (recomputed with the model's own split seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
+    runtime: str = typer.Option("torch", help="torch | onnx (--model then names an exported .onnx file)"),
 ) -> None:
     """Gender accuracy, age MAE, CS@5 and per-race / gender / age-band breakdowns."""
     from agegender.evaluation.evaluate import evaluate as run_evaluation
     from agegender.evaluation.report import print_report, report_to_dict
-    from agegender.inference.predictor import Predictor
+    from agegender.inference.predictor import load_predictor
 
-    predictor = Predictor.from_checkpoint(model)
+    predictor = load_predictor(model, runtime=runtime)
     result = run_evaluation(predictor, data, split)
     console.print(result.read.summary_line())
     if result.undecodable:

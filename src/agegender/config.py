@@ -86,6 +86,10 @@ class TrainConfig:
     label_smoothing: float = 0.05  # gender BCE targets become 0.025 / 0.975
     gender_weight: float = 1.0
     age_weight: float = 0.1  # age loss is L1 in years, so 0.1 puts it on the BCE scale
+    # Bins head only: cross-entropy to a Gaussian around the true age (DLDL). It gives every bin a
+    # gradient, where L1 on the expected value alone learned age slowly through the shared backbone.
+    age_distribution_weight: float = 0.5
+    age_sigma: float = 2.0  # years; width of that Gaussian
     channels_last: bool = True
     compile: bool = False
     threads: int | None = None  # torch intra-op threads; None keeps torch's default

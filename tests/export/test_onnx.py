@@ -100,3 +100,18 @@ def test_cli_export_and_predict_on_onnx(monkeypatch, capsys, tiny_checkpoint, tm
     assert code == 2 and "not a readable ONNX model" in err
     code, _, err = run_cli(monkeypatch, capsys, "export", "--format", "tflite", "--out", tmp_path / "m.tflite")
     assert code == 2 and "only choice is onnx" in err
+
+
+def test_cli_evaluate_on_onnx_matches_torch(monkeypatch, capsys, tiny_checkpoint, utkface, tmp_path):
+    out = tmp_path / "eval.onnx"
+    assert run_cli(monkeypatch, capsys, "export", "--model", tiny_checkpoint, "--out", out)[0] == 0
+    reports = {}
+    for runtime, model in (("torch", tiny_checkpoint), ("onnx", out)):
+        code, stdout, err = run_cli(
+            monkeypatch, capsys, "evaluate", "--data", utkface.path, "--model", model, "--runtime", runtime, "--json"
+        )
+        assert code == 0, err
+        reports[runtime] = json.loads(stdout)
+    assert reports["onnx"]["n"] == reports["torch"]["n"] == len(utkface.parsed) - 2  # zero-byte and truncated skipped
+    assert reports["onnx"]["age_mae"] == pytest.approx(reports["torch"]["age_mae"], abs=1e-3)
+    assert reports["onnx"]["gender_accuracy"] == pytest.approx(reports["torch"]["gender_accuracy"])

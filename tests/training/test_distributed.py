@@ -89,8 +89,7 @@ def test_two_processes_train_one_model_and_agree_with_a_single_process_evaluatio
     # the val metrics the two ranks computed together equal one process evaluating the checkpoint
     config = load_config(tmp_path / "run" / "config.yaml")
     last = load_checkpoint(tmp_path / "run" / "last.safetensors")
-    single = evaluate_epoch(last.model, prepare_data(config.data).val, MultiTaskLoss(
-        config.train.gender_weight, config.train.age_weight, config.train.label_smoothing))
+    single = evaluate_epoch(last.model, prepare_data(config.data).val, MultiTaskLoss.from_config(config.train))
     assert float(rows[-1]["val_loss"]) == pytest.approx(single.loss, rel=1e-4)
     assert float(rows[-1]["val_age_mae"]) == pytest.approx(single.age_mae, rel=1e-4)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agegender.models.heads import ModelOutput
-from agegender.training.losses import MultiTaskLoss, age_loss, gender_loss
+from agegender.training.losses import MultiTaskLoss, age_distribution_loss, age_loss, gender_loss
 
 NAN = math.nan
 
@@ -74,3 +74,32 @@ def test_total_is_the_weighted_sum():
 def test_invalid_smoothing(smoothing):
     with pytest.raises(ValueError, match="label_smoothing"):
         MultiTaskLoss(1.0, 0.1, smoothing)
+
+
+def test_age_distribution_loss_is_smallest_for_logits_peaked_at_the_true_age():
+    target = torch.tensor([30.0])
+    centres = torch.arange(117.0)
+    peaked_right = -((centres - 30.0) ** 2).unsqueeze(0) / 8.0  # log of a Gaussian, sigma 2, at 30
+    peaked_wrong = -((centres - 60.0) ** 2).unsqueeze(0) / 8.0
+    right = age_distribution_loss(peaked_right, target, sigma=2.0)
+    wrong = age_distribution_loss(peaked_wrong, target, sigma=2.0)
+    assert right < wrong
+    # equal distributions: the cross-entropy equals the target's entropy (about 2.11 nats for sigma 2)
+    assert float(right) == pytest.approx(0.5 * math.log(2 * math.pi * math.e * 4.0), abs=1e-3)
+
+
+def test_age_distribution_loss_masks_missing_ages_and_only_applies_to_bins_heads():
+    logits = torch.zeros(2, 117, requires_grad=True)
+    loss = age_distribution_loss(logits, torch.tensor([NAN, NAN]), sigma=2.0)
+    loss.backward()
+    assert float(loss) == 0.0 and logits.grad.abs().sum() == 0
+    with_logits = ModelOutput(torch.zeros(2), torch.tensor([20.0, 40.0]), torch.zeros(2, 117))
+    without = ModelOutput(torch.zeros(2), torch.tensor([20.0, 40.0]))
+    loss_fn = MultiTaskLoss(1.0, 0.1, 0.0, age_distribution_weight=0.5)
+    age, gender = torch.tensor([20.0, 40.0]), torch.tensor([0.0, 1.0])
+    uniform_cross_entropy = math.log(117)
+    assert float(loss_fn(with_logits, age, gender).total) == pytest.approx(
+        float(loss_fn(without, age, gender).total) + 0.5 * uniform_cross_entropy, rel=1e-5
+    )
+    with pytest.raises(ValueError, match="age_sigma"):
+        MultiTaskLoss(1.0, 0.1, 0.0, age_sigma=0.0)

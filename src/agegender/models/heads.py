@@ -13,6 +13,7 @@ from agegender.data.samples import MAX_AGE
 class ModelOutput(NamedTuple):
     gender_logit: torch.Tensor  # (B,) logit of P(female)
     age: torch.Tensor  # (B,) years
+    age_logits: torch.Tensor | None = None  # (B, MAX_AGE + 1) for the bins head: trains its distribution
 
 
 def _mlp(in_features: int, hidden: int, out_features: int, dropout: float) -> nn.Sequential:
@@ -45,9 +46,9 @@ class AgeBinsHead(nn.Module):
         self.mlp = _mlp(in_features, hidden, MAX_AGE + 1, dropout)
         self.register_buffer("centres", torch.arange(MAX_AGE + 1, dtype=torch.float32), persistent=False)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        probabilities = self.mlp(features).softmax(dim=1)  # (B, MAX_AGE + 1)
-        return probabilities @ self.centres  # (B,)
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.mlp(features)  # (B, MAX_AGE + 1)
+        return logits.softmax(dim=1) @ self.centres, logits  # (B,), (B, MAX_AGE + 1)
 
 
 class AgeRegressionHead(nn.Module):
@@ -58,8 +59,8 @@ class AgeRegressionHead(nn.Module):
         self.mlp = _mlp(in_features, hidden, 1, dropout)
         self.offset, self.scale = offset, scale
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp(features).squeeze(1) * self.scale + self.offset  # (B,)
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.mlp(features).squeeze(1) * self.scale + self.offset, None  # (B,), no distribution
 
 
 def create_age_head(kind: str, in_features: int, hidden: int, dropout: float) -> nn.Module:
@@ -109,6 +110,9 @@ class AgeGenderNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.backbone(self.normalize(x))).flatten(1)  # (B, C)
 
+    def heads(self, features: torch.Tensor) -> ModelOutput:
+        age, age_logits = self.age_head(features)
+        return ModelOutput(self.gender_head(features), age, age_logits)
+
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        features = self.features(x)
-        return ModelOutput(self.gender_head(features), self.age_head(features))
+        return self.heads(self.features(x))

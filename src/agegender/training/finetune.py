@@ -161,7 +161,7 @@ def forward_from(model: nn.Module, activations: torch.Tensor, first_trained_bloc
         features = activations  # (B, C) already pooled
     else:
         features = model.pool(model.backbone[first_trained_block:](activations)).flatten(1)  # (B, C)
-    return ModelOutput(model.gender_head(features), model.age_head(features))
+    return model.heads(features)
 
 
 def _batch(cache: torch.Tensor, views: torch.Tensor, index: torch.Tensor, channels_last: bool, device) -> torch.Tensor:
@@ -354,7 +354,7 @@ def run_phase(
         shapes = ", ".join(str(tuple(c.train.shape)) for c in pending.values())
         console.print(f"{phase.name}: cached frozen activations {shapes} in {summary['cache_seconds']:.1f}s")
     caches = pending.pop(phase.first_trained_block)
-    loss_fn = MultiTaskLoss(config.train.gender_weight, config.train.age_weight, config.train.label_smoothing)
+    loss_fn = MultiTaskLoss.from_config(config.train)
     cl = config.train.channels_last
     while not run.done(progress):
         train = train_cached_epoch(model, phase, caches.train, data.train, loss_fn, run.optimizer,

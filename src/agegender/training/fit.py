@@ -260,7 +260,7 @@ def fit(
         if context.is_main:
             history.truncate_after(state.epoch)
         console.print(f"resumed {run_dir} after epoch {state.epoch}")
-    loss_fn = MultiTaskLoss(config.train.gender_weight, config.train.age_weight, config.train.label_smoothing)
+    loss_fn = MultiTaskLoss.from_config(config.train)
 
     try:
         train_epochs(state, data, loss_fn, config, run_dir, history, meta_base, console)

@@ -92,7 +92,7 @@ def test_age_distribution_loss_masks_missing_ages_and_only_applies_to_bins_heads
     logits = torch.zeros(2, 117, requires_grad=True)
     loss = age_distribution_loss(logits, torch.tensor([NAN, NAN]), sigma=2.0)
     loss.backward()
-    assert float(loss) == 0.0 and logits.grad.abs().sum() == 0
+    assert float(loss.detach()) == 0.0 and logits.grad.abs().sum() == 0
     with_logits = ModelOutput(torch.zeros(2), torch.tensor([20.0, 40.0]), torch.zeros(2, 117))
     without = ModelOutput(torch.zeros(2), torch.tensor([20.0, 40.0]))
     loss_fn = MultiTaskLoss(1.0, 0.1, 0.0, age_distribution_weight=0.5)

@@ -66,7 +66,7 @@ def measure(name: str, options: dict, frames) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/utkface"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/utkface"))
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--detectors", default="haar,haar-32,haar-24,mediapipe,mediapipe-full")
     args = parser.parse_args()

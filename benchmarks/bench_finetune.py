@@ -94,7 +94,7 @@ def time_cached(config: RunConfig, data: LabelledArrays, epochs: int) -> tuple[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/utkface"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/utkface"))
     parser.add_argument("--n", type=int, default=4000, help="training images")
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="phase-1 epochs (train.epochs bounds phase 1)")
     parser.add_argument("--naive-epochs", type=int, default=3, help="naive epochs actually run (then extrapolated)")

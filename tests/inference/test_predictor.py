@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,14 @@ def test_bundled_model_loads_and_predicts(trained_run):
     assert 0 <= prediction.faces[0].age <= MAX_AGE
     meta = predictor.checkpoint.meta
     assert {"config", "preprocessing", "label_stats", "package_version"} <= set(meta)
+
+
+@pytest.mark.skipif(not bundled_model_path().is_file(), reason="bundled model not present")
+def test_bundled_model_is_the_documented_model_a_and_ages_the_example_face_plausibly():
+    predictor = Predictor.from_checkpoint()
+    config = predictor.checkpoint.config
+    assert (config.model.name, config.data.image_size) == ("custom", 64)  # what the README reports
+    assert bundled_model_path().stat().st_size < 8_000_000  # "a few MB"
+    face = Path(__file__).parents[2] / "examples" / "astronaut_face.jpg"
+    age = predictor.predict_cropped_file(face).faces[0].age
+    assert 25 <= age <= 60  # Eileen Collins was about 42 in the photo

@@ -50,6 +50,7 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
         write(temporary)
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

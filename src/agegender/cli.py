@@ -80,13 +80,14 @@ def evaluate(
     split: str = typer.Option("all", help="all | train | val | test (recomputed with the model's own split seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
     runtime: str = typer.Option("torch", help="torch | onnx (--model then names an exported .onnx file)"),
+    tta: bool = typer.Option(False, "--tta", help="average each face with its mirror image"),
 ) -> None:
     """Gender accuracy, age MAE, CS@5 and per-race / gender / age-band breakdowns."""
     from agegender.evaluation.evaluate import evaluate as run_evaluation
     from agegender.evaluation.report import print_report, report_to_dict
     from agegender.inference.predictor import load_predictor
 
-    predictor = load_predictor(model, runtime=runtime)
+    predictor = load_predictor(model, runtime=runtime, tta=tta)
     result = run_evaluation(predictor, data, split)
     console.print(result.read.summary_line())
     if result.undecodable:

@@ -9,6 +9,7 @@ import pytest
 
 from agegender.data.cache import load_face
 from agegender.data.dataset import make_splits
+from agegender.data.images import ImageLoadError
 from agegender.data.readers import DataError, read_folder
 from agegender.evaluation.evaluate import evaluate, select_split
 from agegender.evaluation.metrics import age_mae, cumulative_score, gender_accuracy
@@ -114,3 +115,22 @@ def test_metric_helpers_agree_with_report(predictor, trained_run, cache_dir):
     assert result.report.age_mae == pytest.approx(age_mae(age_true, ages))
     assert result.report.cs5 == pytest.approx(cumulative_score(age_true, ages))
     assert result.report.gender_accuracy == pytest.approx(gender_accuracy([s.gender for s in samples], p_female))
+
+
+def test_evaluate_with_tta_scores_the_average_of_each_face_and_its_mirror(trained_run, cache_dir):
+    plain = Predictor.from_checkpoint(trained_run.best)
+    flipped = Predictor.from_checkpoint(trained_run.best, tta=True)
+    report = evaluate(flipped, trained_run.data.path, "all", cache_dir=cache_dir).report
+    samples = [s for s in read_folder(trained_run.data.path).samples if s.path.stat().st_size > 0]
+    faces, kept = [], []
+    for sample in samples:
+        try:
+            faces.append(load_face(sample.path, plain.image_size))
+            kept.append(sample)
+        except ImageLoadError:  # the fixture's truncated JPEG
+            continue
+    faces = np.stack(faces)
+    ages = (plain.predict_faces(faces)[0] + plain.predict_faces(faces[:, :, ::-1].copy())[0]) / 2
+    age_true = np.array([s.age for s in kept], float)
+    assert report.n == len(kept)
+    assert report.age_mae == pytest.approx(float(np.mean(np.abs(ages - age_true))), abs=1e-4)

@@ -95,3 +95,23 @@ def test_cli_serve_builds_the_app_and_runs_uvicorn(monkeypatch, capsys, tiny_che
     (app, options), = calls
     assert isinstance(app, FastAPI) and options == {"host": "127.0.0.1", "port": 8123}
     assert TestClient(app).get("/health").json()["model"] == str(tiny_checkpoint)
+
+
+def test_concurrent_requests_each_get_their_own_answer(client):
+    """Eight uploads in flight at once: every answer matches the same image sent alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = {
+        "astronaut": (EXAMPLES / "astronaut.jpg").read_bytes(),
+        "face": (EXAMPLES / "astronaut_face.jpg").read_bytes(),
+    }
+    alone = {name: _upload(client, data).json() for name, data in photos.items()}
+    names = ["astronaut", "face"] * 4
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda name: (name, _upload(client, photos[name])), names))
+    for name, response in answers:
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["width"], body["height"]) == (alone[name]["width"], alone[name]["height"])
+        assert [f["box"] for f in body["faces"]] == [f["box"] for f in alone[name]["faces"]]
+        assert [round(f["age"], 3) for f in body["faces"]] == [round(f["age"], 3) for f in alone[name]["faces"]]

@@ -43,5 +43,5 @@ def evaluate(predictor: Predictor, data_dir: Path, split: str = "all", cache_dir
     arrays, undecodable = decode_split(samples, data_config)
     if len(arrays) == 0:
         raise ValueError(f"{data_dir}: no readable images to evaluate")
-    age, p_female = predictor.predict_faces(arrays.images)
+    age, p_female = predictor.predict_prepared(arrays.images)  # with flip averaging when tta is on
     return Evaluation(build_report(arrays.samples, age, p_female), read, undecodable, split)

@@ -7,6 +7,7 @@ whole suite stays fast on a busy 2-core machine.
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -189,3 +190,34 @@ def faces_dir(tmp_path) -> Path:
     for i, (age, gender) in enumerate([(20, 0), (45, 1), (70, 0)]):
         (folder / f"face_{i}.jpg").write_bytes(face_jpeg(age, gender, seed=900 + i, side=40))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """An untrained 32 px checkpoint of a tiny custom CNN (for tests where the weights do not matter)."""
+    from agegender.models.checkpoint import build_meta, save_checkpoint
+    from agegender.models.registry import create_model
+
+    model = create_model(ModelConfig(widths=(8, 16)))
+    config = RunConfig(data=DataConfig(image_size=32), model=ModelConfig(widths=(8, 16)))
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_checkpoint(path, model, build_meta(model, config, label_stats={"age_mean": 33.0}))
+    return path
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Run `agegender ARGS` in-process through cli.main (its error handling included): (code, stdout, stderr)."""
+    from agegender.cli import main as cli_main
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["agegender", *map(str, args)])
+        code = 0
+        try:
+            cli_main()
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

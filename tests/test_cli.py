@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from agegender import cli
 from agegender.config import load_config
 from agegender.models.checkpoint import build_meta, read_meta, save_checkpoint
 from agegender.models.checkpoint import load_checkpoint
@@ -20,21 +19,6 @@ from agegender.training.callbacks import HistoryCSV
 TINY = ["--image-size", "32", "--batch-size", "16", "--set", "model.widths=[8,16]", "--set", "model.head_hidden=16"]
 
 
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    """Run `agegender ARGS` in-process through cli.main (its error handling included): (code, stdout, stderr)."""
-
-    def run(*args) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["agegender", *map(str, args)])
-        code = 0
-        try:
-            cli.main()
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def assert_one_error_line(err: str, *names: str) -> None:

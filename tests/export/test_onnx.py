@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from agegender.cli import main
 from agegender.export.onnx import OnnxModelError, OnnxPredictor, export_onnx
 from agegender.inference.predictor import Predictor, load_predictor
 
@@ -76,39 +74,29 @@ def test_files_that_are_not_agegender_onnx_models_give_clear_errors(tiny_checkpo
         export_onnx(tiny_checkpoint, tmp_path / "x.onnx", quantize="int4")
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["agegender", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def test_cli_export_and_predict_on_onnx(monkeypatch, capsys, tiny_checkpoint, tmp_path):
+def test_cli_export_and_predict_on_onnx(tiny_checkpoint, tmp_path, run_cli):
     out = tmp_path / "cli.onnx"
-    code, stdout, err = run_cli(monkeypatch, capsys, "export", "--model", tiny_checkpoint, "--out", out)
+    code, stdout, err = run_cli("export", "--model", tiny_checkpoint, "--out", out)
     assert code == 0, err
     assert "max abs difference" in stdout and out.is_file()
     image = EXAMPLES / "astronaut.jpg"
-    code, stdout, err = run_cli(monkeypatch, capsys, "predict", image, "--model", out, "--runtime", "onnx", "--json")
+    code, stdout, err = run_cli("predict", image, "--model", out, "--runtime", "onnx", "--json")
     assert code == 0, err
     assert len(json.loads(stdout)) == 1
-    code, _, err = run_cli(monkeypatch, capsys, "predict", image, "--model", tiny_checkpoint, "--runtime", "onnx")
+    code, _, err = run_cli("predict", image, "--model", tiny_checkpoint, "--runtime", "onnx")
     assert code == 2 and "not a readable ONNX model" in err
-    code, _, err = run_cli(monkeypatch, capsys, "export", "--format", "tflite", "--out", tmp_path / "m.tflite")
+    code, _, err = run_cli("export", "--format", "tflite", "--out", tmp_path / "m.tflite")
     assert code == 2 and "only choice is onnx" in err
 
 
-def test_cli_evaluate_on_onnx_matches_torch(monkeypatch, capsys, tiny_checkpoint, utkface, tmp_path):
+def test_cli_evaluate_on_onnx_matches_torch(tiny_checkpoint, utkface, tmp_path, run_cli):
     out = tmp_path / "eval.onnx"
-    assert run_cli(monkeypatch, capsys, "export", "--model", tiny_checkpoint, "--out", out)[0] == 0
+    assert run_cli("export", "--model", tiny_checkpoint, "--out", out)[0] == 0
     reports = {}
     for runtime, model in (("torch", tiny_checkpoint), ("onnx", out)):
         code, stdout, err = run_cli(
-            monkeypatch, capsys, "evaluate", "--data", utkface.path, "--model", model, "--runtime", runtime, "--json"
+            "evaluate", "--data", utkface.path, "--model", model, "--runtime", runtime, "--json"
         )
         assert code == 0, err
         reports[runtime] = json.loads(stdout)

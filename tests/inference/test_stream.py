@@ -6,25 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agegender.config import DataConfig, ModelConfig, RunConfig
 from agegender.data.images import load_rgb
 from agegender.inference.predictor import Predictor
 from agegender.inference.sources import Frame, ImageSource, SourceError, VideoSource, WebcamSource
 from agegender.inference.tracking import FaceTracker, box_iou
-from agegender.models.checkpoint import build_meta, save_checkpoint
-from agegender.models.registry import create_model
 from agegender.results import Box, FacePrediction
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory) -> Predictor:
-    model = create_model(ModelConfig(widths=(8, 16)))
-    config = RunConfig(data=DataConfig(image_size=32), model=ModelConfig(widths=(8, 16)))
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_checkpoint(path, model, build_meta(model, config, label_stats={}))
-    return Predictor.from_checkpoint(path)
+def predictor(tiny_checkpoint) -> Predictor:
+    return Predictor.from_checkpoint(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")

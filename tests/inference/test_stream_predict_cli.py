@@ -5,39 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from agegender.cli import main
-from agegender.config import DataConfig, ModelConfig, RunConfig
-from agegender.models.checkpoint import build_meta, save_checkpoint
-from agegender.models.registry import create_model
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    model = create_model(ModelConfig(widths=(8, 16)))
-    config = RunConfig(data=DataConfig(image_size=32), model=ModelConfig(widths=(8, 16)))
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_checkpoint(path, model, build_meta(model, config, label_stats={}))
-    return path
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["agegender", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _save(image: Image.Image, path: Path) -> None:
@@ -65,9 +41,9 @@ def photo_folder(tmp_path) -> Path:
     return folder
 
 
-def test_folder_predict_writes_csv_and_annotated_images_and_counts_skips(monkeypatch, capsys, checkpoint, photo_folder, tmp_path):
+def test_folder_predict_writes_csv_and_annotated_images_and_counts_skips(tiny_checkpoint, photo_folder, tmp_path, run_cli):
     output, save_dir = tmp_path / "preds.csv", tmp_path / "annotated"
-    code, _, err = run_cli(monkeypatch, capsys, "predict", photo_folder, "--model", checkpoint,
+    code, _, err = run_cli("predict", photo_folder, "--model", tiny_checkpoint,
                            "--save-dir", save_dir, "--output", output)  # fmt: skip
     assert code == 0, err
     assert "7 images predicted" in err and "3 unreadable skipped" in err
@@ -78,17 +54,17 @@ def test_folder_predict_writes_csv_and_annotated_images_and_counts_skips(monkeyp
     assert len(list(save_dir.glob("*_pred*.jpg"))) == 7 and (save_dir / "astronaut_pred_2.jpg").is_file()
 
 
-def test_no_detect_keeps_one_face_per_image_and_json(monkeypatch, capsys, checkpoint, tmp_path):
+def test_no_detect_keeps_one_face_per_image_and_json(tiny_checkpoint, tmp_path, run_cli):
     output = tmp_path / "preds.json"
-    code, out, err = run_cli(monkeypatch, capsys, "predict", EXAMPLES / "astronaut_face.jpg", "--no-detect",
-                             "--model", checkpoint, "--json", "--output", output)  # fmt: skip
+    code, out, err = run_cli("predict", EXAMPLES / "astronaut_face.jpg", "--no-detect",
+                             "--model", tiny_checkpoint, "--json", "--output", output)  # fmt: skip
     assert code == 0, err
     rows = json.loads(out)
     assert len(rows) == 1 and rows[0]["x1"] is None and {"path", "age", "gender", "p_female"} <= set(rows[0])
     assert json.loads(output.read_text()) == rows
 
 
-def test_video_in_annotated_video_out(monkeypatch, capsys, checkpoint, tmp_path):
+def test_video_in_annotated_video_out(tiny_checkpoint, tmp_path, run_cli):
     import cv2
 
     face = cv2.resize(np.asarray(Image.open(EXAMPLES / "astronaut_face.jpg")), (120, 120))
@@ -100,7 +76,7 @@ def test_video_in_annotated_video_out(monkeypatch, capsys, checkpoint, tmp_path)
         writer.write(frame)
     writer.release()
     output = tmp_path / "out.mp4"
-    code, out, err = run_cli(monkeypatch, capsys, "predict", video, "--model", checkpoint, "--output", output, "--json")
+    code, out, err = run_cli("predict", video, "--model", tiny_checkpoint, "--output", output, "--json")
     assert code == 0, err
     assert "5 frames" in err
     rows = json.loads(out)
@@ -110,16 +86,16 @@ def test_video_in_annotated_video_out(monkeypatch, capsys, checkpoint, tmp_path)
     capture.release()
 
 
-def test_stream_inputs_fail_clearly(monkeypatch, capsys, checkpoint, tmp_path):
-    code, _, err = run_cli(monkeypatch, capsys, "predict", "--webcam", "97", "--model", checkpoint, "--output", tmp_path / "w.mp4")
+def test_stream_inputs_fail_clearly(monkeypatch, tiny_checkpoint, tmp_path, run_cli):
+    code, _, err = run_cli("predict", "--webcam", "97", "--model", tiny_checkpoint, "--output", tmp_path / "w.mp4")
     assert code == 2 and "no camera with index 97" in err
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    code, _, err = run_cli(monkeypatch, capsys, "predict", "--webcam", "0", "--model", checkpoint)
+    code, _, err = run_cli("predict", "--webcam", "0", "--model", tiny_checkpoint)
     assert code == 2 and "--output" in err
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video at all")
-    code, _, err = run_cli(monkeypatch, capsys, "predict", broken, "--model", checkpoint, "--output", tmp_path / "o.mp4")
+    code, _, err = run_cli("predict", broken, "--model", tiny_checkpoint, "--output", tmp_path / "o.mp4")
     assert code == 2 and "broken.mp4" in err
-    code, _, err = run_cli(monkeypatch, capsys, "predict", EXAMPLES, "--model", checkpoint, "--detector", "nope")
+    code, _, err = run_cli("predict", EXAMPLES, "--model", tiny_checkpoint, "--detector", "nope")
     assert code == 2 and "unknown face detector" in err

@@ -11,21 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender.config import DataConfig, ModelConfig, RunConfig
 from agegender.inference.predictor import Predictor
-from agegender.models.checkpoint import build_meta, save_checkpoint
-from agegender.models.registry import create_model
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    model = create_model(ModelConfig(widths=(8, 16)))
-    config = RunConfig(data=DataConfig(image_size=32), model=ModelConfig(widths=(8, 16)))
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_checkpoint(path, model, build_meta(model, config, label_stats={}))
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -108,9 +108,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
-
-
 def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from agegender import __version__
+from agegender.atomic_write import write_atomically
 from agegender.config import ModelConfig, RunConfig, config_to_dict
 from agegender.models.checkpoint import (
     METADATA_KEY,
@@ -19,7 +20,6 @@ from agegender.models.checkpoint import (
     read_meta,
     save_checkpoint,
     save_training_state,
-    write_atomically,
 )
 from agegender.models.registry import create_model
 

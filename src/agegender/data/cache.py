@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from agegender.atomic_write import write_atomically
 from agegender.data.images import ImageLoadError, load_rgb, resize_square
 from agegender.data.readers import Skipped
 from agegender.data.samples import FaceSample
@@ -64,18 +64,6 @@ def _decode_all(samples: list[FaceSample], size: int, workers: int) -> list[np.n
         return list(pool.map(_decode_one, jobs, chunksize=64))
 
 
-def _write_atomically(path: Path, save) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
-        save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def _save_array(path: Path, images: np.ndarray) -> None:
     with path.open("wb") as handle:
         np.save(handle, images)
@@ -95,8 +83,8 @@ def decode_samples(
     bad = {i: r for i, r in enumerate(results) if isinstance(r, str)}
     good = [r for r in results if not isinstance(r, str)]
     images = np.stack(good) if good else np.zeros((0, size, size, 3), np.uint8)
-    _write_atomically(array_path, lambda p: _save_array(Path(p), images))
-    _write_atomically(index_path, lambda p: Path(p).write_text(json.dumps(bad)))
+    write_atomically(array_path, lambda p: _save_array(Path(p), images))
+    write_atomically(index_path, lambda p: Path(p).write_text(json.dumps(bad)))
     return _assemble(samples, images, bad)
 
 

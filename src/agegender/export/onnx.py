@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from agegender.atomic_write import write_atomically
 from agegender.config import RunConfig, config_from_dict
 from agegender.data.transforms import to_model_input
 from agegender.inference.detect import DEFAULT_DETECTOR
 from agegender.inference.predictor import Predictor
-from agegender.models.checkpoint import METADATA_KEY, CheckpointError, write_atomically
+from agegender.models.checkpoint import METADATA_KEY, CheckpointError
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("age", "p_female")

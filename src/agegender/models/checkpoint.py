@@ -5,11 +5,9 @@ label statistics, package version). Loading never unpickles anything.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -17,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from agegender import __version__
+from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, RunConfig, config_from_dict, config_to_dict
 from agegender.models.registry import UnknownModelError, create_model
 
@@ -38,23 +37,6 @@ class LoadedCheckpoint:
     @property
     def image_size(self) -> int:
         return int(self.meta["preprocessing"]["image_size"])
-
-
-def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Write via a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def build_meta(model: nn.Module, config: RunConfig, label_stats: dict, **extra: Any) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from agegender.models.registry import create_model
 from agegender.models.summary import summarize_model
 from agegender.training.callbacks import EarlyStopping, HistoryCSV
 from agegender.training.distributed import DistributedContext
-from agegender.training.loop import EpochMetrics, RunningMeans, batch_indices, model_device
+from agegender.training.loop import EpochMetrics, RunningMeans, batch_indices, batch_labels, model_device
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.schedule import EpochScheduler, create_optimizer, current_lr
 
@@ -169,11 +169,6 @@ def _batch(cache: torch.Tensor, views: torch.Tensor, index: torch.Tensor, channe
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and channels_last else x
 
 
-def _labels(labels: LabelledArrays, index: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
-    picked = index.numpy()
-    return torch.from_numpy(labels.age[picked]).to(device), torch.from_numpy(labels.gender[picked]).to(device)
-
-
 # ----------------------------------------------------------------------------- epochs
 
 
@@ -198,7 +193,7 @@ def train_cached_epoch(
             continue
         x = _batch(cache, view_of[index], index, channels_last, device)  # (B, C) or (B, C, h, w)
         output = forward_from(model, x, phase.first_trained_block)
-        age, gender = _labels(labels, index, device)
+        age, gender = batch_labels(labels, index, device)
         parts = loss_fn(output, age, gender)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
@@ -223,7 +218,7 @@ def evaluate_cached(
     for index in batch_indices(cache.shape[1], batch_size, None):
         x = _batch(cache, torch.zeros_like(index), index, channels_last, device)  # the one val view
         output = forward_from(model, x, phase.first_trained_block)
-        age, gender = _labels(labels, index, device)
+        age, gender = batch_labels(labels, index, device)
         means.update(loss_fn(output, age, gender), output, age, gender)
     return means.result(time.perf_counter() - start)
 

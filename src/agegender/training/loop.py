@@ -86,9 +86,12 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) ->
     return list(order.split(batch_size))
 
 
-def _labels(data: LabelledArrays, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_labels(
+    data: LabelledArrays, index: torch.Tensor, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(age, gender) of the images at `index`, on `device`; NaN marks a missing label."""
     picked = index.numpy()
-    return torch.from_numpy(data.age[picked]), torch.from_numpy(data.gender[picked])
+    return torch.from_numpy(data.age[picked]).to(device), torch.from_numpy(data.gender[picked]).to(device)
 
 
 def train_one_epoch(
@@ -110,7 +113,7 @@ def train_one_epoch(
         if len(batch) < 2:  # BatchNorm cannot train on a single image
             continue
         x = to_model_input(data.images[batch.numpy()], channels_last)
-        age, gender = _labels(data, batch)
+        age, gender = batch_labels(data, batch)
         if augment is not None:
             x = augment_batch(x, augment, generator)  # on the CPU, where the generator lives
         x, age, gender = x.to(device), age.to(device), gender.to(device)
@@ -151,6 +154,6 @@ def evaluate_epoch(
     start, means, device = time.perf_counter(), RunningMeans(), model_device(model)
     for batch in batch_indices(len(data), batch_size, None):
         output = model(to_model_input(data.images[batch.numpy()], channels_last).to(device))
-        age, gender = (labels.to(device) for labels in _labels(data, batch))
+        age, gender = batch_labels(data, batch, device)
         means.update(loss_fn(output, age, gender), output, age, gender)
     return means.result(time.perf_counter() - start)

@@ -31,6 +31,7 @@ def _train_overrides(**options) -> list[str]:
         "model": "model.name", "weights": "model.weights", "epochs": "train.epochs",
         "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
         "scheduler": "train.scheduler", "threads": "train.threads", "device": "train.device",
+        "init": "train.init_from",
     }  # fmt: skip
     return [f"{names[k]}={v}" for k, v in options.items() if v is not None]
 
@@ -51,6 +52,7 @@ def train(
     scheduler: Optional[str] = typer.Option(None, help="plateau | step | cosine | none"),
     seed: Optional[int] = None,
     weights: Optional[Path] = typer.Option(None, help="local pretrained weights file"),
+    init: Optional[Path] = typer.Option(None, help="start from this checkpoint's weights (fresh optimizer and schedule)"),
     threads: Optional[int] = None,
     device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:N (under torchrun: cuda uses each rank's GPU)"),
     set_: list[str] = typer.Option([], "--set", help="override any config key: section.key=value"),
@@ -61,7 +63,7 @@ def train(
     if (out is None) == (resume is None):
         raise typer.BadParameter("give exactly one of --out RUN_DIR (new run) or --resume RUN_DIR")
     overrides = _train_overrides(
-        data=data, image_size=image_size, limit=limit, seed=seed, model=model, weights=weights, epochs=epochs,
+        data=data, image_size=image_size, limit=limit, seed=seed, model=model, weights=weights, epochs=epochs, init=init,
         batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler, threads=threads, device=device,
     )  # fmt: skip
     if resume is not None and model is None and (resume / "config.yaml").is_file():

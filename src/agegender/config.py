@@ -98,6 +98,9 @@ class TrainConfig:
     finetune_epochs: int | None = None  # phase-2 max epochs; None -> train.epochs
     finetune_lr: float | None = None  # phase-2 learning rate; None -> train.lr / 10
     feature_views: int = 4  # cached views per training image: original, flipped, then augmented ones
+    # Start a new run from a checkpoint's weights (same model settings) with a fresh optimizer and
+    # schedule: a warm restart that continues an earlier run for more epochs.
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)

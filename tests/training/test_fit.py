@@ -11,7 +11,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from agegender.config import ModelConfig, load_config
-from agegender.models.checkpoint import load_checkpoint, read_meta, load_training_state
+from agegender.models.checkpoint import CheckpointError, load_checkpoint, load_training_state, read_meta
 from agegender.training import fit as fit_module
 from agegender.training.callbacks import HISTORY_COLUMNS, HistoryCSV
 from agegender.training.fit import RunError, fit
@@ -174,3 +174,22 @@ def test_too_few_images(tmp_path, cache_dir, make_config, face_bytes):
     with pytest.raises(RunError, match="too few images to train"):
         fit(make_config(folder, cache_dir), tmp_path / "run", console=quiet())
     assert not (tmp_path / "run").exists()
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoint(trained_run, tmp_path):
+    config = replace(trained_run.config, train=replace(trained_run.config.train, epochs=1, lr=0.0, weight_decay=0.0,
+                                                       init_from=str(trained_run.best)))  # fmt: skip
+    result = fit(config, tmp_path / "warm", console=quiet())
+    # lr 0: the weights cannot move, so the new run must hold exactly the checkpoint's weights
+    assert result.stopped_epoch == 1
+    assert [r["epoch"] for r in history(tmp_path / "warm")] == ["1"]
+    warm, source = load_file(str(tmp_path / "warm" / "best.safetensors")), load_file(str(trained_run.best))
+    assert_same_weights({k: v for k, v in warm.items() if "running" not in k and "num_batches" not in k},
+                        {k: v for k, v in source.items() if "running" not in k and "num_batches" not in k})  # fmt: skip
+
+
+def test_init_from_a_checkpoint_of_another_model_is_refused(trained_run, tmp_path):
+    config = replace(trained_run.config, train=replace(trained_run.config.train, init_from=str(trained_run.best)),
+                     model=replace(trained_run.config.model, widths=(4, 8)))  # fmt: skip
+    with pytest.raises(CheckpointError, match="weights do not match the model"):
+        fit(config, tmp_path / "run", console=quiet())

@@ -102,6 +102,19 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(model=model, config=config, meta=meta)
 
 
+def init_from_checkpoint(model: nn.Module, path: Path, model_name: str) -> None:
+    """Copy a checkpoint's weights into a freshly built model of the same name and shape (--init)."""
+    path = Path(path)
+    trained_as = read_meta(path).get("config", {}).get("model", {}).get("name")
+    if trained_as != model_name:
+        raise CheckpointError(f"{path}: --init checkpoint holds model '{trained_as}', this run trains '{model_name}'")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: corrupt checkpoint weights ({error})") from error
+    load_state_strictly(model, state, path)
+
+
 def load_state_strictly(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Load weights, naming the first mismatches instead of PyTorch's wall of text."""
     expected = model.state_dict()

@@ -32,6 +32,7 @@ from agegender.data.dataset import LabelledArrays, PreparedData, label_stats
 from agegender.data.transforms import augment_batch, to_model_input
 from agegender.models.checkpoint import (
     build_meta,
+    init_from_checkpoint,
     load_state_strictly,
     load_training_state,
     save_checkpoint,
@@ -412,6 +413,9 @@ def fit_two_phase(
     else:
         weights = load_pretrained_weights(model, config.model)
         console.print(f"{config.model.name}: ImageNet backbone weights from {weights}")
+        if config.train.init_from:  # a trained model of this backbone replaces them, heads included
+            init_from_checkpoint(model, Path(config.train.init_from), config.model.name)
+            console.print(f"initial weights from {config.train.init_from}")
         progress = Progress()
     set_trainable(model, phases[-1].first_trained_block)
     summary = summarize_model(model, config.model.name, config.data.image_size)  # trainable: in any phase

@@ -24,6 +24,7 @@ from agegender.evaluation.report import build_report, report_to_dict
 from agegender.models.checkpoint import (
     CheckpointError,
     build_meta,
+    init_from_checkpoint,
     load_state_strictly,
     load_training_state,
     save_checkpoint,
@@ -259,6 +260,9 @@ def fit(
         if context.is_main:
             history.truncate_after(state.epoch)
         console.print(f"resumed {run_dir} after epoch {state.epoch}")
+    elif config.train.init_from:
+        init_from_checkpoint(state.model, Path(config.train.init_from), config.model.name)
+        console.print(f"initial weights from {config.train.init_from}")
     loss_fn = MultiTaskLoss.from_config(config.train)
 
     try:

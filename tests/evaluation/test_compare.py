@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from dataclasses import replace
 
@@ -38,6 +39,7 @@ def test_report_has_every_table_and_embedded_figure(trained_run, lite0_run, tmp_
     for label in ("custom (run)", "efficientnet_lite0 (run)"):
         assert label in markdown and label in page
     assert "phase1 2e-03 / phase2 2e-04" in markdown  # two-phase learning rates
+    assert re.search(r"\| phase1 \d+ / phase2 \d+ \|", markdown)  # ms/step of each phase
     assert "race: " in markdown and "age band: " in markdown and "worst" in markdown
     assert set(result.figures) == {"learning_curves", "examples", "augmentation", "confusion", "age_scatter"}
     for path in result.figures.values():

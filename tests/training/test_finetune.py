@@ -44,6 +44,7 @@ def test_two_phase_run_writes_phases_and_a_loadable_checkpoint(make_config, utkf
     assert [p["name"] for p in metrics["phases"]] == ["phase1", "phase2"]
     assert metrics["phases"][0]["trainable_parameters"] < metrics["phases"][1]["trainable_parameters"]
     assert metrics["feature_cache_seconds"] > 0 and "cache_seconds" not in metrics["phases"][1]  # built with phase 1's
+    assert set(metrics["timing"]["ms_per_step_by_phase"]) == {"phase1", "phase2"}
     assert result.best_epoch in (1, 2)
     loaded = load_checkpoint(tmp_path / "run" / "best.safetensors")
     assert loaded.config.model.name == "efficientnet_lite0"

@@ -171,8 +171,15 @@ def training_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
         timing = run.metrics.get("timing", {})
         stopped = f"{run.metrics['stopped_epoch']}" + (" (early stop)" if run.metrics.get("early_stopped") else "")
         rows.append([run.label, run.config.train.optimizer, learning_rates(run), stopped, str(run.metrics["best_epoch"]),
-                     _num(timing.get("ms_per_step"), 0), _duration(wall_seconds(run))])  # fmt: skip
+                     ms_per_step(timing), _duration(wall_seconds(run))])  # fmt: skip
     return header, rows
+
+
+def ms_per_step(timing: dict) -> str:
+    by_phase = timing.get("ms_per_step_by_phase")
+    if by_phase:
+        return " / ".join(f"{phase} {_num(ms, 0)}" for phase, ms in by_phase.items())
+    return _num(timing.get("ms_per_step"), 0)
 
 
 def performance_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:

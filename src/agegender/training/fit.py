@@ -305,13 +305,20 @@ def timing_summary(rows: list[dict[str, str]], best_epoch: int, n_train: int, ba
         return {}
     median = statistics.median(seconds)
     steps = max(1, -(-n_train // batch_size))
-    return {
+    summary = {
         "median_epoch_seconds": median,
         "ms_per_step": 1000 * median / steps,
         "train_images_per_second": n_train / median if median else float("nan"),
         "total_seconds": sum(seconds),
         "seconds_to_best_epoch": sum(seconds[:best_epoch]),
     }
+    phases = dict.fromkeys(r.get("phase", "train") for r in rows)
+    if len(phases) > 1:  # two-phase runs: heads-only steps and backbone steps differ by 100x
+        summary["ms_per_step_by_phase"] = {
+            phase: 1000 * statistics.median(float(r["seconds"]) for r in rows if r.get("phase", "train") == phase) / steps
+            for phase in phases
+        }
+    return summary
 
 
 def split_report(model: nn.Module, arrays, channels_last: bool) -> dict | None:

@@ -181,14 +181,21 @@ def _predict_video_command(predictor, video, webcam, output, as_json, max_frames
 def export(
     out: Path = typer.Option(..., help="file to write, e.g. model.onnx"),
     model: Optional[Path] = typer.Option(None, help="checkpoint; default: the bundled model"),
-    format_: str = typer.Option("onnx", "--format", help="onnx (the only format)"),
-    quantize: Optional[str] = typer.Option(None, help="int8: dynamic quantisation of the weights"),
+    format_: str = typer.Option("onnx", "--format", help="onnx | safetensors-fp16 (a checkpoint with half-size weights)"),
+    quantize: Optional[str] = typer.Option(None, help="int8: dynamic quantisation of the weights (onnx)"),
 ) -> None:
-    """Export a checkpoint to ONNX and check onnxruntime against PyTorch."""
+    """Export a checkpoint to ONNX (checked against PyTorch) or to a float16 checkpoint."""
     from agegender.export.onnx import export_onnx
+    from agegender.inference.predictor import bundled_model_path
+    from agegender.models.checkpoint import save_half_checkpoint
 
+    if format_ == "safetensors-fp16":
+        source = model or bundled_model_path()
+        written = save_half_checkpoint(source, out)
+        print(f"{written}: float16 weights, {written.stat().st_size / 2**20:.1f} MB (from {source.stat().st_size / 2**20:.1f} MB)")
+        return
     if format_ != "onnx":
-        raise ValueError(f"unknown format '{format_}'; the only choice is onnx")
+        raise ValueError(f"unknown format '{format_}'; choose onnx or safetensors-fp16")
     print(export_onnx(model, out, quantize=quantize).summary())
 
 

@@ -87,7 +87,17 @@ def test_cli_export_and_predict_on_onnx(tiny_checkpoint, tmp_path, run_cli):
     code, _, err = run_cli("predict", image, "--model", tiny_checkpoint, "--runtime", "onnx")
     assert code == 2 and "not a readable ONNX model" in err
     code, _, err = run_cli("export", "--format", "tflite", "--out", tmp_path / "m.tflite")
-    assert code == 2 and "only choice is onnx" in err
+    assert code == 2 and "choose onnx or safetensors-fp16" in err
+
+
+def test_cli_export_float16_checkpoint_predicts_like_the_original(tiny_checkpoint, tmp_path, run_cli):
+    out = tmp_path / "half.safetensors"
+    code, stdout, err = run_cli("export", "--model", tiny_checkpoint, "--format", "safetensors-fp16", "--out", out)
+    assert code == 0, err
+    assert "float16 weights" in stdout and out.stat().st_size < tiny_checkpoint.stat().st_size
+    face = EXAMPLES / "astronaut_face.jpg"
+    original, half = (Predictor.from_checkpoint(p).predict_cropped_file(face).faces[0] for p in (tiny_checkpoint, out))
+    assert abs(original.age - half.age) < 0.5 and abs(original.p_female - half.p_female) < 0.01
 
 
 def test_cli_evaluate_on_onnx_matches_torch(tiny_checkpoint, utkface, tmp_path, run_cli):

@@ -19,6 +19,7 @@ from agegender.models.checkpoint import (
     load_training_state,
     read_meta,
     save_checkpoint,
+    save_half_checkpoint,
     save_training_state,
 )
 from agegender.models.registry import create_model
@@ -57,6 +58,20 @@ def test_round_trip_gives_identical_outputs(saved):
     torch.testing.assert_close(got.gender_logit, expected.gender_logit, rtol=0, atol=0)
     for key, tensor in model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[key], tensor, rtol=0, atol=0)
+
+
+def test_half_checkpoint_is_smaller_and_loads_into_a_float32_model(saved, tmp_path):
+    path, model = saved
+    half = save_half_checkpoint(path, tmp_path / "half.safetensors")
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    loaded = load_checkpoint(half)
+    assert read_meta(half)["weights_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = model(x), loaded.model(x)
+    torch.testing.assert_close(got.gender_logit, expected.gender_logit, rtol=0, atol=1e-2)  # float16 rounding only
+    assert not torch.equal(got.gender_logit, expected.gender_logit)  # the weights really were rounded
 
 
 def test_metadata_describes_the_model(saved):

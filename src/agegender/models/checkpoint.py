@@ -62,6 +62,20 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     write_atomically(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
+def save_half_checkpoint(source: Path, out: Path) -> Path:
+    """A copy of a checkpoint with float16 weights: half the file, loaded back into float32 models
+    (the bundled model ships this way). Integer buffers (BatchNorm counters) stay as they are."""
+    meta = read_meta(source)
+    try:
+        state = load_file(str(source))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{source}: corrupt checkpoint weights ({error})") from error
+    half = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
+    metadata = {METADATA_KEY: json.dumps({**meta, "weights_dtype": "float16"})}
+    write_atomically(Path(out), lambda temporary: save_file(half, temporary, metadata=metadata))
+    return Path(out)
+
+
 def read_meta(path: Path) -> dict[str, Any]:
     """The metadata of a checkpoint, checked, without loading its weights."""
     path = Path(path)

@@ -74,6 +74,8 @@ def test_verdicts_read_off_the_loss_curves():
     assert convergence_verdict(_history([1.0, 0.9, 0.8], [1.0, 0.9, 0.85])).startswith("still improving")
     assert convergence_verdict(_history([1.0, 0.9, 0.9, 0.9], [1.0, 0.8, 0.8, 0.81])).startswith("converged")
     assert convergence_verdict(_history([1.0], [1.0])).startswith("too short")
+    memorising = _history([1.0, 0.8, 0.6, 0.5], [1.0, 0.9, 0.85, 0.8])  # val still falls, train far below it
+    assert convergence_verdict(memorising).startswith("overfitting: at the best epoch (4) train loss is 38% below")
 
 
 def test_compare_command(trained_run, tmp_path):

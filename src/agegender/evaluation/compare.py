@@ -28,6 +28,7 @@ from agegender.models.checkpoint import load_checkpoint
 from agegender.training.loop import predict_arrays
 
 OVERFIT_EPOCHS = 3  # val loss rising while train loss falls for this many epochs in a row -> overfitting
+MEMORISING_GAP = 0.15  # train loss this far below val loss at the best epoch -> overfitting, even if val still falls
 BREAKDOWNS = (("per_race", "race"), ("per_gender", "gender"), ("per_age_band", "age band"))
 
 
@@ -114,6 +115,10 @@ def convergence_verdict(history: list[dict[str, Any]], patience: int = OVERFIT_E
     if longest >= patience:
         start = int(history[longest_end - longest + 1]["epoch"])
         return f"overfitting: val loss rose while train loss fell for {longest} epochs (from epoch {start})"
+    gap = 1 - train[best] / val[best]  # train loss runs with dropout and augmentation, so it is not below val unless memorising
+    if gap > MEMORISING_GAP:
+        return (f"overfitting: at the best epoch ({int(history[best]['epoch'])}) train loss is {100 * gap:.0f}% below "
+                "val loss although val loss still fell")  # fmt: skip
     if best == len(val) - 1:
         return "still improving at the last epoch: under-trained, more epochs would help"
     if val[-1] > val[best] * 1.05 and train[-1] < train[best]:

@@ -66,11 +66,7 @@ def save_half_checkpoint(source: Path, out: Path) -> Path:
     """A copy of a checkpoint with float16 weights: half the file, loaded back into float32 models
     (the bundled model ships this way). Integer buffers (BatchNorm counters) stay as they are."""
     meta = read_meta(source)
-    try:
-        state = load_file(str(source))
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{source}: corrupt checkpoint weights ({error})") from error
-    half = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
+    half = {k: v.half() if v.dtype == torch.float32 else v for k, v in read_weights(source).items()}
     metadata = {METADATA_KEY: json.dumps({**meta, "weights_dtype": "float16"})}
     write_atomically(Path(out), lambda temporary: save_file(half, temporary, metadata=metadata))
     return Path(out)
@@ -107,11 +103,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         model = create_model(config.model)
     except (KeyError, ConfigError, UnknownModelError, ValueError) as error:
         raise CheckpointError(f"{path}: checkpoint describes a model this version cannot build ({error})") from error
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path}: corrupt checkpoint weights ({error})") from error
-    load_state_strictly(model, state, path)
+    load_weights(model, path)
     model.eval()
     return LoadedCheckpoint(model=model, config=config, meta=meta)
 
@@ -122,11 +114,20 @@ def init_from_checkpoint(model: nn.Module, path: Path, model_name: str) -> None:
     trained_as = read_meta(path).get("config", {}).get("model", {}).get("name")
     if trained_as != model_name:
         raise CheckpointError(f"{path}: --init checkpoint holds model '{trained_as}', this run trains '{model_name}'")
+    load_weights(model, path)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors; an unreadable file becomes a CheckpointError naming it."""
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: corrupt checkpoint weights ({error})") from error
-    load_state_strictly(model, state, path)
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a checkpoint file's weights into `model`, strictly (see load_state_strictly)."""
+    load_state_strictly(model, read_weights(path), Path(path))
 
 
 def load_state_strictly(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from safetensors.torch import load_file
 from torch import nn
 
 from agegender.config import AugmentConfig, RunConfig
@@ -33,8 +32,8 @@ from agegender.data.transforms import augment_batch, to_model_input
 from agegender.models.checkpoint import (
     build_meta,
     init_from_checkpoint,
-    load_state_strictly,
     load_training_state,
+    load_weights,
     save_checkpoint,
     save_training_state,
 )
@@ -289,7 +288,7 @@ def training_state(progress: Progress, run: PhaseRun) -> dict[str, Any]:
 def restore_progress(model: nn.Module, run_dir: Path) -> Progress:
     from agegender.training.fit import LAST, STATE, RunError
 
-    load_state_strictly(model, load_file(str(run_dir / LAST)), run_dir / LAST)
+    load_weights(model, run_dir / LAST)
     state = load_training_state(run_dir / STATE)
     if state.get("kind") != "two_phase":
         raise RunError(f"{run_dir}: training state is not from a two-phase (pretrained) run; cannot resume it here")
@@ -428,7 +427,7 @@ def fit_two_phase(
             phase_summaries.append({"name": phase.name, "lr": phase.lr, "first_trained_block": phase.first_trained_block})
             continue
         if index > progress.phase_index:  # a new phase starts from the best weights so far
-            load_state_strictly(model, load_file(str(run_dir / BEST)), run_dir / BEST)
+            load_weights(model, run_dir / BEST)
             progress.phase_index, progress.phase_epoch, progress.saved = index, 0, {}
         run = start_phase(model, phase, config, progress)
         later = tuple(p.first_trained_block for p in phases[index + 1 :])

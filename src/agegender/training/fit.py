@@ -25,8 +25,8 @@ from agegender.models.checkpoint import (
     CheckpointError,
     build_meta,
     init_from_checkpoint,
-    load_state_strictly,
     load_training_state,
+    load_weights,
     save_checkpoint,
     save_training_state,
 )
@@ -134,9 +134,7 @@ def resume_config(run_dir: Path, requested: RunConfig | None) -> RunConfig:
 
 
 def restore_last(state: TrainingState, run_dir: Path) -> None:
-    from safetensors.torch import load_file
-
-    load_state_strictly(state.model, load_file(str(run_dir / LAST)), run_dir / LAST)
+    load_weights(state.model, run_dir / LAST)
     state.load_state_dict(load_training_state(run_dir / STATE))
 
 
@@ -312,11 +310,12 @@ def timing_summary(rows: list[dict[str, str]], best_epoch: int, n_train: int, ba
         "total_seconds": sum(seconds),
         "seconds_to_best_epoch": sum(seconds[:best_epoch]),
     }
-    phases = dict.fromkeys(r.get("phase", "train") for r in rows)
-    if len(phases) > 1:  # two-phase runs: heads-only steps and backbone steps differ by 100x
+    seconds_by_phase: dict[str, list[float]] = {}
+    for row, row_seconds in zip(rows, seconds):
+        seconds_by_phase.setdefault(row.get("phase", "train"), []).append(row_seconds)
+    if len(seconds_by_phase) > 1:  # two-phase runs: heads-only steps and backbone steps differ by 100x
         summary["ms_per_step_by_phase"] = {
-            phase: 1000 * statistics.median(float(r["seconds"]) for r in rows if r.get("phase", "train") == phase) / steps
-            for phase in phases
+            phase: 1000 * statistics.median(times) / steps for phase, times in seconds_by_phase.items()
         }
     return summary
 
@@ -330,12 +329,10 @@ def split_report(model: nn.Module, arrays, channels_last: bool) -> dict | None:
 
 def finish_run(state, data, config, run_dir, summary: ModelSummary, console, extra: dict | None = None) -> FitResult:
     """Restore the best weights, measure them on val/test, write metrics.json and the curves."""
-    from safetensors.torch import load_file
-
     best_path = run_dir / BEST
     if not best_path.exists():
         raise CheckpointError(f"{best_path}: no best checkpoint was written")
-    load_state_strictly(state.model, load_file(str(best_path)), best_path)
+    load_weights(state.model, best_path)
     rows = HistoryCSV(run_dir / "history.csv").rows()
     best_row = next(r for r in rows if int(r["epoch"]) == state.stopper.best_epoch)
     metrics = {

@@ -200,6 +200,18 @@ def export(
 
 
 @app.command()
+def ensemble(
+    checkpoints: list[Path] = typer.Argument(..., help="two or more checkpoints trained on the same data split"),
+    out: Path = typer.Option(..., help="checkpoint to write, e.g. ensemble.safetensors"),
+) -> None:
+    """Join checkpoints into one that averages their predictions (usable wherever a checkpoint is)."""
+    from agegender.models.checkpoint import save_ensemble_checkpoint
+
+    written = save_ensemble_checkpoint(checkpoints, out)
+    print(f"{written}: ensemble of {len(checkpoints)} models, {written.stat().st_size / 2**20:.1f} MB")
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000),

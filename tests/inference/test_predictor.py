@@ -98,12 +98,12 @@ def test_bundled_model_loads_and_predicts(trained_run):
 
 
 @pytest.mark.skipif(not bundled_model_path().is_file(), reason="bundled model not present")
-def test_bundled_model_is_the_documented_model_b_and_ages_the_example_face_plausibly():
+def test_bundled_model_is_the_documented_ensemble_and_ages_the_example_face_plausibly():
     predictor = Predictor.from_checkpoint()
-    config = predictor.checkpoint.config
-    assert (config.model.name, config.data.image_size) == ("efficientnet_lite0", 160)  # what the README reports
-    assert predictor.checkpoint.meta["weights_dtype"] == "float16"
-    assert bundled_model_path().stat().st_size < 8.5 * 2**20  # float16 keeps the package small
+    members = [(m["config"]["model"]["name"], m["config"]["data"]["image_size"]) for m in predictor.checkpoint.meta["ensemble"]]
+    assert members == [("custom", 64), ("efficientnet_lite0", 160)]  # Model A and Model B, as the README reports
+    assert predictor.image_size == 160 and predictor.checkpoint.meta["weights_dtype"] == "float16"
+    assert bundled_model_path().stat().st_size < 11 * 2**20  # float16 keeps the package small
     face = Path(__file__).parents[2] / "examples" / "astronaut_face.jpg"
     age = predictor.predict_cropped_file(face).faces[0].age
     assert 25 <= age <= 60  # Eileen Collins was about 42 in the photo

@@ -26,7 +26,7 @@ from agegender.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from agegender.results import FacePrediction, Prediction
 from agegender.training.loop import predict_arrays
 
-BUNDLED_MODEL = "model_b.safetensors"  # benchmarks/train_model_b.sh full, exported as float16
+BUNDLED_MODEL = "model_ab.safetensors"  # ensemble of Model A and Model B, both trained on all data; float16
 
 
 def bundled_model_path() -> Path:

@@ -17,6 +17,7 @@ from torch import nn
 from agegender import __version__
 from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from agegender.models.ensemble import EnsembleNet
 from agegender.models.registry import UnknownModelError, create_model
 
 FORMAT = "agegender-checkpoint"
@@ -100,7 +101,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     meta = read_meta(path)
     try:
         config = config_from_dict(meta["config"])
-        model = create_model(config.model)
+        model = build_ensemble(meta["ensemble"]) if "ensemble" in meta else create_model(config.model)
     except (KeyError, ConfigError, UnknownModelError, ValueError) as error:
         raise CheckpointError(f"{path}: checkpoint describes a model this version cannot build ({error})") from error
     load_weights(model, path)
@@ -108,10 +109,58 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(model=model, config=config, meta=meta)
 
 
+def build_ensemble(members: list[dict[str, Any]]) -> EnsembleNet:
+    """An untrained EnsembleNet from its members' metadata (the `ensemble` list of a checkpoint)."""
+    configs = [config_from_dict(member["config"]) for member in members]
+    return EnsembleNet([create_model(c.model) for c in configs], [c.data.image_size for c in configs])
+
+
+# The fields that decide which images are train, val and test: members must agree on them, so that
+# `evaluate --split test` means the same held-out images for the ensemble as for each member.
+SPLIT_FIELDS = ("seed", "test_fraction", "val_fraction", "limit")
+
+
+def save_ensemble_checkpoint(sources: list[Path], out: Path) -> Path:
+    """One checkpoint holding several trained checkpoints that averages their predictions.
+
+    The ensemble's config and data split are those of its largest-input member; every member
+    must have been trained on the same split, so no member has seen the ensemble's test images.
+    """
+    if len(sources) < 2:
+        raise CheckpointError("an ensemble needs two or more checkpoints")
+    metas = [read_meta(source) for source in sources]
+    for source, meta in zip(sources, metas):
+        if "ensemble" in meta:
+            raise CheckpointError(f"{source}: already an ensemble; list its members instead")
+    configs = [config_from_dict(meta["config"]) for meta in metas]
+    largest = max(range(len(sources)), key=lambda i: configs[i].data.image_size)
+    for source, config in zip(sources, configs):
+        differing = [f for f in SPLIT_FIELDS if getattr(config.data, f) != getattr(configs[largest].data, f)]
+        if differing:
+            raise CheckpointError(
+                f"{source}: trained on another data split than {sources[largest]} (not the same: data.{', data.'.join(differing)})"
+            )
+    model = build_ensemble(metas)
+    for source, member in zip(sources, model.members):
+        load_state_strictly(member, read_weights(source), source)
+    meta = {
+        **{key: metas[largest][key] for key in ("format", "format_version", "config", "label_stats")},
+        "package_version": __version__,
+        "preprocessing": {**metas[largest]["preprocessing"], "image_size": model.input_size,
+                          "input": "RGB, float32 in [0, 1], (B, 3, H, W); each member resizes and normalises internally"},
+        "ensemble": [{**m, "source": str(s)} for m, s in zip(metas, sources)],
+    }  # fmt: skip
+    save_checkpoint(out, model, meta)
+    return Path(out)
+
+
 def init_from_checkpoint(model: nn.Module, path: Path, model_name: str) -> None:
     """Copy a checkpoint's weights into a freshly built model of the same name and shape (--init)."""
     path = Path(path)
-    trained_as = read_meta(path).get("config", {}).get("model", {}).get("name")
+    meta = read_meta(path)
+    if "ensemble" in meta:
+        raise CheckpointError(f"{path}: an ensemble checkpoint cannot start a run; --init one of its members")
+    trained_as = meta.get("config", {}).get("model", {}).get("name")
     if trained_as != model_name:
         raise CheckpointError(f"{path}: --init checkpoint holds model '{trained_as}', this run trains '{model_name}'")
     load_weights(model, path)

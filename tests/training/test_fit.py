@@ -107,6 +107,15 @@ def test_resume_continues_the_epoch_numbering(utkface, cache_dir, make_config, t
     assert load_config(run_dir / "config.yaml").train.epochs == 2
 
 
+def test_resume_takes_a_new_thread_count_but_keeps_what_the_run_learns(trained_run):
+    own = load_config(trained_run.run_dir / "config.yaml")
+    requested = replace(own, train=replace(own.train, threads=1, lr=own.train.lr * 10))
+    resumed = fit_module.resume_config(trained_run.run_dir, requested)
+    assert resumed.train.threads == 1
+    assert resumed.train.lr == own.train.lr  # hyperparameters stay the run's own
+    assert fit_module.resume_config(trained_run.run_dir, replace(own, train=replace(own.train, threads=None))) == own
+
+
 def test_interrupted_run_resumes_to_the_same_weights(utkface, cache_dir, make_config, tmp_path, monkeypatch):
     # Model initialisation and dropout draw from torch's global RNG, which neither data.seed nor a
     # resume controls: seed it for the initialisation and switch dropout off, and then the

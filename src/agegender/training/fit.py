@@ -118,7 +118,8 @@ def create_training_state(config: RunConfig, context: DistributedContext | None 
 
 
 def resume_config(run_dir: Path, requested: RunConfig | None) -> RunConfig:
-    """The run's own config; a different requested model is an error, more epochs are allowed."""
+    """The run's own config; a different requested model is an error, more epochs and another
+    thread count (e.g. when the CPU frees up) are allowed."""
     config_path = run_dir / "config.yaml"
     if not config_path.exists() or not (run_dir / LAST).exists():
         raise RunError(f"{run_dir}: nothing to resume (no config.yaml / {LAST}; was it started?)")
@@ -130,6 +131,8 @@ def resume_config(run_dir: Path, requested: RunConfig | None) -> RunConfig:
         )
     if requested is not None and requested.train.epochs > config.train.epochs:
         config = replace(config, train=replace(config.train, epochs=requested.train.epochs))
+    if requested is not None and requested.train.threads is not None:  # where it runs, not what it learns
+        config = replace(config, train=replace(config.train, threads=requested.train.threads))
     return config
 
 

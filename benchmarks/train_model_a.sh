@@ -2,15 +2,18 @@
 # Reproduce Model A's README numbers. DATA defaults to the UTKFace folder beside the repo.
 #   benchmarks/train_model_a.sh 5k       # classic protocol: 5,000 images -> 4,000 train / 1,000 val
 #   benchmarks/train_model_a.sh full     # all images, 10% test split held out
-# Each is two runs: the first, then a warm restart (--init its best weights, a fresh cosine schedule
-# at half the learning rate); the README reports the second (model_a_5k2, model_a_full2).
+# Each is a first run, then warm restarts (--init the previous best weights, a fresh cosine schedule
+# at half the learning rate): two on 5k, one on all data; the README reports the last (model_a_5k3,
+# model_a_full2).
 set -euo pipefail
 DATA=${DATA:-../shared/data/utkface}
 RUNS=${RUNS:-runs}
 case "${1:-}" in
   5k)   agegender train --data "$DATA" --limit 5000 --out "$RUNS/model_a_5k" --config benchmarks/model_a.yaml --epochs 25
         agegender train --data "$DATA" --limit 5000 --out "$RUNS/model_a_5k2" --config benchmarks/model_a.yaml \
-          --init "$RUNS/model_a_5k/best.safetensors" --epochs 25 --lr 0.001 ;;
+          --init "$RUNS/model_a_5k/best.safetensors" --epochs 25 --lr 0.001
+        agegender train --data "$DATA" --limit 5000 --out "$RUNS/model_a_5k3" --config benchmarks/model_a.yaml \
+          --init "$RUNS/model_a_5k2/best.safetensors" --epochs 20 --lr 0.0005 ;;
   full) agegender train --data "$DATA" --out "$RUNS/model_a_full" --config benchmarks/model_a.yaml
         agegender train --data "$DATA" --out "$RUNS/model_a_full2" --config benchmarks/model_a.yaml \
           --init "$RUNS/model_a_full/best.safetensors" --epochs 14 --lr 0.001 ;;

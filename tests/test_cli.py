@@ -50,6 +50,11 @@ def test_train_then_resume(run_cli, utkface, tmp_path):
     assert f"resumed {run_dir} after epoch 1" in err.replace("\n", "")
     assert [r["epoch"] for r in HistoryCSV(run_dir / "history.csv").rows()] == ["1", "2"]
 
+    code, _, err = run_cli("train", "--resume", run_dir, "--threads", "1")  # no --epochs: the run is complete
+    assert code == 0, err
+    assert [r["epoch"] for r in HistoryCSV(run_dir / "history.csv").rows()] == ["1", "2"]
+    assert load_config(run_dir / "config.yaml").train.epochs == 2
+
     code, _, err = run_cli("train", "--resume", run_dir, "--model", "mobilenet_v2")
     assert code == 2
     assert_one_error_line(err, str(run_dir), "not 'mobilenet_v2'")

@@ -66,9 +66,10 @@ def train(
         data=data, image_size=image_size, limit=limit, seed=seed, model=model, weights=weights, epochs=epochs, init=init,
         batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler, threads=threads, device=device,
     )  # fmt: skip
-    if resume is not None and model is None and (resume / "config.yaml").is_file():
-        # --resume without --model continues the run's own model (the default, custom, would be refused)
-        overrides.append(f"model.name={load_config(resume / 'config.yaml').model.name}")
+    if resume is not None and config is None and (resume / "config.yaml").is_file():
+        # A resumed run starts from its own config, so options left unset keep the run's values: from
+        # the defaults, an unset --epochs would read as 30 and stretch a shorter run past its schedule.
+        config = resume / "config.yaml"
     run_config = load_config(config, [*overrides, *set_])
     if resume is None and not run_config.data.path:
         raise typer.BadParameter("--data DIR is required for a new run")

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -101,7 +100,7 @@ def test_bad_ensembles_get_one_clear_error(members, tmp_path):
     with pytest.raises(CheckpointError, match="already an ensemble"):
         save_ensemble_checkpoint([ensemble, small_path], tmp_path / "nested.safetensors")
     with pytest.raises(CheckpointError, match="cannot start a run"):
-        init_from_checkpoint(create_model(replace(ModelConfig(), widths=(8, 16))), ensemble, "custom")
+        init_from_checkpoint(create_model(ModelConfig(widths=(8, 16))), ensemble, "custom")
 
 
 def test_cli_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained_run, run_cli, tmp_path):

@@ -101,7 +101,10 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     meta = read_meta(path)
     try:
         config = config_from_dict(meta["config"])
-        model = build_ensemble(meta["ensemble"]) if "ensemble" in meta else create_model(config.model)
+        if "ensemble" in meta:
+            model = build_ensemble([config_from_dict(member["config"]) for member in meta["ensemble"]])
+        else:
+            model = create_model(config.model)
     except (KeyError, ConfigError, UnknownModelError, ValueError) as error:
         raise CheckpointError(f"{path}: checkpoint describes a model this version cannot build ({error})") from error
     load_weights(model, path)
@@ -109,9 +112,8 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(model=model, config=config, meta=meta)
 
 
-def build_ensemble(members: list[dict[str, Any]]) -> EnsembleNet:
-    """An untrained EnsembleNet from its members' metadata (the `ensemble` list of a checkpoint)."""
-    configs = [config_from_dict(member["config"]) for member in members]
+def build_ensemble(configs: list[RunConfig]) -> EnsembleNet:
+    """An untrained EnsembleNet of the members these run configs describe."""
     return EnsembleNet([create_model(c.model) for c in configs], [c.data.image_size for c in configs])
 
 
@@ -140,9 +142,9 @@ def save_ensemble_checkpoint(sources: list[Path], out: Path) -> Path:
             raise CheckpointError(
                 f"{source}: trained on another data split than {sources[largest]} (not the same: data.{', data.'.join(differing)})"
             )
-    model = build_ensemble(metas)
+    model = build_ensemble(configs)
     for source, member in zip(sources, model.members):
-        load_state_strictly(member, read_weights(source), source)
+        load_weights(member, source)
     meta = {
         **{key: metas[largest][key] for key in ("format", "format_version", "config", "label_stats")},
         "package_version": __version__,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -126,3 +127,11 @@ def test_train_command_trains_and_resumes_a_pretrained_model(utkface, cache_dir,
     resumed = CliRunner().invoke(app, ["train", "--resume", str(run), "--epochs", "2"])
     assert resumed.exit_code == 0, resumed.output
     assert [r["phase"] for r in HistoryCSV(run / "history.csv").rows()] == ["phase1", "phase2", "phase2"]
+
+
+def test_mixup_blends_cached_activations_in_both_phases(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights, mixup_alpha=0.4)
+    fit(config, tmp_path / "run", console=QUIET)
+    rows = HistoryCSV(tmp_path / "run" / "history.csv").rows()
+    assert [r["phase"] for r in rows] == ["phase1", "phase2"]
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows)

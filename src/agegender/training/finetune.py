@@ -45,6 +45,7 @@ from agegender.training.callbacks import EarlyStopping, HistoryCSV
 from agegender.training.distributed import DistributedContext
 from agegender.training.loop import EpochMetrics, RunningMeans, batch_indices, batch_labels, model_device
 from agegender.training.losses import MultiTaskLoss
+from agegender.training.mixup import forward_and_loss
 from agegender.training.schedule import EpochScheduler, create_optimizer, current_lr
 
 MAX_CACHE_BYTES = 4 * 2**30  # activations kept in memory; beyond this, ask for fewer views or blocks
@@ -183,18 +184,22 @@ def train_cached_epoch(
     batch_size: int,
     generator: torch.Generator,
     channels_last: bool,
+    mixup_alpha: float = 0.0,
 ) -> EpochMetrics:
     """One pass over the training images, each seen through one randomly drawn cached view."""
     set_train_mode(model)
     start, means, device = time.perf_counter(), RunningMeans(), model_device(model)
     view_of = torch.randint(cache.shape[0], (cache.shape[1],), generator=generator)  # (N,)
+
+    def forward(activations: torch.Tensor) -> ModelOutput:
+        return forward_from(model, activations, phase.first_trained_block)
+
     for index in batch_indices(cache.shape[1], batch_size, generator):
         if len(index) < 2:
             continue
         x = _batch(cache, view_of[index], index, channels_last, device)  # (B, C) or (B, C, h, w)
-        output = forward_from(model, x, phase.first_trained_block)
         age, gender = batch_labels(labels, index, device)
-        parts = loss_fn(output, age, gender)
+        output, parts = forward_and_loss(forward, x, age, gender, loss_fn, alpha=mixup_alpha, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         optimizer.step()
@@ -353,7 +358,8 @@ def run_phase(
     cl = config.train.channels_last
     while not run.done(progress):
         train = train_cached_epoch(model, phase, caches.train, data.train, loss_fn, run.optimizer,
-                                   batch_size=config.train.batch_size, generator=run.generator, channels_last=cl)  # fmt: skip
+                                   batch_size=config.train.batch_size, generator=run.generator, channels_last=cl,
+                                   mixup_alpha=config.train.mixup_alpha)  # fmt: skip
         val = evaluate_cached(model, phase, caches.val, data.val, loss_fn, channels_last=cl)
         progress.epoch, progress.phase_epoch = progress.epoch + 1, progress.phase_epoch + 1
         lr = current_lr(run.optimizer)

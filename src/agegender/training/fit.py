@@ -49,6 +49,7 @@ from agegender.training.distributed import (
 )
 from agegender.training.loop import EpochMetrics, evaluate_epoch, predict_arrays, train_one_epoch
 from agegender.training.losses import MultiTaskLoss
+from agegender.training.mixup import check_mixup_alpha
 from agegender.training.schedule import EpochScheduler, create_optimizer, current_lr, trainable
 
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"
@@ -173,6 +174,7 @@ def run_epoch(
             batch_size=batch_size,
             generator=generator,
             channels_last=config.train.channels_last,
+            mixup_alpha=config.train.mixup_alpha,
             on_batch=lambda n, means: progress.update(task, advance=n, stats=means.short()),
         )
     if context.enabled:
@@ -239,6 +241,7 @@ def fit(
     if context.enabled and is_pretrained(config.model.name):
         raise RunError("two-phase fine-tuning of pretrained backbones runs in one process; start it without torchrun")
     check_pretrained_options(config, resume)
+    check_mixup_alpha(config.train.mixup_alpha)
     data = data or prepare_data(config.data)
     console.print(data.summary_line())
     if len(data.train) < 2 or len(data.val) < 1:

@@ -14,6 +14,7 @@ from agegender.config import AugmentConfig
 from agegender.data.dataset import LabelledArrays
 from agegender.data.transforms import augment_batch, to_model_input
 from agegender.training.losses import MultiTaskLoss
+from agegender.training.mixup import forward_and_loss
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def train_one_epoch(
     channels_last: bool = True,
     on_batch: Callable[[int, RunningMeans], None] | None = None,
     step_scheduler: Callable[[], None] | None = None,
+    mixup_alpha: float = 0.0,
 ) -> EpochMetrics:
     model.train()
     start, means, device = time.perf_counter(), RunningMeans(), model_device(model)
@@ -117,8 +119,7 @@ def train_one_epoch(
         if augment is not None:
             x = augment_batch(x, augment, generator)  # on the CPU, where the generator lives
         x, age, gender = x.to(device), age.to(device), gender.to(device)
-        output = model(x)
-        parts = loss_fn(output, age, gender)
+        output, parts = forward_and_loss(model, x, age, gender, loss_fn, alpha=mixup_alpha, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         optimizer.step()

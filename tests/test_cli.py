@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from agegender.config import load_config
-from agegender.models.checkpoint import build_meta, read_meta, save_checkpoint
-from agegender.models.checkpoint import load_checkpoint
+from agegender.models.checkpoint import build_meta, load_checkpoint, read_meta, save_checkpoint
 from agegender.training.callbacks import HistoryCSV
 
 TINY = ["--image-size", "32", "--batch-size", "16", "--set", "model.widths=[8,16]", "--set", "model.head_hidden=16"]
@@ -58,6 +57,16 @@ def test_train_then_resume(run_cli, utkface, tmp_path):
     code, _, err = run_cli("train", "--resume", run_dir, "--model", "mobilenet_v2")
     assert code == 2
     assert_one_error_line(err, str(run_dir), "not 'mobilenet_v2'")
+
+    code, _, err = run_cli("train", "--resume", run_dir, "--epochs", "1")
+    assert code == 2
+    assert_one_error_line(err, str(run_dir), "set to 2 epochs", "can add epochs, not remove them")
+
+    for changed in (["--lr", "0.1"], ["--set", "train.lr=0.1"], ["--data", utkface.path]):
+        code, _, err = run_cli("train", "--resume", run_dir, *changed)
+        assert code == 2, changed
+        assert "with its own config.yaml" in err and "Traceback" not in err, err
+    assert load_config(run_dir / "config.yaml").train.lr == 5e-05  # nothing was changed
 
     code, _, err = run_cli("train", "--data", utkface.path, "--out", run_dir, *TINY)
     assert code == 2

@@ -59,21 +59,28 @@ def train(
 ) -> None:
     """Train a model; writes checkpoints, history.csv, learning curves and metrics.json."""
     from agegender.training.fit import fit
+    from agegender.training.fit import resume as resume_run
 
     if (out is None) == (resume is None):
         raise typer.BadParameter("give exactly one of --out RUN_DIR (new run) or --resume RUN_DIR")
-    overrides = _train_overrides(
-        data=data, image_size=image_size, limit=limit, seed=seed, model=model, weights=weights, epochs=epochs, init=init,
-        batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler, threads=threads, device=device,
+    settings = _train_overrides(
+        data=data, image_size=image_size, limit=limit, seed=seed, weights=weights, init=init,
+        batch_size=batch_size, lr=lr, optimizer=optimizer, scheduler=scheduler,
     )  # fmt: skip
-    if resume is not None and config is None and (resume / "config.yaml").is_file():
-        # A resumed run starts from its own config, so options left unset keep the run's values: from
-        # the defaults, an unset --epochs would read as 30 and stretch a shorter run past its schedule.
-        config = resume / "config.yaml"
-    run_config = load_config(config, [*overrides, *set_])
-    if resume is None and not run_config.data.path:
+    if resume is not None:
+        if settings or set_ or config is not None:
+            # The run continues with its own config.yaml; a changed setting would silently mix two runs.
+            raise typer.BadParameter(
+                f"--resume continues {resume} with its own config.yaml; only --epochs, --threads, --device "
+                "and --model (checked against the run's) apply"
+            )
+        resume_run(resume, model=model, epochs=epochs, threads=threads, device=device, console=console)
+        return
+    settings += _train_overrides(model=model, epochs=epochs, threads=threads, device=device)
+    run_config = load_config(config, [*settings, *set_])
+    if not run_config.data.path:
         raise typer.BadParameter("--data DIR is required for a new run")
-    fit(run_config, resume or out, resume=resume is not None, console=console)
+    fit(run_config, out, console=console)
 
 
 @app.command()

@@ -16,7 +16,7 @@ from agegender.data.dataset import prepare_data
 from agegender.models.checkpoint import load_checkpoint
 from agegender.training.callbacks import HistoryCSV
 from agegender.training.finetune import FinetuneError, Phase, cache_activations, evaluate_cached, plan_phases
-from agegender.training.fit import RunError, fit
+from agegender.training.fit import RunError, fit, resume
 from agegender.training.loop import evaluate_epoch
 from agegender.training.losses import MultiTaskLoss
 from tests.models.test_pretrained import write_random_weights
@@ -51,7 +51,7 @@ def test_two_phase_run_writes_phases_and_a_loadable_checkpoint(make_config, utkf
     assert loaded.config.model.name == "efficientnet_lite0"
 
     # --resume with more epochs continues phase 2 (its limit follows train.epochs) and keeps the history
-    fit(replace(config, train=replace(config.train, epochs=2)), tmp_path / "run", resume=True, console=QUIET)
+    resume(tmp_path / "run", epochs=2, console=QUIET)
     rows = HistoryCSV(tmp_path / "run" / "history.csv").rows()
     assert [r["phase"] for r in rows] == ["phase1", "phase2", "phase2"]
 
@@ -98,10 +98,9 @@ def test_unfreezing_more_blocks_than_exist_is_a_clear_error(make_config, utkface
     assert not (tmp_path / "run").exists()  # refused before decoding data or creating the run
 
 
-def test_resume_of_a_run_from_another_model_is_refused(trained_run, make_config, utkface, cache_dir, lite0_weights, tmp_path):
-    lite0 = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+def test_resume_of_a_run_from_another_model_is_refused(trained_run):
     with pytest.raises(RunError, match="trained with model 'custom', not 'efficientnet_lite0'"):
-        fit(lite0, trained_run.run_dir, resume=True, console=QUIET)
+        resume(trained_run.run_dir, model="efficientnet_lite0", console=QUIET)
 
 
 def test_weights_for_a_model_without_pretrained_backbone_is_refused(make_config, utkface, cache_dir, tmp_path):

@@ -10,11 +10,11 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from agegender.config import ModelConfig, load_config
+from agegender.config import load_config
 from agegender.models.checkpoint import CheckpointError, load_checkpoint, load_training_state, read_meta
 from agegender.training import fit as fit_module
 from agegender.training.callbacks import HISTORY_COLUMNS, HistoryCSV
-from agegender.training.fit import RunError, fit
+from agegender.training.fit import RunError, fit, resume
 
 
 def quiet() -> Console:
@@ -100,7 +100,7 @@ def test_resume_continues_the_epoch_numbering(utkface, cache_dir, make_config, t
     config = make_config(utkface.path, cache_dir, epochs=1)
     fit(config, run_dir, console=quiet())
     assert [r["epoch"] for r in history(run_dir)] == ["1"]
-    result = fit(replace(config, train=replace(config.train, epochs=2)), run_dir, resume=True, console=quiet())
+    result = resume(run_dir, epochs=2, console=quiet())
     assert [r["epoch"] for r in history(run_dir)] == ["1", "2"]
     assert result.stopped_epoch == 2
     assert read_meta(run_dir / "last.safetensors")["epoch"] == 2
@@ -109,11 +109,26 @@ def test_resume_continues_the_epoch_numbering(utkface, cache_dir, make_config, t
 
 def test_resume_takes_a_new_thread_count_but_keeps_what_the_run_learns(trained_run):
     own = load_config(trained_run.run_dir / "config.yaml")
-    requested = replace(own, train=replace(own.train, threads=1, lr=own.train.lr * 10))
-    resumed = fit_module.resume_config(trained_run.run_dir, requested)
-    assert resumed.train.threads == 1
-    assert resumed.train.lr == own.train.lr  # hyperparameters stay the run's own
-    assert fit_module.resume_config(trained_run.run_dir, replace(own, train=replace(own.train, threads=None))) == own
+    resumed = fit_module.resume_config(trained_run.run_dir, threads=1, device="cpu")
+    assert (resumed.train.threads, resumed.train.device) == (1, "cpu")
+    assert replace(resumed, train=replace(resumed.train, threads=own.train.threads, device=own.train.device)) == own
+    assert fit_module.resume_config(trained_run.run_dir) == own
+
+
+def test_resume_without_epochs_never_stretches_a_short_run(trained_run, tmp_path):
+    # A default RunConfig says 30 epochs; resuming a finished 1-epoch run must not read that as a request.
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    epochs = load_config(run_dir / "config.yaml").train.epochs
+    result = resume(run_dir, console=quiet())
+    assert result.stopped_epoch == epochs
+    assert len(history(run_dir)) == epochs
+
+
+def test_resume_cannot_shorten_a_run(trained_run):
+    epochs = load_config(trained_run.run_dir / "config.yaml").train.epochs
+    with pytest.raises(RunError, match=f"set to {epochs} epochs; a resume can add epochs, not remove them"):
+        fit_module.resume_config(trained_run.run_dir, epochs=epochs - 1)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(utkface, cache_dir, make_config, tmp_path, monkeypatch):
@@ -144,7 +159,7 @@ def test_interrupted_run_resumes_to_the_same_weights(utkface, cache_dir, make_co
     assert not (run_dir / "metrics.json").exists()
 
     monkeypatch.setattr(fit_module, "train_one_epoch", real_train_one_epoch)
-    result = fit(config, run_dir, resume=True, console=quiet())
+    result = resume(run_dir, console=quiet())
     assert result.stopped_epoch == 2
     assert [r["epoch"] for r in history(run_dir)] == ["1", "2"]
     assert (run_dir / "metrics.json").exists()
@@ -156,9 +171,8 @@ def test_interrupted_run_resumes_to_the_same_weights(utkface, cache_dir, make_co
 def test_resume_with_a_different_model_is_refused(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run_dir)
-    other = replace(trained_run.config, model=ModelConfig(name="mobilenet_v2"))
     with pytest.raises(RunError, match="trained with model 'custom', not 'mobilenet_v2'"):
-        fit(other, run_dir, resume=True, console=quiet())
+        resume(run_dir, model="mobilenet_v2", console=quiet())
 
 
 def test_new_run_in_a_used_directory_is_refused(trained_run, tmp_path):
@@ -172,7 +186,7 @@ def test_new_run_in_a_used_directory_is_refused(trained_run, tmp_path):
 
 def test_resume_without_a_run(tmp_path, trained_run):
     with pytest.raises(RunError, match="nothing to resume"):
-        fit(trained_run.config, tmp_path / "empty", resume=True, console=quiet())
+        resume(tmp_path / "empty", console=quiet())
 
 
 def test_too_few_images(tmp_path, cache_dir, make_config, face_bytes):

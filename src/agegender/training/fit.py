@@ -118,22 +118,34 @@ def create_training_state(config: RunConfig, context: DistributedContext | None 
     )
 
 
-def resume_config(run_dir: Path, requested: RunConfig | None) -> RunConfig:
-    """The run's own config; a different requested model is an error, more epochs and another
-    thread count (e.g. when the CPU frees up) are allowed."""
+def resume_config(
+    run_dir: Path,
+    *,
+    model: str | None = None,
+    epochs: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+) -> RunConfig:
+    """The run's own config. A resume may only check the model name, add epochs, or move the run
+    to another thread count or device (where it runs, not what it learns): nothing else can change
+    mid-run."""
     config_path = run_dir / "config.yaml"
     if not config_path.exists() or not (run_dir / LAST).exists():
         raise RunError(f"{run_dir}: nothing to resume (no config.yaml / {LAST}; was it started?)")
     config = load_config(config_path)
-    if requested is not None and requested.model.name != config.model.name:
+    if model is not None and model != config.model.name:
         raise RunError(
-            f"{run_dir}: run was trained with model '{config.model.name}', not '{requested.model.name}'; "
+            f"{run_dir}: run was trained with model '{config.model.name}', not '{model}'; "
             "use a new --out directory for a different model"
         )
-    if requested is not None and requested.train.epochs > config.train.epochs:
-        config = replace(config, train=replace(config.train, epochs=requested.train.epochs))
-    if requested is not None and requested.train.threads is not None:  # where it runs, not what it learns
-        config = replace(config, train=replace(config.train, threads=requested.train.threads))
+    if epochs is not None and epochs < config.train.epochs:
+        raise RunError(f"{run_dir}: the run is set to {config.train.epochs} epochs; a resume can add epochs, not remove them")
+    if epochs is not None:
+        config = replace(config, train=replace(config.train, epochs=epochs))
+    if threads is not None:
+        config = replace(config, train=replace(config.train, threads=threads))
+    if device is not None:
+        config = replace(config, train=replace(config.train, device=device))
     return config
 
 
@@ -220,20 +232,34 @@ def check_pretrained_options(config: RunConfig, resume: bool) -> None:
 
 
 def fit(
-    config: RunConfig,
+    config: RunConfig, run_dir: Path, *, data: PreparedData | None = None, console: Console | None = None
+) -> FitResult:
+    """Start a new run as `config` says, writing everything to `run_dir`; resumable after any epoch."""
+    run_dir = Path(run_dir)
+    if (run_dir / LAST).exists():
+        raise RunError(f"{run_dir}: already holds a run; use --resume {run_dir} or a new --out")
+    return _train(config, run_dir, resume=False, data=data, console=console)
+
+
+def resume(
     run_dir: Path,
     *,
-    resume: bool = False,
+    model: str | None = None,
+    epochs: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
     data: PreparedData | None = None,
     console: Console | None = None,
 ) -> FitResult:
-    """Train as `config` says, writing everything to `run_dir`; resumable after any epoch."""
-    console = console or Console(stderr=True)
+    """Continue an interrupted (or finished) run from its last epoch with its own config; `epochs`
+    extends it, `threads` and `device` move it, `model` only checks that the run is the one meant."""
     run_dir = Path(run_dir)
-    if resume:
-        config = resume_config(run_dir, config)
-    elif (run_dir / LAST).exists():
-        raise RunError(f"{run_dir}: already holds a run; use --resume {run_dir} or a new --out")
+    config = resume_config(run_dir, model=model, epochs=epochs, threads=threads, device=device)
+    return _train(config, run_dir, resume=True, data=data, console=console)
+
+
+def _train(config: RunConfig, run_dir: Path, *, resume: bool, data: PreparedData | None, console: Console | None) -> FitResult:
+    console = console or Console(stderr=True)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     context = init_distributed(config.train.device)  # torchrun: join the process group

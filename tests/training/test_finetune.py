@@ -13,13 +13,14 @@ from rich.console import Console
 
 from agegender.config import ModelConfig
 from agegender.data.dataset import prepare_data
-from agegender.models.checkpoint import load_checkpoint
+from agegender.models.checkpoint import load_checkpoint, load_training_state
 from agegender.training.callbacks import HistoryCSV
 from agegender.training.finetune import FinetuneError, Phase, cache_activations, evaluate_cached, plan_phases
 from agegender.training.fit import RunError, fit, resume
 from agegender.training.loop import evaluate_epoch
 from agegender.training.losses import MultiTaskLoss
 from tests.models.test_pretrained import write_random_weights
+from tests.training.test_fit import steps_per_epoch
 
 QUIET = Console(file=io.StringIO())
 
@@ -54,6 +55,14 @@ def test_two_phase_run_writes_phases_and_a_loadable_checkpoint(make_config, utkf
     resume(tmp_path / "run", epochs=2, console=QUIET)
     rows = HistoryCSV(tmp_path / "run" / "history.csv").rows()
     assert [r["phase"] for r in rows] == ["phase1", "phase2", "phase2"]
+
+
+def test_each_phase_warms_up_its_own_fresh_optimizer(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights, warmup_steps=1000)
+    fit(config, tmp_path / "run", console=QUIET)
+    state = load_training_state(tmp_path / "run" / "last_state.pt")
+    assert state["phase_index"] == 1  # saved by phase 2, whose warm-up started again from step 0
+    assert state["warmup"]["done"] == steps_per_epoch(config)
 
 
 def test_phase1_freezes_the_backbone_and_trains_only_heads(make_config, utkface, cache_dir, lite0_weights, tmp_path):

@@ -10,15 +10,23 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from agegender.config import load_config
+from agegender.config import ConfigError, load_config
+from agegender.data.dataset import prepare_data
 from agegender.models.checkpoint import CheckpointError, load_checkpoint, load_training_state, read_meta
 from agegender.training import fit as fit_module
 from agegender.training.callbacks import HISTORY_COLUMNS, HistoryCSV
 from agegender.training.fit import RunError, fit, resume
+from agegender.training.loop import batch_indices
 
 
 def quiet() -> Console:
     return Console(file=io.StringIO())
+
+
+def steps_per_epoch(config) -> int:
+    """Optimizer steps in one epoch: every batch but a single-image tail (BatchNorm cannot train on it)."""
+    n = len(prepare_data(config.data).train)
+    return sum(1 for batch in batch_indices(n, config.train.batch_size, None) if len(batch) >= 2)
 
 
 def history(run_dir) -> list[dict[str, str]]:
@@ -217,3 +225,23 @@ def test_init_from_a_checkpoint_of_another_model_is_refused(trained_run, tmp_pat
                      model=replace(trained_run.config.model, widths=(4, 8)))  # fmt: skip
     with pytest.raises(CheckpointError, match="weights do not match the model"):
         fit(config, tmp_path / "run", console=quiet())
+
+
+def test_warmup_counts_optimizer_steps_across_a_resume(utkface, cache_dir, make_config, tmp_path):
+    config = make_config(utkface.path, cache_dir, epochs=1, warmup_steps=1000)  # longer than the run
+    fit(config, tmp_path / "run", console=quiet())
+    after_one = load_training_state(tmp_path / "run" / "last_state.pt")["warmup"]["done"]
+    assert after_one == steps_per_epoch(config)
+    resume(tmp_path / "run", epochs=2, console=quiet())
+    assert load_training_state(tmp_path / "run" / "last_state.pt")["warmup"]["done"] == 2 * after_one
+
+    fit(replace(config, train=replace(config.train, warmup_steps=0)), tmp_path / "plain", console=quiet())
+    warm, plain = (history(tmp_path / name)[0]["train_loss"] for name in ("run", "plain"))
+    assert warm != plain  # same seed: only the learning rate of the first steps differs
+
+
+def test_negative_warmup_is_refused_before_any_data_is_read(make_config, tmp_path):
+    config = make_config(tmp_path / "no_such_folder", tmp_path / "cache", warmup_steps=-5)
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        fit(config, tmp_path / "run", console=quiet())
+    assert not (tmp_path / "run").exists()

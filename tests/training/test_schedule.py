@@ -5,13 +5,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from agegender.config import TrainConfig
+from agegender.config import ConfigError, TrainConfig
 from agegender.training.schedule import (
     OPTIMIZERS,
     SCHEDULERS,
     EpochScheduler,
+    Warmup,
     create_optimizer,
     current_lr,
+    optimizer_step,
     trainable,
 )
 
@@ -101,3 +103,55 @@ def test_trainable_skips_frozen_parameters():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
     model[0].requires_grad_(False)
     assert trainable(model) == list(model[1].parameters())
+
+
+def sgd_steps(warmup: Warmup | None, steps: int, lr: float = 1.0) -> list[float]:
+    """Size of each plain-SGD update of a parameter whose gradient is always 1."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=lr)
+    sizes = []
+    for _ in range(steps):
+        before = parameter.item()
+        parameter.grad = torch.ones(1)
+        optimizer_step(optimizer, warmup)
+        sizes.append(before - parameter.item())
+        assert current_lr(optimizer) == lr  # the scheduled rate is back after every step
+    return sizes
+
+
+def test_warmup_scales_the_first_steps_linearly_then_steps_plainly():
+    assert sgd_steps(Warmup(4), 6) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    assert sgd_steps(Warmup(0), 2) == sgd_steps(None, 2) == pytest.approx([1.0, 1.0])
+
+
+def test_warmup_leaves_the_epoch_schedule_alone():
+    # Warm-up longer than an epoch: the cosine schedule still sees (and sets) its own rates.
+    config = TrainConfig(lr=1.0, scheduler="cosine", optimizer="sgd", weight_decay=0.0)
+    schedules = []
+    for warmup in (None, Warmup(5)):
+        optimizer = create_optimizer(parameters(), config)
+        scheduler, lrs = EpochScheduler(optimizer, config, epochs=4), []
+        for _ in range(4):  # epochs of 2 steps
+            for _ in range(2):
+                optimizer.param_groups[0]["params"][0].grad = torch.ones(3)
+                optimizer_step(optimizer, warmup)
+            scheduler.epoch_end(1.0)
+            lrs.append(current_lr(optimizer))
+        schedules.append(lrs)
+    assert schedules[0] == schedules[1]
+
+
+def test_warmup_state_round_trip_and_older_states():
+    warmup = Warmup(3)
+    sgd_steps(warmup, 2)
+    restored = Warmup(3)
+    restored.load_state_dict(warmup.state_dict())
+    assert restored.done == 2 and sgd_steps(restored, 2) == pytest.approx([1.0, 1.0])
+    older = Warmup(3)
+    older.load_state_dict({})  # a training state saved before warm-up existed resumes without one
+    assert sgd_steps(older, 1) == pytest.approx([1.0])
+
+
+def test_negative_warmup_is_refused():
+    with pytest.raises(ConfigError, match="train.warmup_steps must be 0 \\(off\\) or positive, got -1"):
+        Warmup(-1)

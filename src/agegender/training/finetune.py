@@ -46,7 +46,7 @@ from agegender.training.distributed import DistributedContext
 from agegender.training.loop import EpochMetrics, RunningMeans, batch_indices, batch_labels, model_device
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.mixup import forward_and_loss
-from agegender.training.schedule import EpochScheduler, create_optimizer, current_lr
+from agegender.training.schedule import EpochScheduler, Warmup, create_optimizer, current_lr, optimizer_step
 
 MAX_CACHE_BYTES = 4 * 2**30  # activations kept in memory; beyond this, ask for fewer views or blocks
 
@@ -185,6 +185,7 @@ def train_cached_epoch(
     generator: torch.Generator,
     channels_last: bool,
     mixup_alpha: float = 0.0,
+    warmup: Warmup | None = None,
 ) -> EpochMetrics:
     """One pass over the training images, each seen through one randomly drawn cached view."""
     set_train_mode(model)
@@ -202,7 +203,7 @@ def train_cached_epoch(
         output, parts = forward_and_loss(forward, x, age, gender, loss_fn, alpha=mixup_alpha, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
-        optimizer.step()
+        optimizer_step(optimizer, warmup)
         means.update(parts, ModelOutput(output.gender_logit.detach(), output.age.detach()), age, gender)
     return means.result(time.perf_counter() - start)
 
@@ -251,6 +252,7 @@ class PhaseRun:
     scheduler: EpochScheduler
     stopper: EarlyStopping
     generator: torch.Generator
+    warmup: Warmup
 
     def done(self, progress: Progress) -> bool:
         return self.stopper.should_stop or progress.phase_epoch >= self.phase.epochs
@@ -265,12 +267,14 @@ def start_phase(model, phase: Phase, config: RunConfig, progress: Progress) -> P
         EpochScheduler(optimizer, config.train, phase.epochs),
         EarlyStopping(config.train.early_stopping_patience, config.train.min_delta),
         torch.Generator().manual_seed(config.data.seed + 7919 * progress.phase_index),
+        Warmup(config.train.warmup_steps),
     )
     if progress.saved:  # resuming inside this phase
         run.optimizer.load_state_dict(progress.saved["optimizer"])
         run.scheduler.load_state_dict(progress.saved["scheduler"])
         run.stopper.load_state_dict(progress.saved["early_stopping"])
         run.generator.set_state(progress.saved["generator"])
+        run.warmup.load_state_dict(progress.saved.get("warmup", {}))
     return run
 
 
@@ -287,6 +291,7 @@ def training_state(progress: Progress, run: PhaseRun) -> dict[str, Any]:
         "scheduler": run.scheduler.state_dict(),
         "early_stopping": run.stopper.state_dict(),
         "generator": run.generator.get_state(),
+        "warmup": run.warmup.state_dict(),
     }
 
 
@@ -359,7 +364,7 @@ def run_phase(
     while not run.done(progress):
         train = train_cached_epoch(model, phase, caches.train, data.train, loss_fn, run.optimizer,
                                    batch_size=config.train.batch_size, generator=run.generator, channels_last=cl,
-                                   mixup_alpha=config.train.mixup_alpha)  # fmt: skip
+                                   mixup_alpha=config.train.mixup_alpha, warmup=run.warmup)  # fmt: skip
         val = evaluate_cached(model, phase, caches.val, data.val, loss_fn, channels_last=cl)
         progress.epoch, progress.phase_epoch = progress.epoch + 1, progress.phase_epoch + 1
         lr = current_lr(run.optimizer)

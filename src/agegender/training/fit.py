@@ -50,7 +50,14 @@ from agegender.training.distributed import (
 from agegender.training.loop import EpochMetrics, evaluate_epoch, predict_arrays, train_one_epoch
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.mixup import check_mixup_alpha
-from agegender.training.schedule import EpochScheduler, create_optimizer, current_lr, trainable
+from agegender.training.schedule import (
+    EpochScheduler,
+    Warmup,
+    check_warmup_steps,
+    create_optimizer,
+    current_lr,
+    trainable,
+)
 
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"
 
@@ -76,6 +83,7 @@ class TrainingState:
     scheduler: EpochScheduler
     stopper: EarlyStopping
     generator: torch.Generator
+    warmup: Warmup = field(default_factory=lambda: Warmup(0))
     epoch: int = 0  # last completed epoch
     context: DistributedContext = field(default_factory=DistributedContext)  # torchrun rank, device
     train_model: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
@@ -87,6 +95,7 @@ class TrainingState:
             "scheduler": self.scheduler.state_dict(),
             "early_stopping": self.stopper.state_dict(),
             "generator": self.generator.get_state(),
+            "warmup": self.warmup.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -95,6 +104,7 @@ class TrainingState:
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["early_stopping"])
         self.generator.set_state(state["generator"])
+        self.warmup.load_state_dict(state.get("warmup", {}))
 
 
 def create_training_state(config: RunConfig, context: DistributedContext | None = None) -> TrainingState:
@@ -113,6 +123,7 @@ def create_training_state(config: RunConfig, context: DistributedContext | None 
         scheduler=EpochScheduler(optimizer, config.train, config.train.epochs),
         stopper=EarlyStopping(config.train.early_stopping_patience, config.train.min_delta),
         generator=generator,
+        warmup=Warmup(config.train.warmup_steps),
         context=context,
         train_model=wrap_for_training(model, context),
     )
@@ -187,6 +198,7 @@ def run_epoch(
             generator=generator,
             channels_last=config.train.channels_last,
             mixup_alpha=config.train.mixup_alpha,
+            warmup=state.warmup,
             on_batch=lambda n, means: progress.update(task, advance=n, stats=means.short()),
         )
     if context.enabled:
@@ -268,6 +280,7 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data: PreparedData
         raise RunError("two-phase fine-tuning of pretrained backbones runs in one process; start it without torchrun")
     check_pretrained_options(config, resume)
     check_mixup_alpha(config.train.mixup_alpha)
+    check_warmup_steps(config.train.warmup_steps)
     data = data or prepare_data(config.data)
     console.print(data.summary_line())
     if len(data.train) < 2 or len(data.val) < 1:

@@ -15,6 +15,7 @@ from agegender.data.dataset import LabelledArrays
 from agegender.data.transforms import augment_batch, to_model_input
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.mixup import forward_and_loss
+from agegender.training.schedule import Warmup, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ def train_one_epoch(
     generator: torch.Generator,
     channels_last: bool = True,
     on_batch: Callable[[int, RunningMeans], None] | None = None,
-    step_scheduler: Callable[[], None] | None = None,
     mixup_alpha: float = 0.0,
+    warmup: Warmup | None = None,
 ) -> EpochMetrics:
     model.train()
     start, means, device = time.perf_counter(), RunningMeans(), model_device(model)
@@ -122,9 +123,7 @@ def train_one_epoch(
         output, parts = forward_and_loss(model, x, age, gender, loss_fn, alpha=mixup_alpha, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
-        optimizer.step()
-        if step_scheduler is not None:
-            step_scheduler()
+        optimizer_step(optimizer, warmup)
         means.update(parts, output, age, gender)
         if on_batch is not None:
             on_batch(len(batch), means)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agegender.config import TrainConfig
+from agegender.config import ConfigError, TrainConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("plateau", "step", "cosine", "none")
@@ -52,6 +52,49 @@ class EpochScheduler:
     def load_state_dict(self, state: dict) -> None:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state)
+
+
+def check_warmup_steps(steps: int) -> None:
+    if steps < 0:
+        raise ConfigError(f"train.warmup_steps must be 0 (off) or positive, got {steps}")
+
+
+class Warmup:
+    """Linear learning-rate warm-up over a fresh optimizer's first `steps` steps.
+
+    Adam's first updates are full-size whatever the gradient, which jolts pretrained weights (the
+    loss spike at the start of phase 2). The warm-up only scales the scheduled learning rate around
+    each step and puts it back, so the epoch schedule never sees it and the two compose at any
+    epoch boundary."""
+
+    def __init__(self, steps: int):
+        check_warmup_steps(steps)
+        self.steps, self.done = steps, 0
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.done >= self.steps:
+            optimizer.step()
+            return
+        scheduled = [group["lr"] for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr * (self.done + 1) / self.steps
+        optimizer.step()
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr
+        self.done += 1
+
+    def state_dict(self) -> dict:
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.done = int(state.get("done", self.steps))  # a state from before warm-up existed: done
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, warmup: Warmup | None) -> None:
+    if warmup is not None:
+        warmup.step(optimizer)
+    else:
+        optimizer.step()
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:

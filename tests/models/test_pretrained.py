@@ -82,7 +82,24 @@ def test_mobilenet_v2_weights_agree_with_efficientnet_on_the_astronaut():
     assert top == LITE0_REFERENCE_TOP5[:2]
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
+# torchvision's published parameter counts (whole ImageNet model) and its classifier's share
+TORCHVISION_PARAMETERS = {
+    "resnet18": (11_689_512, 512 * 1000 + 1000),
+    "resnet34": (21_797_672, 512 * 1000 + 1000),
+    "resnet50": (25_557_032, 2048 * 1000 + 1000),
+    "vgg16": (138_357_544, (25088 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 1000 + 1000)),
+    "mobilenet_v2": (3_504_872, 1280 * 1000 + 1000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMETERS))
+def test_torchvision_layout_backbones_have_torchvision_parameter_counts(name):
+    total, classifier = TORCHVISION_PARAMETERS[name]
+    backbone, _ = BACKBONES[name].create()
+    assert sum(p.numel() for p in backbone.parameters()) == total - classifier
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2", "resnet18", "resnet50", "vgg16"])
 def test_weights_option_loads_a_local_file(tmp_path, name):
     path = tmp_path / f"{name}.pth"
     expected = write_random_weights(name, path)
@@ -99,6 +116,12 @@ def test_missing_weights_is_one_clear_error(monkeypatch):
         load_pretrained_weights(model, ModelConfig(name="mobilenet_v2"))
     with pytest.raises(PretrainedWeightsError, match="not found"):
         load_pretrained_weights(model, ModelConfig(name="mobilenet_v2", weights="/nonexistent/file.pth"))
+
+
+def test_backbone_without_offline_weights_names_the_file_to_pass():
+    model = create_model(ModelConfig(name="resnet50"))
+    with pytest.raises(PretrainedWeightsError, match=r"'resnet50' ship offline: pass --weights PATH.*resnet50-0676ba61.pth"):
+        load_pretrained_weights(model, ModelConfig(name="resnet50"))
 
 
 def test_training_without_weights_fails_before_creating_the_run(monkeypatch, make_config, utkface, cache_dir, tmp_path):

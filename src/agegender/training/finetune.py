@@ -69,7 +69,7 @@ def plan_phases(model: nn.Module, config: RunConfig) -> list[Phase]:
     if not 0 <= unfreeze <= blocks:
         raise FinetuneError(
             f"model.unfreeze_blocks={unfreeze}, but the {config.model.name} backbone has {blocks} blocks "
-            f"(stem, inverted-residual blocks, head conv); choose 0..{blocks}"
+            f"(stem, residual blocks or stages, head); choose 0..{blocks}"
         )
     if config.train.feature_views < 1:
         raise FinetuneError(f"train.feature_views must be at least 1, got {config.train.feature_views}")

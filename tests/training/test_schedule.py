@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -155,3 +156,25 @@ def test_warmup_state_round_trip_and_older_states():
 def test_negative_warmup_is_refused():
     with pytest.raises(ConfigError, match="train.warmup_steps must be 0 \\(off\\) or positive, got -1"):
         Warmup(-1)
+
+
+def test_a_cosine_schedule_resumed_with_more_epochs_is_stretched():
+    config = TrainConfig(lr=1.0, scheduler="cosine", optimizer="sgd", weight_decay=0.0)
+    optimizer = create_optimizer(parameters(), config)
+    short = EpochScheduler(optimizer, config, epochs=4)
+    for _ in range(2):
+        optimizer.step()
+        short.epoch_end(1.0)
+    saved_optimizer, saved_schedule = optimizer.state_dict(), short.state_dict()
+
+    optimizer = create_optimizer(parameters(), config)  # the resume: optimizer first, then schedule
+    optimizer.load_state_dict(saved_optimizer)
+    longer = EpochScheduler(optimizer, config, epochs=8)
+    longer.load_state_dict(saved_schedule)
+    lrs = [current_lr(optimizer)]
+    for _ in range(6):
+        optimizer.step()
+        longer.epoch_end(1.0)
+        lrs.append(current_lr(optimizer))
+    expected = [0.5 * (1 + math.cos(math.pi * epoch / 8)) for epoch in range(2, 9)]
+    assert lrs == pytest.approx(expected, abs=1e-9)  # on the 8-epoch curve from epoch 2, ending at 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -26,7 +28,7 @@ class EpochScheduler:
     """One interface over the schedules: `epoch_end(val_loss)` after every epoch."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig, epochs: int):
-        self.kind = config.scheduler
+        self.kind, self.epochs = config.scheduler, max(epochs, 1)
         if self.kind == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, factor=config.plateau_factor, patience=config.plateau_patience
@@ -34,7 +36,7 @@ class EpochScheduler:
         elif self.kind == "step":
             self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
         elif self.kind == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)
         elif self.kind == "none":
             self.scheduler = None
         else:
@@ -50,8 +52,22 @@ class EpochScheduler:
         return self.scheduler.state_dict() if self.scheduler is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state)
+        """Restore after the optimizer. A cosine schedule saved for fewer epochs (a resume that adds
+        epochs) is stretched to this run's length, rather than rising again past its old end."""
+        if self.scheduler is None:
+            return
+        self.scheduler.load_state_dict(state)
+        if self.kind == "cosine" and self.scheduler.T_max != self.epochs:
+            self._stretch_cosine()
+
+    def _stretch_cosine(self) -> None:
+        cosine = self.scheduler
+        cosine.T_max = self.epochs
+        progress = min(cosine.last_epoch, self.epochs) / self.epochs
+        for group, base in zip(cosine.optimizer.param_groups, cosine.base_lrs):
+            # the closed form at this epoch; the scheduler's recursive steps continue from it
+            group["lr"] = cosine.eta_min + (base - cosine.eta_min) * (1 + math.cos(math.pi * progress)) / 2
+        cosine._last_lr = [group["lr"] for group in cosine.optimizer.param_groups]
 
 
 def check_warmup_steps(steps: int) -> None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 from rich.console import Console
+from safetensors.torch import load_file
 
 from agegender.config import ModelConfig
 from agegender.data.dataset import prepare_data
@@ -74,6 +75,16 @@ def test_torchvision_layout_backbones_fine_tune_in_two_phases(name, make_config,
     fit(config, tmp_path / "run", console=QUIET)
     assert [r["phase"] for r in HistoryCSV(tmp_path / "run" / "history.csv").rows()] == ["phase1", "phase2"]
     assert load_checkpoint(tmp_path / "run" / "best.safetensors").config.model.name == name
+
+
+def test_two_phase_run_is_reproducible_with_dropout(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+    assert config.model.dropout > 0
+    for name in ("first", "second"):
+        torch.manual_seed(len(name))  # whatever the caller's RNG holds
+        fit(config, tmp_path / name, console=QUIET)
+    first, second = (load_file(str(tmp_path / name / "last.safetensors")) for name in ("first", "second"))
+    assert all(torch.equal(first[key], second[key]) for key in first)
 
 
 def test_phase1_freezes_the_backbone_and_trains_only_heads(make_config, utkface, cache_dir, lite0_weights, tmp_path):

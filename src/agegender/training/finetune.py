@@ -275,6 +275,8 @@ def start_phase(model, phase: Phase, config: RunConfig, progress: Progress) -> P
         run.stopper.load_state_dict(progress.saved["early_stopping"])
         run.generator.set_state(progress.saved["generator"])
         run.warmup.load_state_dict(progress.saved.get("warmup", {}))
+        if "torch_rng" in progress.saved:
+            torch.set_rng_state(progress.saved["torch_rng"])
     return run
 
 
@@ -292,6 +294,7 @@ def training_state(progress: Progress, run: PhaseRun) -> dict[str, Any]:
         "early_stopping": run.stopper.state_dict(),
         "generator": run.generator.get_state(),
         "warmup": run.warmup.state_dict(),
+        "torch_rng": torch.get_rng_state(),  # dropout's draws continue where they stopped
     }
 
 

@@ -96,6 +96,7 @@ class TrainingState:
             "early_stopping": self.stopper.state_dict(),
             "generator": self.generator.get_state(),
             "warmup": self.warmup.state_dict(),
+            "torch_rng": torch.get_rng_state(),  # dropout's draws continue where they stopped
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -105,6 +106,8 @@ class TrainingState:
         self.stopper.load_state_dict(state["early_stopping"])
         self.generator.set_state(state["generator"])
         self.warmup.load_state_dict(state.get("warmup", {}))
+        if "torch_rng" in state:  # states saved before it was kept resume without it
+            torch.set_rng_state(state["torch_rng"])
 
 
 def create_training_state(config: RunConfig, context: DistributedContext | None = None) -> TrainingState:
@@ -276,6 +279,22 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data: PreparedData
         torch.set_num_threads(config.train.threads)
     context = init_distributed(config.train.device)  # torchrun: join the process group
     console = rank_console(context, console)
+    # Dropout draws from torch's global RNG: seed it per run (and rank) so the same command gives the
+    # same weights, and give the caller its own RNG state back afterwards.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.data.seed + context.rank)
+        return _train_seeded(config, run_dir, resume=resume, data=data, console=console, context=context)
+
+
+def _train_seeded(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    data: PreparedData | None,
+    console: Console,
+    context: DistributedContext,
+) -> FitResult:
     if context.enabled and is_pretrained(config.model.name):
         raise RunError("two-phase fine-tuning of pretrained backbones runs in one process; start it without torchrun")
     check_pretrained_options(config, resume)

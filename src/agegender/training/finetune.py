@@ -46,7 +46,15 @@ from agegender.training.distributed import DistributedContext
 from agegender.training.loop import EpochMetrics, RunningMeans, batch_indices, batch_labels, model_device
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.mixup import forward_and_loss
-from agegender.training.schedule import EpochScheduler, Warmup, create_optimizer, current_lr, optimizer_step
+from agegender.training.schedule import (
+    EpochScheduler,
+    Warmup,
+    create_optimizer,
+    current_lr,
+    optimizer_step,
+    restore_stepping_state,
+    stepping_state,
+)
 
 MAX_CACHE_BYTES = 4 * 2**30  # activations kept in memory; beyond this, ask for fewer views or blocks
 
@@ -270,13 +278,7 @@ def start_phase(model, phase: Phase, config: RunConfig, progress: Progress) -> P
         Warmup(config.train.warmup_steps),
     )
     if progress.saved:  # resuming inside this phase
-        run.optimizer.load_state_dict(progress.saved["optimizer"])
-        run.scheduler.load_state_dict(progress.saved["scheduler"])
-        run.stopper.load_state_dict(progress.saved["early_stopping"])
-        run.generator.set_state(progress.saved["generator"])
-        run.warmup.load_state_dict(progress.saved.get("warmup", {}))
-        if "torch_rng" in progress.saved:
-            torch.set_rng_state(progress.saved["torch_rng"])
+        restore_stepping_state(progress.saved, run.optimizer, run.scheduler, run.stopper, run.generator, run.warmup)
     return run
 
 
@@ -289,12 +291,7 @@ def training_state(progress: Progress, run: PhaseRun) -> dict[str, Any]:
         "best_val_loss": progress.best_val_loss,
         "best_epoch": progress.best_epoch,
         "cache_seconds": progress.cache_seconds,
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "early_stopping": run.stopper.state_dict(),
-        "generator": run.generator.get_state(),
-        "warmup": run.warmup.state_dict(),
-        "torch_rng": torch.get_rng_state(),  # dropout's draws continue where they stopped
+        **stepping_state(run.optimizer, run.scheduler, run.stopper, run.generator, run.warmup),
     }
 
 

@@ -56,6 +56,8 @@ from agegender.training.schedule import (
     check_warmup_steps,
     create_optimizer,
     current_lr,
+    restore_stepping_state,
+    stepping_state,
     trainable,
 )
 
@@ -89,25 +91,14 @@ class TrainingState:
     train_model: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "early_stopping": self.stopper.state_dict(),
-            "generator": self.generator.get_state(),
-            "warmup": self.warmup.state_dict(),
-            "torch_rng": torch.get_rng_state(),  # dropout's draws continue where they stopped
-        }
+        return {"epoch": self.epoch, **stepping_state(*self._stepping())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.stopper.load_state_dict(state["early_stopping"])
-        self.generator.set_state(state["generator"])
-        self.warmup.load_state_dict(state.get("warmup", {}))
-        if "torch_rng" in state:  # states saved before it was kept resume without it
-            torch.set_rng_state(state["torch_rng"])
+        restore_stepping_state(state, *self._stepping())
+
+    def _stepping(self) -> tuple:
+        return self.optimizer, self.scheduler, self.stopper, self.generator, self.warmup
 
 
 def create_training_state(config: RunConfig, context: DistributedContext | None = None) -> TrainingState:

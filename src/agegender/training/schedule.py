@@ -113,6 +113,32 @@ def optimizer_step(optimizer: torch.optim.Optimizer, warmup: Warmup | None) -> N
         optimizer.step()
 
 
+def stepping_state(optimizer, scheduler: EpochScheduler, stopper, generator: torch.Generator, warmup: Warmup) -> dict:
+    """Everything an optimisation loop advances besides the weights, for last_state.pt: one layout for
+    Model A runs and for each fine-tuning phase."""
+    return {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "early_stopping": stopper.state_dict(),
+        "generator": generator.get_state(),
+        "warmup": warmup.state_dict(),
+        "torch_rng": torch.get_rng_state(),  # dropout's draws continue where they stopped
+    }
+
+
+def restore_stepping_state(
+    state: dict, optimizer, scheduler: EpochScheduler, stopper, generator: torch.Generator, warmup: Warmup
+) -> None:
+    """Undo stepping_state; the optimizer goes first because the scheduler may rewrite its rates."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    stopper.load_state_dict(state["early_stopping"])
+    generator.set_state(state["generator"])
+    warmup.load_state_dict(state.get("warmup", {}))
+    if "torch_rng" in state:  # states saved before it was kept resume without it
+        torch.set_rng_state(state["torch_rng"])
+
+
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 

@@ -86,6 +86,7 @@ class TrainConfig:
     label_smoothing: float = 0.05  # gender BCE targets become 0.025 / 0.975
     mixup_alpha: float = 0.0  # > 0: mixup of training pairs, weights ~ Beta(a, a) (training/mixup.py); 0 = off
     warmup_steps: int = 0  # linear lr warm-up over each fresh optimizer's first N steps (each run, each phase)
+    ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights (training/averaging.py)
     gender_weight: float = 1.0
     age_weight: float = 0.1  # age loss is L1 in years, so 0.1 puts it on the BCE scale
     # Bins head only: cross-entropy to a Gaussian around the true age (DLDL). It gives every bin a

@@ -66,6 +66,28 @@ def test_each_phase_warms_up_its_own_fresh_optimizer(make_config, utkface, cache
     assert state["warmup"]["done"] == steps_per_epoch(config)
 
 
+def test_heads_average_is_saved_as_best_without_changing_training(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+    config = replace(config, model=replace(config.model, unfreeze_blocks=0))  # phase 1 only
+    fit(config, tmp_path / "plain", console=QUIET)
+    fit(replace(config, train=replace(config.train, ema_decay=0.9)), tmp_path / "ema", console=QUIET)
+    plain, ema = (load_file(str(tmp_path / name / "last.safetensors")) for name in ("plain", "ema"))
+    assert all(torch.equal(plain[key], ema[key]) for key in plain)  # the average never feeds back
+    state = load_training_state(tmp_path / "ema" / "last_state.pt")["weight_average"]
+    averaged = {key.removeprefix("module."): value for key, value in state.items() if key.startswith("module.")}
+    best = load_file(str(tmp_path / "ema" / "best.safetensors"))
+    assert all(torch.equal(best[key], averaged[key]) for key in best)
+    assert any(not torch.equal(best[key], ema[key]) for key in best)
+
+
+def test_each_phase_starts_its_own_average(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights, ema_decay=0.9)
+    fit(config, tmp_path / "run", console=QUIET)
+    state = load_training_state(tmp_path / "run" / "last_state.pt")
+    assert state["phase_index"] == 1  # saved by phase 2, whose average counts its own steps only
+    assert int(state["weight_average"]["n_averaged"]) == steps_per_epoch(config)
+
+
 @pytest.mark.parametrize("name", ["resnet18", "vgg16"])
 def test_torchvision_layout_backbones_fine_tune_in_two_phases(name, make_config, utkface, cache_dir, tmp_path):
     path = tmp_path / f"{name}.pth"

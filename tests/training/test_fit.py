@@ -152,10 +152,11 @@ def test_same_command_same_weights_and_the_callers_rng_is_left_alone(utkface, ca
     assert torch.equal(torch.get_rng_state(), before)
 
 
-def test_interrupted_run_resumes_to_the_same_weights(utkface, cache_dir, make_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_interrupted_run_resumes_to_the_same_weights(ema_decay, utkface, cache_dir, make_config, tmp_path, monkeypatch):
     # With dropout on: the global RNG state travels in last_state.pt, so the interrupted-and-resumed
-    # run must match an uninterrupted one exactly.
-    config = make_config(utkface.path, cache_dir, epochs=2)
+    # run must match an uninterrupted one exactly; so does the weight average (train.ema_decay).
+    config = make_config(utkface.path, cache_dir, epochs=2, ema_decay=ema_decay)
     fit(config, tmp_path / "straight", console=quiet())
 
     real_train_one_epoch = fit_module.train_one_epoch
@@ -180,9 +181,8 @@ def test_interrupted_run_resumes_to_the_same_weights(utkface, cache_dir, make_co
     assert result.stopped_epoch == 2
     assert [r["epoch"] for r in history(run_dir)] == ["1", "2"]
     assert (run_dir / "metrics.json").exists()
-    assert_same_weights(
-        load_file(str(run_dir / "last.safetensors")), load_file(str(tmp_path / "straight" / "last.safetensors"))
-    )
+    for name in ("last.safetensors", "best.safetensors"):
+        assert_same_weights(load_file(str(run_dir / name)), load_file(str(tmp_path / "straight" / name)))
 
 
 def test_resume_with_a_different_model_is_refused(trained_run, tmp_path):
@@ -252,5 +252,28 @@ def test_warmup_counts_optimizer_steps_across_a_resume(utkface, cache_dir, make_
 def test_negative_warmup_is_refused_before_any_data_is_read(make_config, tmp_path):
     config = make_config(tmp_path / "no_such_folder", tmp_path / "cache", warmup_steps=-5)
     with pytest.raises(ConfigError, match="warmup_steps"):
+        fit(config, tmp_path / "run", console=quiet())
+    assert not (tmp_path / "run").exists()
+
+
+def test_weight_average_is_validated_and_saved_as_best_without_changing_training(utkface, cache_dir, make_config, tmp_path):
+    config = make_config(utkface.path, cache_dir, epochs=1)
+    fit(config, tmp_path / "plain", console=quiet())
+    fit(replace(config, train=replace(config.train, ema_decay=0.9)), tmp_path / "ema", console=quiet())
+    plain, ema = tmp_path / "plain", tmp_path / "ema"
+    # the average never feeds back: same raw weights and training metrics as without it
+    assert_same_weights(load_file(str(ema / "last.safetensors")), load_file(str(plain / "last.safetensors")))
+    assert history(ema)[0]["train_loss"] == history(plain)[0]["train_loss"]
+    # best.safetensors (epoch 1, the only one) holds the average, and val metrics are the average's
+    state = load_training_state(ema / "last_state.pt")["weight_average"]
+    assert int(state["n_averaged"]) == steps_per_epoch(config)
+    averaged = {key.removeprefix("module."): value for key, value in state.items() if key.startswith("module.")}
+    assert_same_weights(load_file(str(ema / "best.safetensors")), averaged)
+    assert history(ema)[0]["val_loss"] != history(plain)[0]["val_loss"]
+
+
+def test_ema_decay_of_one_is_refused_before_any_data_is_read(make_config, tmp_path):
+    config = make_config(tmp_path / "no_such_folder", tmp_path / "cache", ema_decay=1.0)
+    with pytest.raises(ConfigError, match="ema_decay"):
         fit(config, tmp_path / "run", console=quiet())
     assert not (tmp_path / "run").exists()

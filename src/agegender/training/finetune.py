@@ -11,7 +11,8 @@ blocks stay in eval mode too (running statistics kept, scale and shift trained):
 fine-tuning with small batches, and what makes the cached phase-2 activations valid.
 
 Each phase has its own optimizer, schedule and early stopping; history.csv rows carry the phase name
-and epochs count on across phases; best.safetensors holds the best weights of either phase.
+and epochs count on across phases; best.safetensors holds the best weights of either phase (with
+train.ema_decay, each phase's weight average, started afresh at the phase's first weights).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from agegender.models.heads import ModelOutput
 from agegender.models.pretrained import load_pretrained_weights
 from agegender.models.registry import create_model
 from agegender.models.summary import summarize_model
+from agegender.training.averaging import WeightAverage
 from agegender.training.callbacks import EarlyStopping, HistoryCSV
 from agegender.training.distributed import DistributedContext
 from agegender.training.loop import EpochMetrics, RunningMeans, batch_indices, batch_labels, model_device
@@ -194,6 +196,7 @@ def train_cached_epoch(
     channels_last: bool,
     mixup_alpha: float = 0.0,
     warmup: Warmup | None = None,
+    average: WeightAverage | None = None,
 ) -> EpochMetrics:
     """One pass over the training images, each seen through one randomly drawn cached view."""
     set_train_mode(model)
@@ -211,7 +214,7 @@ def train_cached_epoch(
         output, parts = forward_and_loss(forward, x, age, gender, loss_fn, alpha=mixup_alpha, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
-        optimizer_step(optimizer, warmup)
+        optimizer_step(optimizer, warmup, average)
         means.update(parts, ModelOutput(output.gender_logit.detach(), output.age.detach()), age, gender)
     return means.result(time.perf_counter() - start)
 
@@ -261,6 +264,10 @@ class PhaseRun:
     stopper: EarlyStopping
     generator: torch.Generator
     warmup: Warmup
+    average: WeightAverage  # train.ema_decay: per phase, started from the phase's first weights
+
+    def stepping(self) -> tuple:
+        return self.optimizer, self.scheduler, self.stopper, self.generator, self.warmup, self.average
 
     def done(self, progress: Progress) -> bool:
         return self.stopper.should_stop or progress.phase_epoch >= self.phase.epochs
@@ -276,9 +283,10 @@ def start_phase(model, phase: Phase, config: RunConfig, progress: Progress) -> P
         EarlyStopping(config.train.early_stopping_patience, config.train.min_delta),
         torch.Generator().manual_seed(config.data.seed + 7919 * progress.phase_index),
         Warmup(config.train.warmup_steps),
+        WeightAverage(model, config.train.ema_decay),
     )
     if progress.saved:  # resuming inside this phase
-        restore_stepping_state(progress.saved, run.optimizer, run.scheduler, run.stopper, run.generator, run.warmup)
+        restore_stepping_state(progress.saved, *run.stepping())
     return run
 
 
@@ -291,7 +299,7 @@ def training_state(progress: Progress, run: PhaseRun) -> dict[str, Any]:
         "best_val_loss": progress.best_val_loss,
         "best_epoch": progress.best_epoch,
         "cache_seconds": progress.cache_seconds,
-        **stepping_state(run.optimizer, run.scheduler, run.stopper, run.generator, run.warmup),
+        **stepping_state(*run.stepping()),
     }
 
 
@@ -364,8 +372,9 @@ def run_phase(
     while not run.done(progress):
         train = train_cached_epoch(model, phase, caches.train, data.train, loss_fn, run.optimizer,
                                    batch_size=config.train.batch_size, generator=run.generator, channels_last=cl,
-                                   mixup_alpha=config.train.mixup_alpha, warmup=run.warmup)  # fmt: skip
-        val = evaluate_cached(model, phase, caches.val, data.val, loss_fn, channels_last=cl)
+                                   mixup_alpha=config.train.mixup_alpha, warmup=run.warmup,
+                                   average=run.average)  # fmt: skip
+        val = evaluate_cached(run.average.evaluated, phase, caches.val, data.val, loss_fn, channels_last=cl)
         progress.epoch, progress.phase_epoch = progress.epoch + 1, progress.phase_epoch + 1
         lr = current_lr(run.optimizer)
         run.stopper.update(val.loss, progress.epoch)
@@ -376,8 +385,8 @@ def run_phase(
         history.append(history_row(progress.epoch, train, val, lr, phase=phase.name))
         console.print(f"{phase.name} " + epoch_line(progress.epoch, train, val, lr, is_best))
         meta = build_meta(model, config, **meta_base, epoch=progress.epoch, phase=phase.name)
-        if is_best:
-            save_checkpoint(run_dir / BEST, model, meta)
+        if is_best:  # the validated weights: the phase's average when train.ema_decay keeps one
+            save_checkpoint(run_dir / BEST, run.average.evaluated, meta)
         save_checkpoint(run_dir / LAST, model, meta)
         save_training_state(run_dir / STATE, training_state(progress, run))
     summary["stopped_epoch"] = progress.epoch

@@ -33,6 +33,7 @@ from agegender.models.checkpoint import (
 from agegender.models.pretrained import is_pretrained, resolve_weights_path
 from agegender.models.registry import create_model
 from agegender.models.summary import ModelSummary, summarize_model
+from agegender.training.averaging import WeightAverage, check_ema_decay
 from agegender.training.callbacks import EarlyStopping, HistoryCSV
 from agegender.training.distributed import (
     DistributedContext,
@@ -86,6 +87,7 @@ class TrainingState:
     stopper: EarlyStopping
     generator: torch.Generator
     warmup: Warmup = field(default_factory=lambda: Warmup(0))
+    average: WeightAverage | None = None  # train.ema_decay: the weights validated and saved as best
     epoch: int = 0  # last completed epoch
     context: DistributedContext = field(default_factory=DistributedContext)  # torchrun rank, device
     train_model: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
@@ -97,8 +99,11 @@ class TrainingState:
         self.epoch = int(state["epoch"])
         restore_stepping_state(state, *self._stepping())
 
+    def __post_init__(self) -> None:
+        self.average = self.average or WeightAverage(self.model, 0.0)
+
     def _stepping(self) -> tuple:
-        return self.optimizer, self.scheduler, self.stopper, self.generator, self.warmup
+        return self.optimizer, self.scheduler, self.stopper, self.generator, self.warmup, self.average
 
 
 def create_training_state(config: RunConfig, context: DistributedContext | None = None) -> TrainingState:
@@ -118,6 +123,7 @@ def create_training_state(config: RunConfig, context: DistributedContext | None 
         stopper=EarlyStopping(config.train.early_stopping_patience, config.train.min_delta),
         generator=generator,
         warmup=Warmup(config.train.warmup_steps),
+        average=WeightAverage(model, config.train.ema_decay),
         context=context,
         train_model=wrap_for_training(model, context),
     )
@@ -193,13 +199,15 @@ def run_epoch(
             channels_last=config.train.channels_last,
             mixup_alpha=config.train.mixup_alpha,
             warmup=state.warmup,
+            average=state.average,
             on_batch=lambda n, means: progress.update(task, advance=n, stats=means.short()),
         )
+    evaluated = state.average.evaluated
     if context.enabled:
         train_metrics = reduce_epoch_metrics(train_metrics, context)
-        val_metrics = evaluate_sharded(state.model, data.val, loss_fn, context, channels_last=config.train.channels_last)
+        val_metrics = evaluate_sharded(evaluated, data.val, loss_fn, context, channels_last=config.train.channels_last)
     else:
-        val_metrics = evaluate_epoch(state.model, data.val, loss_fn, channels_last=config.train.channels_last)
+        val_metrics = evaluate_epoch(evaluated, data.val, loss_fn, channels_last=config.train.channels_last)
     return train_metrics, val_metrics
 
 
@@ -291,6 +299,7 @@ def _train_seeded(
     check_pretrained_options(config, resume)
     check_mixup_alpha(config.train.mixup_alpha)
     check_warmup_steps(config.train.warmup_steps)
+    check_ema_decay(config.train.ema_decay)
     data = data or prepare_data(config.data)
     console.print(data.summary_line())
     if len(data.train) < 2 or len(data.val) < 1:
@@ -343,8 +352,8 @@ def train_epochs(state, data, loss_fn, config, run_dir, history, meta_base, cons
             continue
         history.append(history_row(state.epoch, train_metrics, val_metrics, lr))
         meta = build_meta(state.model, config, **meta_base, epoch=state.epoch)
-        if is_best:
-            save_checkpoint(run_dir / BEST, state.model, meta)
+        if is_best:  # the validated weights: the average when train.ema_decay keeps one
+            save_checkpoint(run_dir / BEST, state.average.evaluated, meta)
         # weights first, then optimizer state: a kill between them resumes from a consistent older state
         save_checkpoint(run_dir / LAST, state.model, meta)
         save_training_state(run_dir / STATE, state.state_dict())

@@ -13,6 +13,7 @@ from torch import nn
 from agegender.config import AugmentConfig
 from agegender.data.dataset import LabelledArrays
 from agegender.data.transforms import augment_batch, to_model_input
+from agegender.training.averaging import WeightAverage
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.mixup import forward_and_loss
 from agegender.training.schedule import Warmup, optimizer_step
@@ -109,6 +110,7 @@ def train_one_epoch(
     on_batch: Callable[[int, RunningMeans], None] | None = None,
     mixup_alpha: float = 0.0,
     warmup: Warmup | None = None,
+    average: WeightAverage | None = None,
 ) -> EpochMetrics:
     model.train()
     start, means, device = time.perf_counter(), RunningMeans(), model_device(model)
@@ -123,7 +125,7 @@ def train_one_epoch(
         output, parts = forward_and_loss(model, x, age, gender, loss_fn, alpha=mixup_alpha, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
-        optimizer_step(optimizer, warmup)
+        optimizer_step(optimizer, warmup, average)
         means.update(parts, output, age, gender)
         if on_batch is not None:
             on_batch(len(batch), means)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from agegender.config import ConfigError, TrainConfig
+from agegender.training.averaging import WeightAverage
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("plateau", "step", "cosine", "none")
@@ -106,17 +107,22 @@ class Warmup:
         self.done = int(state.get("done", self.steps))  # a state from before warm-up existed: done
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, warmup: Warmup | None) -> None:
+def optimizer_step(optimizer: torch.optim.Optimizer, warmup: Warmup | None, average: WeightAverage | None = None) -> None:
     if warmup is not None:
         warmup.step(optimizer)
     else:
         optimizer.step()
+    if average is not None:
+        average.update()
 
 
-def stepping_state(optimizer, scheduler: EpochScheduler, stopper, generator: torch.Generator, warmup: Warmup) -> dict:
+def stepping_state(
+    optimizer, scheduler: EpochScheduler, stopper, generator: torch.Generator, warmup: Warmup, average: WeightAverage
+) -> dict:
     """Everything an optimisation loop advances besides the weights, for last_state.pt: one layout for
     Model A runs and for each fine-tuning phase."""
     return {
+        "weight_average": average.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "early_stopping": stopper.state_dict(),
@@ -127,7 +133,13 @@ def stepping_state(optimizer, scheduler: EpochScheduler, stopper, generator: tor
 
 
 def restore_stepping_state(
-    state: dict, optimizer, scheduler: EpochScheduler, stopper, generator: torch.Generator, warmup: Warmup
+    state: dict,
+    optimizer,
+    scheduler: EpochScheduler,
+    stopper,
+    generator: torch.Generator,
+    warmup: Warmup,
+    average: WeightAverage,
 ) -> None:
     """Undo stepping_state; the optimizer goes first because the scheduler may rewrite its rates."""
     optimizer.load_state_dict(state["optimizer"])
@@ -135,6 +147,8 @@ def restore_stepping_state(
     stopper.load_state_dict(state["early_stopping"])
     generator.set_state(state["generator"])
     warmup.load_state_dict(state.get("warmup", {}))
+    if state.get("weight_average"):  # empty when the run keeps no average
+        average.load_state_dict(state["weight_average"])
     if "torch_rng" in state:  # states saved before it was kept resume without it
         torch.set_rng_state(state["torch_rng"])
 

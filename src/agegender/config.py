@@ -94,7 +94,7 @@ class TrainConfig:
     age_distribution_weight: float = 0.5
     age_sigma: float = 2.0  # years; width of that Gaussian
     channels_last: bool = True
-    compile: bool = False
+    compile: bool = False  # torch.compile Model A's training steps (not two-phase runs); no gain measured on CPU
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     device: str = "cpu"
     # Pretrained backbones (two-phase fine-tuning, training/finetune.py); train.epochs bounds phase 1.

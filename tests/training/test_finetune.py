@@ -156,6 +156,13 @@ def test_resume_of_a_run_from_another_model_is_refused(trained_run):
         resume(trained_run.run_dir, model="efficientnet_lite0", console=QUIET)
 
 
+def test_compile_of_a_two_phase_run_is_refused(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights, compile=True)
+    with pytest.raises(RunError, match="train.compile applies to Model A"):
+        fit(config, tmp_path / "run", console=QUIET)
+    assert not (tmp_path / "run").exists()
+
+
 def test_weights_for_a_model_without_pretrained_backbone_is_refused(make_config, utkface, cache_dir, tmp_path):
     config = make_config(utkface.path, cache_dir)
     config = replace(config, model=replace(config.model, weights=str(tmp_path / "w.pth")))

@@ -125,8 +125,15 @@ def create_training_state(config: RunConfig, context: DistributedContext | None 
         warmup=Warmup(config.train.warmup_steps),
         average=WeightAverage(model, config.train.ema_decay),
         context=context,
-        train_model=wrap_for_training(model, context),
+        train_model=compile_for_training(wrap_for_training(model, context), config.train.compile),
     )
+
+
+def compile_for_training(model: nn.Module, compile_model: bool) -> nn.Module:
+    """train.compile: torch.compile the module training steps run through (evaluation and checkpoints
+    use the plain module, which shares its weights). On this project's 2-core CPU it did not pay
+    (README, Training speed); on a GPU it usually does."""
+    return torch.compile(model) if compile_model else model
 
 
 def resume_config(
@@ -189,7 +196,7 @@ def run_epoch(
     with make_progress(console) as progress:
         task = progress.add_task(f"epoch {epoch}/{config.train.epochs}", total=len(train), stats="")
         train_metrics = train_one_epoch(
-            state.train_model or state.model,
+            state.train_model if state.train_model is not None else state.model,
             train,
             loss_fn,
             state.optimizer,
@@ -237,6 +244,8 @@ def check_pretrained_options(config: RunConfig, resume: bool) -> None:
         if config.model.weights:
             raise RunError(f"model '{config.model.name}' has no pretrained backbone; --weights needs one of the pretrained models")
         return
+    if config.train.compile:
+        raise RunError("train.compile applies to Model A (custom) runs; two-phase fine-tuning trains on cached activations")
     from agegender.training.finetune import plan_phases
 
     with torch.random.fork_rng(devices=[]):  # a throw-away model, counted for its blocks only

@@ -30,7 +30,14 @@ from agegender.data.readers import read_folder
 from agegender.data.transforms import augment_batch, to_model_input
 from agegender.models import create_model
 from agegender.models.pretrained import load_pretrained_weights
-from agegender.training.finetune import Phase, build_caches, plan_phases, set_train_mode, set_trainable, train_cached_epoch
+from agegender.training.finetune import (
+    Phase,
+    build_caches,
+    plan_phases,
+    set_train_mode,
+    set_trainable,
+    train_cached_epoch,
+)
 from agegender.training.loop import batch_indices
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.schedule import create_optimizer

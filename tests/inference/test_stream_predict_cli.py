@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from agegender.config import ModelConfig, RunConfig
-from agegender.models import create_model, list_models
-from agegender.models import pretrained
+from agegender.models import create_model, list_models, pretrained
 from agegender.models.checkpoint import build_meta, load_checkpoint, save_checkpoint
 from agegender.models.pretrained import (
     BACKBONES,

@@ -16,7 +16,7 @@ import numpy as np
 from agegender.data.images import ImageLoadError, PathLike
 from agegender.inference.draw import draw_prediction
 from agegender.inference.predictor import Predictor
-from agegender.inference.sources import ImageSource, SourceError, CaptureSource
+from agegender.inference.sources import CaptureSource, ImageSource, SourceError
 from agegender.results import Prediction
 
 ROW_FIELDS = ["path", "face_index", "x1", "y1", "x2", "y2", "score", "age", "gender", "p_female"]

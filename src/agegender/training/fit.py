@@ -90,7 +90,7 @@ class TrainingState:
     average: WeightAverage | None = None  # train.ema_decay: the weights validated and saved as best
     epoch: int = 0  # last completed epoch
     context: DistributedContext = field(default_factory=DistributedContext)  # torchrun rank, device
-    train_model: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
+    train_model: nn.Module | None = None  # what training steps call: DDP wrapper (torchrun), compiled module
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, **stepping_state(*self._stepping())}
@@ -100,7 +100,8 @@ class TrainingState:
         restore_stepping_state(state, *self._stepping())
 
     def __post_init__(self) -> None:
-        self.average = self.average or WeightAverage(self.model, 0.0)
+        if self.average is None:  # no average kept: validate and save the model itself
+            self.average = WeightAverage(self.model, 0.0)
 
     def _stepping(self) -> tuple:
         return self.optimizer, self.scheduler, self.stopper, self.generator, self.warmup, self.average

@@ -21,7 +21,7 @@ from agegender.training.fit import RunError, fit, resume
 from agegender.training.loop import evaluate_epoch
 from agegender.training.losses import MultiTaskLoss
 from tests.models.test_pretrained import write_random_weights
-from tests.training.test_fit import steps_per_epoch
+from tests.training.test_fit import averaged_weights, steps_per_epoch
 
 QUIET = Console(file=io.StringIO())
 
@@ -73,8 +73,7 @@ def test_heads_average_is_saved_as_best_without_changing_training(make_config, u
     fit(replace(config, train=replace(config.train, ema_decay=0.9)), tmp_path / "ema", console=QUIET)
     plain, ema = (load_file(str(tmp_path / name / "last.safetensors")) for name in ("plain", "ema"))
     assert all(torch.equal(plain[key], ema[key]) for key in plain)  # the average never feeds back
-    state = load_training_state(tmp_path / "ema" / "last_state.pt")["weight_average"]
-    averaged = {key.removeprefix("module."): value for key, value in state.items() if key.startswith("module.")}
+    averaged = averaged_weights(load_training_state(tmp_path / "ema" / "last_state.pt")["weight_average"])
     best = load_file(str(tmp_path / "ema" / "best.safetensors"))
     assert all(torch.equal(best[key], averaged[key]) for key in best)
     assert any(not torch.equal(best[key], ema[key]) for key in best)

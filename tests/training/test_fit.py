@@ -29,6 +29,11 @@ def steps_per_epoch(config) -> int:
     return sum(1 for batch in batch_indices(n, config.train.batch_size, None) if len(batch) >= 2)
 
 
+def averaged_weights(saved_average: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model weights inside a saved AveragedModel state (last_state.pt's "weight_average")."""
+    return {key.removeprefix("module."): value for key, value in saved_average.items() if key.startswith("module.")}
+
+
 def history(run_dir) -> list[dict[str, str]]:
     return HistoryCSV(run_dir / "history.csv").rows()
 
@@ -267,8 +272,7 @@ def test_weight_average_is_validated_and_saved_as_best_without_changing_training
     # best.safetensors (epoch 1, the only one) holds the average, and val metrics are the average's
     state = load_training_state(ema / "last_state.pt")["weight_average"]
     assert int(state["n_averaged"]) == steps_per_epoch(config)
-    averaged = {key.removeprefix("module."): value for key, value in state.items() if key.startswith("module.")}
-    assert_same_weights(load_file(str(ema / "best.safetensors")), averaged)
+    assert_same_weights(load_file(str(ema / "best.safetensors")), averaged_weights(state))
     assert history(ema)[0]["val_loss"] != history(plain)[0]["val_loss"]
 
 

@@ -49,7 +49,7 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float):
         check_ema_decay(decay)
-        self.source, self.decay = model, decay
+        self.source = model
         self.averaged = AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True) if decay else None
 
     @property

@@ -53,6 +53,7 @@ class AugmentConfig:
     shift: float = 0.08  # max translation as a fraction of the image side
     brightness: float = 0.2  # max relative change either way
     contrast: float = 0.2  # max relative change either way
+    erase: float = 0.0  # probability of replacing one random rectangle with noise (random erasing); 0 = off
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@ import torch.nn.functional as F
 
 from agegender.config import AugmentConfig
 from agegender.data.transforms import (
+    ERASE_AREA,
     adjust_brightness_contrast,
     augment_batch,
+    erase_random_rectangles,
     random_affine_grid,
+    random_erase_mask,
     to_model_input,
 )
 
@@ -117,3 +120,45 @@ def test_contrast_only_keeps_the_mean():
     out = augment_batch(x, config, torch.Generator().manual_seed(2))
     torch.testing.assert_close(out.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), rtol=0, atol=1e-6)
     assert not torch.allclose(out, x)
+
+
+def test_erase_mask_is_one_rectangle_of_the_configured_area_per_image():
+    mask = random_erase_mask(200, 48, 64, 1.0, torch.Generator().manual_seed(3))[:, 0]  # (N, H, W)
+    assert mask.shape == (200, 48, 64)
+    rows, cols = mask.any(dim=2), mask.any(dim=1)  # (N, H), (N, W)
+    # A rectangle is exactly the product of the rows and columns it touches, each one contiguous run.
+    torch.testing.assert_close(mask, rows[:, :, None] & cols[:, None, :], rtol=0, atol=0)
+    for covered in (rows, cols):
+        starts = covered.int().diff(dim=1).clamp(min=0).sum(dim=1) + covered[:, 0].int()
+        assert starts.max() == 1
+    area = mask.float().mean(dim=(1, 2))  # share of the image
+    assert float(area.min()) > ERASE_AREA[0] / 2 and float(area.max()) < ERASE_AREA[1] * 1.2
+    assert float(area.max()) > 0.15  # the range is used, not just its low end
+
+
+def test_erase_probability_decides_how_many_images_get_a_rectangle():
+    generator = torch.Generator().manual_seed(4)
+    assert not random_erase_mask(50, 16, 16, 0.0, generator).any()
+    erased = random_erase_mask(4000, 16, 16, 0.3, generator).flatten(1).any(dim=1).float().mean()
+    assert float(erased) == pytest.approx(0.3, abs=0.03)
+
+
+def test_erasing_fills_the_rectangle_with_noise_and_leaves_the_rest():
+    x = torch.full((8, 3, 32, 32), 0.5).contiguous(memory_format=torch.channels_last)
+    out = erase_random_rectangles(x, 1.0, torch.Generator().manual_seed(5))
+    assert out.shape == x.shape and out.is_contiguous(memory_format=torch.channels_last)
+    changed = (out != x).any(dim=1)  # (N, H, W)
+    assert changed.flatten(1).any(dim=1).all()  # every image got its rectangle
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert float(out[0][:, changed[0]].std()) > 0.2  # noise, not a flat fill (uniform: std 0.29)
+
+
+def test_erasing_comes_last_and_leaves_the_other_augmentations_draws_alone():
+    # Turning erasing on must not change any other augmentation (same seed, same earlier draws),
+    # so recipes that never erase reproduce exactly; only the erased pixels may differ.
+    x = float_batch(n=16, side=32)
+    plain = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(6))
+    erased = augment_batch(x, AugmentConfig(erase=1.0), torch.Generator().manual_seed(6))
+    differs = (plain != erased).any(dim=1)  # (N, H, W)
+    assert differs.flatten(1).any(dim=1).all()
+    assert float(differs.float().mean()) < ERASE_AREA[1]

@@ -49,6 +49,40 @@ def adjust_brightness_contrast(x: torch.Tensor, config: AugmentConfig, generator
     return ((x - mean) * contrast + mean * brightness).clamp_(0.0, 1.0)
 
 
+# Random erasing (Zhong et al., 2017), torchvision's defaults: the rectangle covers 2-33% of the
+# image with an aspect ratio (height / width) between 0.3 and 3.3, drawn log-uniformly.
+ERASE_AREA = (0.02, 0.33)
+ERASE_ASPECT = (0.3, 3.3)
+
+
+def random_erase_mask(n: int, height: int, width: int, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """One random rectangle per image, kept with `probability`. (N, 1, H, W) bool, True = erase."""
+    area = ERASE_AREA[0] + torch.rand(n, generator=generator) * (ERASE_AREA[1] - ERASE_AREA[0])  # of the image
+    low, high = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
+    aspect = torch.exp(low + torch.rand(n, generator=generator) * (high - low))
+    box_height = (torch.sqrt(area * aspect) * height).clamp(max=height)
+    box_width = (torch.sqrt(area / aspect) * width).clamp(max=width)
+    top = torch.rand(n, generator=generator) * (height - box_height)
+    left = torch.rand(n, generator=generator) * (width - box_width)
+    keep = torch.rand(n, generator=generator) < probability
+    row_centres = torch.arange(height, dtype=torch.float32) + 0.5
+    col_centres = torch.arange(width, dtype=torch.float32) + 0.5
+    rows = (row_centres >= top[:, None]) & (row_centres < (top + box_height)[:, None])  # (N, H)
+    cols = (col_centres >= left[:, None]) & (col_centres < (left + box_width)[:, None])  # (N, W)
+    return (rows[:, :, None] & cols[:, None, :] & keep[:, None, None]).unsqueeze(1)
+
+
+def erase_random_rectangles(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Random erasing of a float batch (N, 3, H, W): a rectangle of uniform noise, so no colour is a tell."""
+    mask = random_erase_mask(x.shape[0], x.shape[-2], x.shape[-1], probability, generator)
+    noise = torch.rand(x.shape, generator=generator).contiguous(memory_format=_memory_format(x))
+    return torch.where(mask, noise, x)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
 def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Random training augmentation of a float batch (N, 3, H, W) in [0, 1]."""
     geometric = config.hflip > 0 or config.rotation > 0 or config.zoom > 0 or config.shift > 0
@@ -57,4 +91,6 @@ def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Gener
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if config.brightness > 0 or config.contrast > 0:
         x = adjust_brightness_contrast(x, config, generator)
+    if config.erase > 0:  # last, so the noise is not warped or re-lit; skipped at 0 to keep the random stream
+        x = erase_random_rectangles(x, config.erase, generator)
     return x

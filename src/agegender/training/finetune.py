@@ -50,12 +50,11 @@ from agegender.training.losses import MultiTaskLoss
 from agegender.training.mixup import forward_and_loss
 from agegender.training.schedule import (
     EpochScheduler,
+    Stepping,
     Warmup,
     create_optimizer,
     current_lr,
     optimizer_step,
-    restore_stepping_state,
-    stepping_state,
 )
 
 MAX_CACHE_BYTES = 4 * 2**30  # activations kept in memory; beyond this, ask for fewer views or blocks
@@ -256,18 +255,11 @@ class Progress:
     saved: dict[str, Any] = field(default_factory=dict)  # the phase's optimizer/scheduler/stopper state
 
 
-@dataclass
-class PhaseRun:
-    phase: Phase
-    optimizer: torch.optim.Optimizer
-    scheduler: EpochScheduler
-    stopper: EarlyStopping
-    generator: torch.Generator
-    warmup: Warmup
-    average: WeightAverage  # train.ema_decay: per phase, started from the phase's first weights
+@dataclass(kw_only=True)
+class PhaseRun(Stepping):
+    """One phase's stepping; train.ema_decay's average starts afresh from the phase's first weights."""
 
-    def stepping(self) -> tuple:
-        return self.optimizer, self.scheduler, self.stopper, self.generator, self.warmup, self.average
+    phase: Phase
 
     def done(self, progress: Progress) -> bool:
         return self.stopper.should_stop or progress.phase_epoch >= self.phase.epochs
@@ -277,16 +269,16 @@ def start_phase(model, phase: Phase, config: RunConfig, progress: Progress) -> P
     parameters = set_trainable(model, phase.first_trained_block)
     optimizer = create_optimizer(parameters, config.train, lr=phase.lr)
     run = PhaseRun(
-        phase,
-        optimizer,
-        EpochScheduler(optimizer, config.train, phase.epochs),
-        EarlyStopping(config.train.early_stopping_patience, config.train.min_delta),
-        torch.Generator().manual_seed(config.data.seed + 7919 * progress.phase_index),
-        Warmup(config.train.warmup_steps),
-        WeightAverage(model, config.train.ema_decay),
+        phase=phase,
+        optimizer=optimizer,
+        scheduler=EpochScheduler(optimizer, config.train, phase.epochs),
+        stopper=EarlyStopping(config.train.early_stopping_patience, config.train.min_delta),
+        generator=torch.Generator().manual_seed(config.data.seed + 7919 * progress.phase_index),
+        warmup=Warmup(config.train.warmup_steps),
+        average=WeightAverage(model, config.train.ema_decay),
     )
     if progress.saved:  # resuming inside this phase
-        restore_stepping_state(progress.saved, *run.stepping())
+        run.restore_stepping_state(progress.saved)
     return run
 
 
@@ -299,7 +291,7 @@ def training_state(progress: Progress, run: PhaseRun) -> dict[str, Any]:
         "best_val_loss": progress.best_val_loss,
         "best_epoch": progress.best_epoch,
         "cache_seconds": progress.cache_seconds,
-        **stepping_state(*run.stepping()),
+        **run.stepping_state(),
     }
 
 

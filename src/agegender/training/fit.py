@@ -53,12 +53,11 @@ from agegender.training.losses import MultiTaskLoss
 from agegender.training.mixup import check_mixup_alpha
 from agegender.training.schedule import (
     EpochScheduler,
+    Stepping,
     Warmup,
     check_warmup_steps,
     create_optimizer,
     current_lr,
-    restore_stepping_state,
-    stepping_state,
     trainable,
 )
 
@@ -77,34 +76,21 @@ class FitResult:
     metrics: dict[str, Any]
 
 
-@dataclass
-class TrainingState:
+@dataclass(kw_only=True)
+class TrainingState(Stepping):
     """Everything that changes during fit() and must survive an interruption."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: EpochScheduler
-    stopper: EarlyStopping
-    generator: torch.Generator
-    warmup: Warmup = field(default_factory=lambda: Warmup(0))
-    average: WeightAverage | None = None  # train.ema_decay: the weights validated and saved as best
     epoch: int = 0  # last completed epoch
     context: DistributedContext = field(default_factory=DistributedContext)  # torchrun rank, device
     train_model: nn.Module | None = None  # what training steps call: DDP wrapper (torchrun), compiled module
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, **stepping_state(*self._stepping())}
+        return {"epoch": self.epoch, **self.stepping_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
-        restore_stepping_state(state, *self._stepping())
-
-    def __post_init__(self) -> None:
-        if self.average is None:  # no average kept: validate and save the model itself
-            self.average = WeightAverage(self.model, 0.0)
-
-    def _stepping(self) -> tuple:
-        return self.optimizer, self.scheduler, self.stopper, self.generator, self.warmup, self.average
+        self.restore_stepping_state(state)
 
 
 def create_training_state(config: RunConfig, context: DistributedContext | None = None) -> TrainingState:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from agegender.config import ConfigError, TrainConfig
 from agegender.training.averaging import WeightAverage
+from agegender.training.callbacks import EarlyStopping
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("plateau", "step", "cosine", "none")
@@ -116,41 +118,40 @@ def optimizer_step(optimizer: torch.optim.Optimizer, warmup: Warmup | None, aver
         average.update()
 
 
-def stepping_state(
-    optimizer, scheduler: EpochScheduler, stopper, generator: torch.Generator, warmup: Warmup, average: WeightAverage
-) -> dict:
-    """Everything an optimisation loop advances besides the weights, for last_state.pt: one layout for
-    Model A runs and for each fine-tuning phase."""
-    return {
-        "weight_average": average.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "early_stopping": stopper.state_dict(),
-        "generator": generator.get_state(),
-        "warmup": warmup.state_dict(),
-        "torch_rng": torch.get_rng_state(),  # dropout's draws continue where they stopped
-    }
+@dataclass(kw_only=True)
+class Stepping:
+    """Everything an optimisation loop advances besides the weights: a Model A run's or one
+    fine-tuning phase's. Its state is one layout in last_state.pt for both."""
 
+    optimizer: torch.optim.Optimizer
+    scheduler: EpochScheduler
+    stopper: EarlyStopping
+    generator: torch.Generator  # batch order, augmentation, mixup
+    warmup: Warmup
+    average: WeightAverage  # train.ema_decay; decay 0 keeps the model itself
 
-def restore_stepping_state(
-    state: dict,
-    optimizer,
-    scheduler: EpochScheduler,
-    stopper,
-    generator: torch.Generator,
-    warmup: Warmup,
-    average: WeightAverage,
-) -> None:
-    """Undo stepping_state; the optimizer goes first because the scheduler may rewrite its rates."""
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    stopper.load_state_dict(state["early_stopping"])
-    generator.set_state(state["generator"])
-    warmup.load_state_dict(state.get("warmup", {}))
-    if state.get("weight_average"):  # empty when the run keeps no average
-        average.load_state_dict(state["weight_average"])
-    if "torch_rng" in state:  # states saved before it was kept resume without it
-        torch.set_rng_state(state["torch_rng"])
+    def stepping_state(self) -> dict:
+        return {
+            "weight_average": self.average.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "generator": self.generator.get_state(),
+            "warmup": self.warmup.state_dict(),
+            "torch_rng": torch.get_rng_state(),  # dropout's draws continue where they stopped
+        }
+
+    def restore_stepping_state(self, state: dict) -> None:
+        """Undo stepping_state; the optimizer goes first because the scheduler may rewrite its rates."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.generator.set_state(state["generator"])
+        self.warmup.load_state_dict(state.get("warmup", {}))
+        if state.get("weight_average"):  # empty when the run keeps no average
+            self.average.load_state_dict(state["weight_average"])
+        if "torch_rng" in state:  # states saved before it was kept resume without it
+            torch.set_rng_state(state["torch_rng"])
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:

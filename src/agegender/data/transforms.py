@@ -65,11 +65,14 @@ def random_erase_mask(n: int, height: int, width: int, probability: float, gener
     top = torch.rand(n, generator=generator) * (height - box_height)
     left = torch.rand(n, generator=generator) * (width - box_width)
     keep = torch.rand(n, generator=generator) < probability
-    row_centres = torch.arange(height, dtype=torch.float32) + 0.5
-    col_centres = torch.arange(width, dtype=torch.float32) + 0.5
-    rows = (row_centres >= top[:, None]) & (row_centres < (top + box_height)[:, None])  # (N, H)
-    cols = (col_centres >= left[:, None]) & (col_centres < (left + box_width)[:, None])  # (N, W)
+    rows, cols = _covered(height, top, box_height), _covered(width, left, box_width)  # (N, H), (N, W)
     return (rows[:, :, None] & cols[:, None, :] & keep[:, None, None]).unsqueeze(1)
+
+
+def _covered(size: int, start: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Which of `size` pixels have their centre in [start, start + length), per image. (N, size) bool"""
+    centres = torch.arange(size, dtype=torch.float32) + 0.5
+    return (centres >= start[:, None]) & (centres < (start + length)[:, None])
 
 
 def erase_random_rectangles(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:

@@ -13,7 +13,7 @@ RUNS=${RUNS:-runs}
 case "${1:-}" in
   5k)   agegender train --data "$DATA" --limit 5000 --out "$RUNS/model_a_5k_mix60" --config benchmarks/model_a.yaml \
           --epochs 60 --set train.mixup_alpha=0.2 ;;
-  # Gender gets a third of the loss instead of a tenth; its noisier val loss would trip early stopping
+  # Gender gets a quarter of the loss instead of a tenth; its noisier val loss would trip early stopping
   # (patience 8 stopped a first run at epoch 32), so the full cosine schedule runs, as in 5k.
   5k-gender)
         agegender train --data "$DATA" --limit 5000 --out "$RUNS/model_a_5k_gw3b" --config benchmarks/model_a.yaml \

@@ -33,10 +33,17 @@ class DetectorUnavailableError(RuntimeError):
     """A detector whose optional package is not installed."""
 
 
+# Facial keypoints, in this order (the subject's right eye appears on the image's left).
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre")
+
+
 @dataclass(frozen=True)
 class Detection:
     box: Box  # pixel coordinates of the frame the detector saw
     score: float  # detector confidence in [0, 1]; not a calibrated probability for haar
+    # (x, y) pixel coordinates of the frame, one per KEYPOINT_NAMES entry, possibly outside the
+    # frame; None when the detector gives no keypoints (haar).
+    keypoints: tuple[tuple[float, float], ...] | None = None
 
 
 @runtime_checkable
@@ -156,7 +163,9 @@ class MediaPipeDetector:
                 width, height,
             )  # fmt: skip
             if box is not None:
-                detections.append(Detection(box, float(found.score[0])))
+                points = found.location_data.relative_keypoints[: len(KEYPOINT_NAMES)]
+                keypoints = tuple((p.x * width, p.y * height) for p in points)
+                detections.append(Detection(box, float(found.score[0]), keypoints or None))
         return sorted(detections, key=lambda d: -d.score)
 
     def close(self) -> None:

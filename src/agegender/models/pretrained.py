@@ -172,6 +172,12 @@ class BackboneSpec:
     weights_module: str | None = None  # its import name
     weights_file: str | None = None  # path (glob pattern) inside that package
     reference_file: str | None = None  # without a package: the usual file a user passes with --weights
+    # Reads a weights file that is not a torch/safetensors state dict (dlib .dat, ONNX graph) into the
+    # backbone's state dict; None: read_weights_file + match_backbone_tensors.
+    convert: Callable[[Path], dict[str, torch.Tensor]] | None = None
+    # The aligned-crop template the network was trained on (a face-pretrained backbone's input is an
+    # aligned chip); None: the project's default crop.
+    face_template: str | None = None
 
 
 def _lite(name: str, native_size: int) -> BackboneSpec:

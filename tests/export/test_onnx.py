@@ -53,6 +53,18 @@ def test_int8_quantisation_is_close_and_smaller(tiny_checkpoint, exported, tmp_p
     assert OnnxPredictor.from_file(report.path).predict_faces(np.zeros((1, 32, 32, 3), np.uint8))[0].shape == (1,)
 
 
+def test_int8_weights_fit_seven_bits_so_no_cpu_saturates_them(tiny_checkpoint, tmp_path):
+    """x86 CPUs without VNNI sum pairs of uint8 x int8 products in saturating int16 (AVX2 vpmaddubsw):
+    with 8-bit weights 2 x 255 x 127 > 32767 and the quantised model drifts on those machines only.
+    7-bit weights (|w| <= 64) keep every pair inside int16 on any CPU."""
+    report = export_onnx(tiny_checkpoint, tmp_path / "int8.onnx", quantize="int8")
+    graph = onnx.load(str(report.path)).graph
+    weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights, "no int8 weights: nothing was quantised"
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert 2 * 255 * largest <= 32767, largest
+
+
 def test_files_that_are_not_agegender_onnx_models_give_clear_errors(tiny_checkpoint, tmp_path):
     with pytest.raises(OnnxModelError, match="not a readable ONNX model"):
         OnnxPredictor.from_file(tiny_checkpoint)  # a safetensors file

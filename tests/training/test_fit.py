@@ -283,6 +283,7 @@ def test_ema_decay_of_one_is_refused_before_any_data_is_read(make_config, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # torch.compile's first compilation alone takes about 30 s on 2 cores
 def test_compiled_training_learns_what_eager_training_learns(utkface, cache_dir, make_config, tmp_path):
     config = make_config(utkface.path, cache_dir, epochs=1)
     config = replace(config, model=replace(config.model, dropout=0.0))  # compiled dropout draws other numbers

@@ -252,9 +252,9 @@ def test_unknown_model_name(run_cli, utkface, tmp_path, cache_dir):
         "--set", f"data.cache_dir={cache_dir}",
     )  # fmt: skip
     assert code == 2
-    # fit() reads the data before it builds the model, so the data summary may come first
-    last = [line for line in err.splitlines() if line.strip()][-1]
-    assert_one_error_line(last, "unknown model 'custon'", "did you mean 'custom'")
+    # checked when the config loads: before any data is read or the run folder is made
+    assert_one_error_line(err, "model.name: unknown value 'custon'", "did you mean 'custom'")
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_needs_exactly_one_of_out_and_resume(run_cli, utkface):

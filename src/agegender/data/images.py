@@ -36,6 +36,8 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from agegender.errors import UserInputError
+
 DEFAULT_MAX_PIXELS = 50_000_000
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -47,7 +49,7 @@ _BACKGROUND = 255  # white, see module docstring
 PathLike = str | os.PathLike[str]
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserInputError):
     """An image file (or upload) that cannot be turned into RGB pixels."""
 
     def __init__(self, path: PathLike, reason: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agegender.data.images import list_image_files
 from agegender.data.samples import GENDER_NAMES, MAX_AGE, RACE_NAMES, FaceSample
+from agegender.errors import UserInputError
 
 # [age]_[gender]_[race]_[datetime].jpg, optionally with the aligned-crop suffix .chip.jpg
 UTKFACE_NAME = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg(\.chip\.jpg)?$", re.IGNORECASE)
@@ -20,7 +21,7 @@ LABELS_FILE = "labels.csv"
 LABEL_COLUMNS = ("age", "gender", "age_group", "race")
 
 
-class DataError(ValueError):
+class DataError(UserInputError):
     """A data folder cannot be used at all (missing, empty, no labels)."""
 
 

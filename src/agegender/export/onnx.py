@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from agegender.atomic_write import write_atomically
-from agegender.config import RunConfig, config_from_dict
+from agegender.config import ConfigError, RunConfig, config_from_dict
 from agegender.data.transforms import to_model_input
 from agegender.inference.detect import DEFAULT_DETECTOR
 from agegender.inference.predictor import Predictor
@@ -88,7 +88,7 @@ def export_onnx(
     reports the quantisation error instead of failing on it.
     """
     if quantize not in (None, "int8"):
-        raise ValueError(f"unknown quantisation '{quantize}'; the only choice is int8")
+        raise ConfigError(f"unknown quantisation '{quantize}'; the only choice is int8")
     predictor = Predictor.from_checkpoint(checkpoint)
     loaded = predictor.checkpoint
     wrapper = AgeGenderOnnxWrapper(loaded.model.to(memory_format=torch.contiguous_format)).eval()

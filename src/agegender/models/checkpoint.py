@@ -17,6 +17,7 @@ from torch import nn
 from agegender import __version__
 from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from agegender.errors import UserInputError
 from agegender.models.ensemble import EnsembleNet
 from agegender.models.registry import UnknownModelError, create_model
 
@@ -25,7 +26,7 @@ FORMAT_VERSION = 1
 METADATA_KEY = "agegender"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint file is missing, corrupt, or does not fit the model it describes."""
 
 

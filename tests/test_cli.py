@@ -217,7 +217,7 @@ def _unknown_model(trained_run, path: Path) -> Path:
         (lambda run, path: path.write_bytes(b"\x13\x37" * 300) and path, "not a readable safetensors checkpoint"),
         (lambda run, path: path.write_bytes(run.best.read_bytes()[:-200]) and path, ""),
         (_other_architecture, "do not match"),
-        (_unknown_model, "cannot build"),
+        (_unknown_model, "model.name: unknown value 'vgg_face_9000'"),
         (lambda run, path: path, "checkpoint not found"),
     ],
     ids=["random-bytes", "truncated", "other-architecture", "unknown-model", "missing"],

@@ -28,7 +28,12 @@ class Splits:
 
 
 def file_digest(sample: FaceSample) -> str:
-    return hashlib.sha1(sample.path.read_bytes()).hexdigest()
+    """SHA-1 of the file's bytes; a file that cannot be read gets a key of its own (the decoder then
+    skips and counts it like any unreadable image)."""
+    try:
+        return hashlib.sha1(sample.path.read_bytes()).hexdigest()
+    except OSError as error:
+        return f"unreadable:{sample.path}:{error.errno}"
 
 
 def stratum(sample: FaceSample) -> tuple[object, object]:

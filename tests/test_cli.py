@@ -217,7 +217,7 @@ def _unknown_model(trained_run, path: Path) -> Path:
         (lambda run, path: path.write_bytes(b"\x13\x37" * 300) and path, "not a readable safetensors checkpoint"),
         (lambda run, path: path.write_bytes(run.best.read_bytes()[:-200]) and path, ""),
         (_other_architecture, "do not match"),
-        (_unknown_model, "cannot build"),
+        (_unknown_model, "model.name: unknown value 'vgg_face_9000'"),
         (lambda run, path: path, "checkpoint not found"),
     ],
     ids=["random-bytes", "truncated", "other-architecture", "unknown-model", "missing"],
@@ -252,9 +252,9 @@ def test_unknown_model_name(run_cli, utkface, tmp_path, cache_dir):
         "--set", f"data.cache_dir={cache_dir}",
     )  # fmt: skip
     assert code == 2
-    # fit() reads the data before it builds the model, so the data summary may come first
-    last = [line for line in err.splitlines() if line.strip()][-1]
-    assert_one_error_line(last, "unknown model 'custon'", "did you mean 'custom'")
+    # checked when the config loads: before any data is read or the run folder is made
+    assert_one_error_line(err, "model.name: unknown value 'custon'", "did you mean 'custom'")
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_needs_exactly_one_of_out_and_resume(run_cli, utkface):
@@ -297,3 +297,77 @@ def test_error_messages_are_not_read_as_markup(run_cli, trained_run, tmp_path):
     code, _, err = run_cli("evaluate", "--data", missing, "--model", trained_run.best)
     assert code == 2
     assert_one_error_line(err, str(missing))
+
+
+LOOP_REASON = "cannot read file (Too many levels of symbolic links)"
+
+
+@pytest.mark.parametrize("verb", ["train", "evaluate", "predict"])
+def test_a_symlink_loop_named_like_a_face_is_skipped_by_every_verb(run_cli, trained_run, utkface, tmp_path, verb):
+    (utkface.path / "20_0_0_20170101.jpg.chip.jpg").symlink_to("20_0_0_20170101.jpg.chip.jpg")  # a link to itself
+    if verb == "train":
+        args = ["--data", utkface.path, "--out", tmp_path / "run", "--epochs", "1", *TINY,
+                "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    elif verb == "evaluate":
+        args = ["--data", utkface.path, "--model", trained_run.best]
+    else:
+        args = [utkface.path, "--model", trained_run.best, "--no-detect"]
+    code, _, err = run_cli(verb, *args)
+    assert code == 0, err
+    assert "Traceback" not in err
+    err = err.replace("\n", "")
+    assert f"20_0_0_20170101.jpg.chip.jpg: {LOOP_REASON}" in err
+
+
+def test_unknown_optimizer_fails_before_any_data_is_read(run_cli, utkface, tmp_path):
+    code, _, err = run_cli("train", "--data", utkface.path, "--out", tmp_path / "run", "--optimizer", "adamx", *TINY)
+    assert code == 2
+    assert_one_error_line(err, "train.optimizer: unknown value 'adamx' (did you mean 'adam'?); choose one of adam, adamw, sgd")
+    assert not (tmp_path / "run").exists()  # no config.yaml written, nothing decoded
+
+
+def test_checkpoint_with_hostile_image_size_is_one_line(run_cli, trained_run, faces_dir, tmp_path):
+    loaded = load_checkpoint(trained_run.best)
+    meta = read_meta(trained_run.best)
+    meta["preprocessing"]["image_size"] = 40000  # would build a 4.8 GB image if trusted
+    path = tmp_path / "huge.safetensors"
+    save_checkpoint(path, loaded.model, meta)
+    code, _, err = run_cli("predict", faces_dir, "--model", path, "--no-detect")
+    assert code == 2
+    assert_one_error_line(err, f"{path}: bad checkpoint metadata, field 'preprocessing.image_size': 40000 is outside [16, 1024]")
+
+
+def test_an_internal_value_error_keeps_its_traceback(tmp_path):
+    """A bug is not a user error: a bare ValueError inside a verb exits 1 with a traceback, not 2."""
+    script = (
+        "import sys, agegender.models as models\n"
+        "def broken(): raise ValueError('internal bug')\n"
+        "models.list_models = broken\n"
+        "sys.argv = ['agegender', 'models']\n"
+        "from agegender.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" in result.stderr and "ValueError: internal bug" in result.stderr
+    assert "error: internal bug" not in result.stderr
+
+
+def test_predict_without_inputs_is_a_usage_error(run_cli):
+    code, _, err = run_cli("predict")
+    assert code == 2
+    assert "give images, folders or a video file, or --webcam INDEX" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--margin", "1e9"], "margin 1000000000.0 is outside [0, 2]"),
+        (["--detector", "yolo"], "unknown face detector 'yolo'; choose auto or one of"),
+        (["--runtime", "tflite"], "unknown runtime 'tflite'; choose one of torch, onnx"),
+    ],
+)
+def test_predict_options_are_checked_before_any_image(run_cli, trained_run, faces_dir, args, message):
+    code, _, err = run_cli("predict", faces_dir, "--model", trained_run.best, *args)
+    assert code == 2
+    assert_one_error_line(err, message)

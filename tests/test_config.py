@@ -4,9 +4,16 @@ import pytest
 import yaml
 
 from agegender.config import (
+    AGE_HEADS,
+    BOUNDS,
+    CHOICES,
+    LENGTHS,
+    OPTIMIZERS,
+    SCHEDULERS,
     ConfigError,
     DataConfig,
     RunConfig,
+    TrainConfig,
     apply_overrides,
     config_from_dict,
     config_to_dict,
@@ -48,10 +55,15 @@ def test_override_values_are_typed():
     assert config.data.val_fraction == 0.25
 
 
-@pytest.mark.parametrize(("text", "expected"), [("1e-3", 1e-3), ("1E-05", 1e-5), ("-2.5e2", -250.0), (str(1e-05), 1e-05)])
+@pytest.mark.parametrize(("text", "expected"), [("1e-3", 1e-3), ("1E-05", 1e-5), ("+2.5e-2", 0.025), (str(1e-05), 1e-05)])
 def test_exponent_notation_is_a_number(text, expected):
     # PyYAML (YAML 1.1) reads "1e-3" as text, and the CLI formats --lr 0.00001 as "1e-05".
     assert apply_overrides(RunConfig(), [f"train.lr={text}"]).train.lr == expected
+
+
+def test_negative_exponent_notation_is_read_as_a_number_then_bounded():
+    with pytest.raises(ConfigError, match=r"^train\.lr: -250\.0 is outside \(0, 10\]$"):
+        apply_overrides(RunConfig(), ["train.lr=-2.5e2"])
 
 
 def test_exponent_notation_in_a_yaml_file(tmp_path):
@@ -131,8 +143,8 @@ def test_parse_override_splits_on_the_first_equals_only():
 
 @pytest.mark.parametrize("code", ["__import__('os')", "__import__('os').system('echo pwned')", "open('/etc/passwd')"])
 def test_values_are_never_evaluated(code):
-    config = apply_overrides(RunConfig(), [f"train.optimizer={code}"])
-    assert config.train.optimizer == code
+    config = apply_overrides(RunConfig(), [f"data.path={code}"])  # a free-text key: kept as plain text
+    assert config.data.path == code
 
 
 def test_python_yaml_tag_in_override_is_a_config_error(tmp_path):
@@ -205,3 +217,76 @@ def test_configs_are_frozen():
 )
 def test_resolved_val_fraction(limit, val_fraction, expected):
     assert DataConfig(limit=limit, val_fraction=val_fraction).resolved_val_fraction() == expected
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.optimizer=adamx", "train.optimizer: unknown value 'adamx' (did you mean 'adam'?); choose one of adam, adamw, sgd"),
+        ("train.scheduler=cosin", "train.scheduler: unknown value 'cosin' (did you mean 'cosine'?); choose one of plateau, step, cosine, none"),
+        ("model.age_head=bin", "model.age_head: unknown value 'bin' (did you mean 'bins'?); choose one of bins, regression"),
+        ("model.name=custon", "model.name: unknown value 'custon' (did you mean 'custom'?); choose one of custom, "),
+        ("train.device=gpu", "train.device: unknown value 'gpu' (did you mean 'cpu'?); choose one of cpu, cuda, cuda:N"),
+        ("train.device=cuda:x", "train.device: unknown value 'cuda:x' (did you mean 'cuda:N'?)"),
+    ],
+)
+def test_enumerated_values_are_checked_at_load_time(override, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [override])
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:12"])
+def test_device_names_pass(device):
+    assert load_config(None, [f"train.device={device}"]).train.device == device
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.image_size=8", "data.image_size: 8 is outside [16, 1024]"),
+        ("data.image_size=40000", "data.image_size: 40000 is outside [16, 1024]"),
+        ("model.widths=[1000000, 1000000]", "model.widths: 1000000 is outside [1, 1024]"),
+        ("model.widths=[-5, 64]", "model.widths: -5 is outside [1, 1024]"),
+        ("model.widths=[]", "model.widths: needs 1-8 items, got 0"),
+        ("model.widths=[8, 8, 8, 8, 8, 8, 8, 8, 8]", "model.widths: needs 1-8 items, got 9"),
+        ("train.lr=.nan", "train.lr: nan is outside (0, 10]"),
+        ("train.lr=0", "train.lr: 0.0 is outside (0, 10]"),
+        ("augment.hflip=2", "augment.hflip: 2.0 is outside [0, 1]"),
+        ("data.val_fraction=1", "data.val_fraction: 1.0 is outside [0, 1)"),
+        ("data.limit=1", "data.limit: 1 is outside [2, 1e+09]"),
+        ("train.batch_size=0", "train.batch_size: 0 is outside [1, 65536]"),
+    ],
+)
+def test_numbers_are_bounded_at_load_time(override, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [override])
+    assert str(caught.value) == message
+
+
+def test_defaults_satisfy_every_bound_and_choice():
+    assert config_from_dict(config_to_dict(RunConfig())) == RunConfig()  # re-checks every default value
+
+
+def test_bounds_and_choices_name_real_fields():
+    fields = set(flat_keys(config_to_dict(RunConfig())))
+    assert set(BOUNDS) <= fields and set(CHOICES) <= fields and set(LENGTHS) <= fields
+
+
+def flat_keys(mapping):
+    return [f"{section}.{key}" for section, values in mapping.items() for key in values]
+
+
+def test_choices_are_the_names_the_factories_build():
+    import torch
+
+    from agegender.models.heads import create_age_head
+    from agegender.training.schedule import EpochScheduler, create_optimizer
+
+    parameters = [torch.nn.Parameter(torch.zeros(1))]
+    for name in OPTIMIZERS:
+        optimizer = create_optimizer(parameters, TrainConfig(optimizer=name))
+    for name in SCHEDULERS:
+        EpochScheduler(optimizer, TrainConfig(scheduler=name), epochs=2)
+    for name in AGE_HEADS:
+        create_age_head(name, in_features=4, hidden=2, dropout=0.0)

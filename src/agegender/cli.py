@@ -11,17 +11,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agegender.config import ConfigError, load_config
-from agegender.data.images import ImageLoadError
-from agegender.data.readers import DataError
+from agegender.config import load_config
+from agegender.errors import UserInputError
 from agegender.inference.detect import DetectorUnavailableError
-from agegender.models.checkpoint import CheckpointError
-from agegender.models.registry import UnknownModelError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Age and gender estimation from face images.")
 console = Console(stderr=True, soft_wrap=True)
-USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownModelError, ImageLoadError, ValueError, FileNotFoundError,
-               DetectorUnavailableError)  # fmt: skip
+# Only typed errors: a bare ValueError or OSError from inside a verb is a bug and keeps its traceback.
+USER_ERRORS = (UserInputError, DetectorUnavailableError)
 
 
 def _train_overrides(**options) -> list[str]:
@@ -130,10 +127,10 @@ def predict(
 
     paths = paths or []
     if webcam is None and not paths:
-        raise ValueError("give images, folders or a video file, or --webcam INDEX")
+        raise typer.BadParameter("give images, folders or a video file, or --webcam INDEX")
     video = webcam is not None or any(is_video_path(p) for p in paths)
     if video and (len(paths) > (0 if webcam is not None else 1) or no_detect):
-        raise ValueError("a video or --webcam is predicted on its own (one input, with face detection)")
+        raise typer.BadParameter("a video or --webcam is predicted on its own (one input, with face detection)")
     predictor = load_predictor(model, runtime=runtime, detector=detector, margin=margin, tta=tta)
     if video:
         _predict_video_command(predictor, paths[0] if paths else None, webcam, output, as_json, max_frames)
@@ -176,7 +173,7 @@ def _predict_video_command(predictor, video, webcam, output, as_json, max_frames
 
     show = output is None and has_display()
     if output is None and not show:
-        raise ValueError("no display for a live window here: pass --output out.mp4")
+        raise typer.BadParameter("no display for a live window here: pass --output out.mp4")
     source = WebcamSource(webcam) if webcam is not None else VideoSource(video)
     run = predict_video(predictor, source, output=output, show=show, max_frames=max_frames, collect_rows=as_json)
     if as_json:
@@ -203,7 +200,7 @@ def export(
         print(f"{written}: float16 weights, {written.stat().st_size / 2**20:.1f} MB (from {source.stat().st_size / 2**20:.1f} MB)")
         return
     if format_ != "onnx":
-        raise ValueError(f"unknown format '{format_}'; choose onnx or safetensors-fp16")
+        raise typer.BadParameter(f"unknown format '{format_}'; choose onnx or safetensors-fp16")
     print(export_onnx(model, out, quantize=quantize).summary())
 
 

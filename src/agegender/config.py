@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -17,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from agegender.errors import UserInputError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserInputError):
     """A configuration key or value a user wrote is wrong."""
 
 
@@ -73,11 +76,11 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
-    optimizer: str = "adamw"  # adam | adamw | sgd
+    optimizer: str = "adamw"  # OPTIMIZERS
     lr: float = 2e-3
     weight_decay: float = 5e-4  # L2 for adam/sgd, decoupled for adamw
     momentum: float = 0.9  # sgd only
-    scheduler: str = "cosine"  # plateau | step | cosine | none
+    scheduler: str = "cosine"  # SCHEDULERS
     step_size: int = 10  # step scheduler
     gamma: float = 0.1  # step scheduler
     plateau_patience: int = 2
@@ -113,6 +116,62 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------- accepted values, checked at load time
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("plateau", "step", "cosine", "none")
+AGE_HEADS = ("bins", "regression")
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+CHOICES = {"train.optimizer": OPTIMIZERS, "train.scheduler": SCHEDULERS, "model.age_head": AGE_HEADS}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The finite numbers a setting accepts, from `low` to `high`; an `*_open` end is excluded."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):  # (ints of any size compare exactly)
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+_FRACTION = Bound(0, 1, high_open=True)  # [0, 1)
+_PROBABILITY = Bound(0, 1)
+_WEIGHT = Bound(0, 1000)
+_LEARNING_RATE = Bound(0, 10, low_open=True)
+_EPOCHS = Bound(0, 100_000)
+# Bounds keep a typo (or a hostile checkpoint) from building a 36 TB model or a 5 GB image before any
+# other check runs; they are wide enough for every real setting. A tuple setting bounds each item.
+BOUNDS: dict[str, Bound] = {
+    "data.image_size": Bound(16, 1024), "data.val_fraction": _FRACTION, "data.test_fraction": _FRACTION,
+    "data.limit": Bound(2, 10**9), "data.seed": Bound(0, 2**63 - 1),
+    "augment.hflip": _PROBABILITY, "augment.rotation": Bound(0, 180), "augment.zoom": _FRACTION,
+    "augment.shift": _FRACTION, "augment.brightness": _PROBABILITY, "augment.contrast": _PROBABILITY,
+    "augment.erase": _PROBABILITY,
+    "model.widths": Bound(1, 1024), "model.convs_per_block": Bound(1, 8), "model.head_hidden": Bound(1, 4096),
+    "model.dropout": _FRACTION, "model.unfreeze_blocks": Bound(0, 1000),
+    "train.epochs": Bound(1, 100_000), "train.batch_size": Bound(1, 65_536), "train.lr": _LEARNING_RATE,
+    "train.weight_decay": Bound(0, 1), "train.momentum": _FRACTION, "train.step_size": Bound(1, 100_000),
+    "train.gamma": Bound(0, 1, low_open=True), "train.plateau_patience": _EPOCHS,
+    "train.plateau_factor": Bound(0, 1, low_open=True, high_open=True), "train.early_stopping_patience": _EPOCHS,
+    "train.min_delta": Bound(0, 1000), "train.label_smoothing": _FRACTION, "train.mixup_alpha": Bound(0, 100),
+    "train.warmup_steps": Bound(0, 10**8), "train.ema_decay": _FRACTION, "train.gender_weight": _WEIGHT,
+    "train.age_weight": _WEIGHT, "train.age_distribution_weight": _WEIGHT,
+    "train.age_sigma": Bound(0, 100, low_open=True), "train.threads": Bound(1, 1024),
+    "train.finetune_epochs": _EPOCHS, "train.finetune_lr": _LEARNING_RATE, "train.feature_views": Bound(1, 64),
+}  # fmt: skip
+LENGTHS = {"model.widths": Bound(1, 8)}  # custom CNN blocks; each halves the image
 
 
 def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
@@ -168,8 +227,36 @@ def _apply_section(section_obj: Any, section: str, values: dict[str, Any]) -> An
     for key, value in values.items():
         if key not in hints:
             raise ConfigError(f"unknown key '{section}.{key}'{_did_you_mean(key, hints)}")
-        changes[key] = _coerce(value, hints[key], f"{section}.{key}")
+        changes[key] = _check_value(f"{section}.{key}", _coerce(value, hints[key], f"{section}.{key}"))
     return dataclasses.replace(section_obj, **changes)
+
+
+def _check_value(key: str, value: Any) -> Any:
+    """`value` if `key` accepts it: within its bounds, one of its choices; else one ConfigError line."""
+    if value is None:
+        return value
+    items = value if isinstance(value, tuple) else (value,)
+    if key in LENGTHS and not LENGTHS[key].admits(len(items)):
+        raise ConfigError(f"{key}: needs {LENGTHS[key].low:g}-{LENGTHS[key].high:g} items, got {len(items)}")
+    if key in BOUNDS:
+        for item in items:
+            if not BOUNDS[key].admits(item):
+                raise ConfigError(f"{key}: {item!r} is outside {BOUNDS[key]}")
+    choices = _choices(key, value)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: unknown value '{value}'{_did_you_mean(value, choices)}; choose one of {', '.join(choices)}")
+    return value
+
+
+def _choices(key: str, value: Any) -> tuple[str, ...] | None:
+    """The names `key` accepts (None: free text or a number)."""
+    if key == "model.name":
+        from agegender.models import list_models  # the registry imports this module: import on use
+
+        return tuple(list_models())
+    if key == "train.device":
+        return (value,) if DEVICE.fullmatch(value) else ("cpu", "cuda", "cuda:N")
+    return CHOICES.get(key)
 
 
 def apply_mapping(config: RunConfig, mapping: dict[str, Any]) -> RunConfig:

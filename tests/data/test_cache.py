@@ -97,3 +97,14 @@ def test_without_cache_dir_it_uses_the_default(samples, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     decode_samples(samples[:3], 16)
     assert len(list((tmp_path / "xdg" / "agegender").glob("*.npy"))) == 1
+
+
+def test_a_file_that_turned_into_a_symlink_loop_is_skipped_not_fatal(utkface, samples, cache_dir):
+    # The reader skips such files; this one became a loop after it was read (resolve() raises on it).
+    looping = samples[0].path
+    looping.unlink()
+    looping.symlink_to(looping.name)
+    decoded = decode_samples(samples, 32, cache_dir)
+    reasons = {Path(s.path).name: s.reason for s in decoded.skipped}
+    assert reasons[looping.name] == "cannot read file (Too many levels of symbolic links)"
+    assert len(decoded.samples) == len(samples) - 3  # the loop plus the two undecodable files

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,68 @@ def test_utkface_like_folder_where_every_name_is_malformed(tmp_path):
 
 def test_gender_name():
     assert [gender_name(0), gender_name(1), gender_name(None)] == ["male", "female", None]
+
+
+LOOP_NAME = "20_0_0_20170101.jpg.chip.jpg"
+
+
+def _unreadable_utkface_files(folder: Path) -> dict[str, str]:
+    """Files named like UTKFace images that no reader may open: name -> the reason they are skipped."""
+    (folder / LOOP_NAME).symlink_to(LOOP_NAME)  # a link to itself
+    (folder / "21_1_0_20170101.jpg.chip.jpg").symlink_to(folder / "gone.jpg")
+    os.mkfifo(folder / "22_0_1_20170101.jpg.chip.jpg")  # opening it to read would block forever
+    return {
+        LOOP_NAME: "cannot read file (Too many levels of symbolic links)",
+        "21_1_0_20170101.jpg.chip.jpg": "broken symbolic link",
+        "22_0_1_20170101.jpg.chip.jpg": "not a regular file",
+    }
+
+
+def test_unreadable_files_named_like_utkface_are_skipped_and_counted(utkface):
+    expected = _unreadable_utkface_files(utkface.path)
+    result = read_folder(utkface.path)
+    got = {Path(s.path).name: s.reason for s in result.skipped}
+    assert {name: got[name] for name in expected} == expected
+    assert not {s.path.name for s in result.samples} & set(expected)
+    assert len(result.samples) == len(utkface.parsed)  # the readable ones are all still there
+
+
+def test_labels_csv_rows_outside_the_folder_are_skipped(tmp_path, face_bytes):
+    folder, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    folder.mkdir(), elsewhere.mkdir()
+    for target in (folder / "in.jpg", elsewhere / "x.jpg"):
+        target.write_bytes(face_bytes(30, 0, seed=1))
+    outside = elsewhere / "x.jpg"
+    (folder / "labels.csv").write_text(f"filename,age\nin.jpg,30\n../elsewhere/x.jpg,31\n{outside},32\nsub/../in.jpg,33\n")
+    result = read_labels_csv(folder)
+    assert [s.path for s in result.samples] == [folder / "in.jpg"]
+    reasons = [s.reason for s in result.skipped]
+    assert reasons == [
+        f"line 3: path '../elsewhere/x.jpg' leaves the data folder (absolute or with '..'); list files inside {folder}",
+        f"line 4: path '{outside}' leaves the data folder (absolute or with '..'); list files inside {folder}",
+        f"line 5: path 'sub/../in.jpg' leaves the data folder (absolute or with '..'); list files inside {folder}",
+    ]
+
+
+def test_labels_csv_row_naming_a_symlink_loop_is_skipped(tmp_path):
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    (tmp_path / "labels.csv").write_text("filename,age\nloop.jpg,30\n")
+    with pytest.raises(DataError, match=r"no usable labelled images \(1 skipped\)"):
+        read_folder(tmp_path)
+    assert read_labels_csv(tmp_path).skipped[0].reason == (
+        "line 2: file listed in labels.csv is unusable: cannot read file (Too many levels of symbolic links)"
+    )
+
+
+def test_labels_csv_unreadable_age_group_is_skipped(tmp_path, face_bytes):
+    (tmp_path / "a.jpg").write_bytes(face_bytes(25, 1, seed=2))
+    (tmp_path / "labels.csv").write_text("filename,age_group\na.jpg,twenties\na.jpg,20-29\n")
+    result = read_labels_csv(tmp_path)
+    assert [s.age_group for s in result.samples] == ["20-29"]
+    assert result.skipped[0].reason == "line 2: unparseable age group: 'twenties'"
+
+
+def test_labels_csv_that_is_not_text(tmp_path):
+    (tmp_path / "labels.csv").write_bytes(b"filename,age\n\xff\xfe\x00\x81 binary")
+    with pytest.raises(DataError, match=r"labels.csv: cannot read as CSV text \("):
+        read_folder(tmp_path)

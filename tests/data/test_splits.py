@@ -141,3 +141,14 @@ def test_bad_fractions(samples, val, test):
 def test_limit_below_two(samples):
     with pytest.raises(ValueError, match="at least 2"):
         split_samples(samples, val_fraction=0.2, test_fraction=0.1, seed=0, limit=1)
+
+
+def test_a_file_that_cannot_be_read_gets_a_group_of_its_own(samples, tmp_path):
+    # The reader skips such files; this one became a symlink loop after it was read.
+    looping = samples[0].path
+    looping.unlink()
+    looping.symlink_to(looping.name)
+    groups = group_duplicates(samples)
+    assert [looping] in [[s.path for s in group] for group in groups]
+    splits = split_samples(samples, val_fraction=0.2, test_fraction=0.1, seed=0)
+    assert sorted(names(splits.train + splits.val + splits.test)) == sorted(names(samples))

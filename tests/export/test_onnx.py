@@ -87,6 +87,42 @@ def test_files_that_are_not_agegender_onnx_models_give_clear_errors(tiny_checkpo
 
 
 
+def _with_metadata(source: Path, target: Path, change) -> Path:
+    """A copy of an exported file whose agegender metadata went through `change` (a hostile edit)."""
+    model = onnx.load(str(source))
+    entry = next(p for p in model.metadata_props if p.key == "agegender")
+    meta = json.loads(entry.value)
+    change(meta)
+    entry.value = json.dumps(meta)
+    onnx.save(model, str(target))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda m: m["preprocessing"].update(image_size=0), "field 'preprocessing.image_size': 0 is outside [16, 1024]"),
+        (lambda m: m["config"]["model"].update(widths=[-5, 64]), "field 'config': model.widths: -5 is outside [1, 1024]"),
+        (lambda m: m.pop("preprocessing"), "field 'preprocessing': missing"),
+        (lambda m: m["onnx"].update(quantized="int3"), "field 'onnx.quantized': str 'int3' is not one of None, 'int8'"),
+    ],
+)
+def test_hostile_onnx_metadata_is_one_line_naming_the_field(exported, tmp_path, change, problem):
+    path = _with_metadata(exported.path, tmp_path / "hostile.onnx", change)
+    with pytest.raises(OnnxModelError) as caught:
+        OnnxPredictor.from_file(path)
+    assert str(caught.value) == f"{path}: bad checkpoint metadata, {problem}"
+
+
+def test_onnx_metadata_size_must_fit_the_graph(exported, tmp_path):
+    def claim_48(meta):
+        meta["preprocessing"]["image_size"] = meta["config"]["data"]["image_size"] = 48
+
+    path = _with_metadata(exported.path, tmp_path / "resized.onnx", claim_48)
+    with pytest.raises(OnnxModelError, match=r"resized.onnx: graph input shape \['batch', 3, 32, 32\] does not fit metadata image_size 48"):
+        OnnxPredictor.from_file(path)
+
+
 def test_cli_export_and_predict_on_onnx(tiny_checkpoint, tmp_path, run_cli):
     out = tmp_path / "cli.onnx"
     code, stdout, err = run_cli("export", "--model", tiny_checkpoint, "--out", out)

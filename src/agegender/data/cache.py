@@ -50,10 +50,25 @@ def _decode_one(job: tuple[str, int]) -> np.ndarray | str:
 def _cache_key(samples: list[FaceSample], size: int) -> str:
     digest = hashlib.sha1(f"v{CACHE_VERSION} size={size}".encode())
     for sample in samples:
-        stat = sample.path.stat() if sample.path.exists() else None
-        stamp = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"
-        digest.update(f"{sample.path.resolve()}|{stamp}\n".encode())
+        digest.update(f"{_absolute(sample.path)}|{_file_stamp(sample.path)}\n".encode())
     return digest.hexdigest()[:20]
+
+
+def _absolute(path: Path) -> Path:
+    """The path resolved where it can be; a symlink loop or a vanished parent keeps its absolute form."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, on Python < 3.13
+        return path.absolute()
+
+
+def _file_stamp(path: Path) -> str:
+    """Size and modification time, so an edited file is decoded again; "missing" when stat fails."""
+    try:
+        status = path.stat()
+    except OSError:
+        return "missing"
+    return f"{status.st_size}:{status.st_mtime_ns}"
 
 
 def _decode_all(samples: list[FaceSample], size: int, workers: int) -> list[np.ndarray | str]:

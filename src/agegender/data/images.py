@@ -36,6 +36,8 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from agegender.errors import UserInputError
+
 DEFAULT_MAX_PIXELS = 50_000_000
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -47,7 +49,7 @@ _BACKGROUND = 255  # white, see module docstring
 PathLike = str | os.PathLike[str]
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserInputError):
     """An image file (or upload) that cannot be turned into RGB pixels."""
 
     def __init__(self, path: PathLike, reason: str) -> None:
@@ -167,18 +169,36 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _check_is_readable_file(path: Path) -> None:
+def unreadable_reason(path: PathLike) -> str | None:
+    """Why `path` cannot be opened as a file (missing, a symlink loop, a folder, a FIFO, ...), or None.
+
+    Readers call this before anything else opens, hashes or resolves the file, so every verb skips
+    such a file with the reason `load_rgb` would give. (Empty files are left to the decoder.)"""
+    path = Path(path)
     try:
         status = path.stat()
-    except FileNotFoundError as exc:
-        raise ImageLoadError(path, "file not found") from exc
-    except (OSError, ValueError) as exc:  # permission denied, NUL byte in name, ...
-        raise ImageLoadError(path, f"cannot read file ({exc})") from exc
+    except FileNotFoundError:
+        return "broken symbolic link" if path.is_symlink() else "file not found"
+    except OSError as exc:  # permission denied, symlink loop (ELOOP), ...
+        return f"cannot read file ({exc.strerror or exc})"
+    except ValueError as exc:  # NUL byte in the name
+        return f"cannot read file ({exc})"
     if stat.S_ISDIR(status.st_mode):
-        raise ImageLoadError(path, "is a directory, not an image file")
+        return "is a directory, not an image file"
     if not stat.S_ISREG(status.st_mode):  # opening a FIFO or device could block forever
-        raise ImageLoadError(path, "not a regular file")
-    if status.st_size == 0:
+        return "not a regular file"
+    return None
+
+
+def _check_is_readable_file(path: Path) -> None:
+    reason = unreadable_reason(path)
+    if reason is not None:
+        raise ImageLoadError(path, reason)
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:  # removed since: opening it reports that
+        empty = False
+    if empty:
         raise ImageLoadError(path, "empty file")
 
 

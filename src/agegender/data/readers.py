@@ -1,6 +1,9 @@
 """Read labelled face folders into FaceSample lists: UTKFace file names or a labels.csv.
 
 Malformed entries are skipped and reported, never fatal: UTKFace itself has a few bad names.
+So are files that cannot be read (a symlink loop, a broken link, a FIFO) and labels.csv rows
+whose path leaves the data folder (absolute, or with ".."): every sample a reader returns is a
+regular file inside the folder, so splitting, hashing and caching never meet an unreadable one.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agegender.data.images import list_image_files
+from agegender.data.images import list_image_files, unreadable_reason
 from agegender.data.samples import GENDER_NAMES, MAX_AGE, RACE_NAMES, FaceSample
+from agegender.errors import UserInputError
+from agegender.evaluation.metrics import parse_age_group
 
 # [age]_[gender]_[race]_[datetime].jpg, optionally with the aligned-crop suffix .chip.jpg
 UTKFACE_NAME = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg(\.chip\.jpg)?$", re.IGNORECASE)
@@ -20,7 +25,7 @@ LABELS_FILE = "labels.csv"
 LABEL_COLUMNS = ("age", "gender", "age_group", "race")
 
 
-class DataError(ValueError):
+class DataError(UserInputError):
     """A data folder cannot be used at all (missing, empty, no labels)."""
 
 
@@ -56,10 +61,14 @@ def parse_utkface_name(name: str) -> tuple[int, int, int] | str:
     return age, gender, race
 
 
+class _BadRow(Exception):
+    """Why one labels.csv row (or one UTKFace file) is skipped."""
+
+
 def read_utkface(folder: Path) -> ReadResult:
     samples, skipped = [], []
     for path in list_image_files(folder):
-        parsed = parse_utkface_name(path.name)
+        parsed = unreadable_reason(path) or parse_utkface_name(path.name)
         if isinstance(parsed, str):
             skipped.append(Skipped(str(path), parsed))
         else:
@@ -74,7 +83,7 @@ def _parse_gender(text: str) -> int | None:
         return None
     table = {"0": 0, "m": 0, "male": 0, "man": 0, "1": 1, "f": 1, "female": 1, "woman": 1}
     if value not in table:
-        raise ValueError(f"gender '{text}' is not one of 0/1/male/female")
+        raise _BadRow(f"gender '{text}' is not one of 0/1/male/female")
     return table[value]
 
 
@@ -87,56 +96,87 @@ def _parse_race(text: str) -> int | None:
     lowered = [name.lower() for name in RACE_NAMES]
     if value.lower() in lowered:
         return lowered.index(value.lower())
-    raise ValueError(f"race '{text}' is not 0-{len(RACE_NAMES) - 1} or one of {', '.join(RACE_NAMES)}")
+    raise _BadRow(f"race '{text}' is not 0-{len(RACE_NAMES) - 1} or one of {', '.join(RACE_NAMES)}")
 
 
 def _parse_age(text: str) -> float | None:
     value = text.strip()
     if value == "":
         return None
-    age = float(value)
-    if not 0 <= age <= MAX_AGE:
-        raise ValueError(f"age {value} outside 0-{MAX_AGE}")
+    try:
+        age = float(value)
+    except ValueError:
+        raise _BadRow(f"age '{value}' is not a number") from None
+    if not 0 <= age <= MAX_AGE:  # NaN fails too
+        raise _BadRow(f"age {value} outside 0-{MAX_AGE}")
     return age
+
+
+def _parse_age_group(text: str) -> str | None:
+    """The label as written, once the metrics can read it as a range ("20-29", "(25, 32)", "70+")."""
+    value = text.strip()
+    if value == "":
+        return None
+    try:
+        parse_age_group(value)
+    except ValueError as error:  # parse_age_group's only failure: an unreadable label
+        raise _BadRow(str(error)) from None
+    return value
+
+
+def _path_in_folder(folder: Path, name: str) -> Path:
+    """folder / name, for a name that stays inside the folder (labels.csv paths are relative to it)."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise _BadRow(f"path '{name}' leaves the data folder (absolute or with '..'); list files inside {folder}")
+    return folder / relative
 
 
 def _row_to_sample(row: dict[str, str], folder: Path) -> FaceSample:
     name = (row.get("filename") or "").strip()
     if not name:
-        raise ValueError("empty filename")
-    path = folder / name
-    if not path.is_file():
-        raise ValueError("file listed in labels.csv not found")
-    group = (row.get("age_group") or "").strip() or None
+        raise _BadRow("empty filename")
+    path = _path_in_folder(folder, name)
+    reason = unreadable_reason(path)
+    if reason == "file not found":
+        raise _BadRow("file listed in labels.csv not found")
+    if reason is not None:
+        raise _BadRow(f"file listed in labels.csv is unusable: {reason}")
     sample = FaceSample(
         path=path,
         age=_parse_age(row.get("age") or ""),
         gender=_parse_gender(row.get("gender") or ""),
         race=_parse_race(row.get("race") or ""),
-        age_group=group,
+        age_group=_parse_age_group(row.get("age_group") or ""),
     )
     if sample.age is None and sample.gender is None and sample.age_group is None:
-        raise ValueError("no age, gender or age_group label")
+        raise _BadRow("no age, gender or age_group label")
     return sample
 
 
 def read_labels_csv(folder: Path) -> ReadResult:
     csv_path = folder / LABELS_FILE
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or ())
-        if "filename" not in columns or not columns & set(LABEL_COLUMNS):
-            raise DataError(
-                f"{csv_path}: needs a 'filename' column and at least one of {', '.join(LABEL_COLUMNS)}"
-                f" (found: {', '.join(sorted(columns)) or 'no header'})"
-            )
-        samples, skipped = [], []
-        for line_number, row in enumerate(reader, start=2):
-            try:
-                samples.append(_row_to_sample(row, folder))
-            except ValueError as error:
-                label = row.get("filename") or f"{LABELS_FILE} line {line_number}"
-                skipped.append(Skipped(str(folder / label), f"line {line_number}: {error}"))
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            return _read_label_rows(csv.DictReader(handle), folder, csv_path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:  # binary, NUL bytes, a huge field, unreadable
+        raise DataError(f"{csv_path}: cannot read as CSV text ({error})") from error
+
+
+def _read_label_rows(reader: csv.DictReader, folder: Path, csv_path: Path) -> ReadResult:
+    columns = set(reader.fieldnames or ())
+    if "filename" not in columns or not columns & set(LABEL_COLUMNS):
+        raise DataError(
+            f"{csv_path}: needs a 'filename' column and at least one of {', '.join(LABEL_COLUMNS)}"
+            f" (found: {', '.join(sorted(columns)) or 'no header'})"
+        )
+    samples, skipped = [], []
+    for line_number, row in enumerate(reader, start=2):
+        try:
+            samples.append(_row_to_sample(row, folder))
+        except _BadRow as error:
+            label = row.get("filename") or f"{LABELS_FILE} line {line_number}"
+            skipped.append(Skipped(str(folder / label), f"line {line_number}: {error}"))
     return ReadResult(samples, skipped, "labels.csv")
 
 

@@ -11,6 +11,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from agegender.config import ConfigError
 from agegender.data.samples import FaceSample
 
 STRATUM_AGE_EDGES = (13, 20, 30, 40, 50, 60, 70)
@@ -27,7 +28,12 @@ class Splits:
 
 
 def file_digest(sample: FaceSample) -> str:
-    return hashlib.sha1(sample.path.read_bytes()).hexdigest()
+    """SHA-1 of the file's bytes; a file that cannot be read gets a key of its own (the decoder then
+    skips and counts it like any unreadable image)."""
+    try:
+        return hashlib.sha1(sample.path.read_bytes()).hexdigest()
+    except OSError as error:
+        return f"unreadable:{sample.path}:{error.errno}"
 
 
 def stratum(sample: FaceSample) -> tuple[object, object]:
@@ -95,13 +101,13 @@ def split_samples(
     """
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
+            raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
     rng = random.Random(seed)
     groups = sorted(group_duplicates(samples), key=lambda g: str(g[0].path))
     test, pool = _take_fraction(groups, test_fraction, rng)
     if limit is not None:
         if limit < 2:
-            raise ValueError(f"--limit must be at least 2, got {limit}")
+            raise ConfigError(f"--limit must be at least 2, got {limit}")
         # Draw from images without byte-identical twins so the subset has exactly `limit` images.
         singles = [group for group in pool if len(group) == 1]
         if limit < len(singles):

@@ -21,6 +21,7 @@ import numpy as np
 from agegender.config import RunConfig, load_config
 from agegender.data.dataset import LabelledArrays, decode_split
 from agegender.data.readers import read_folder
+from agegender.errors import UserInputError
 from agegender.evaluation import compare_figures as figures
 from agegender.evaluation.metrics import AGE_BAND_NAMES, age_band
 from agegender.evaluation.plots import read_history
@@ -32,7 +33,7 @@ MEMORISING_GAP = 0.15  # train loss this far below val loss at the best epoch ->
 BREAKDOWNS = (("per_race", "race"), ("per_gender", "gender"), ("per_age_band", "age band"))
 
 
-class CompareError(ValueError):
+class CompareError(UserInputError):
     """A run directory cannot be compared (missing files)."""
 
 

@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from agegender.config import DataConfig
+from agegender.config import ConfigError, DataConfig
 from agegender.data.dataset import decode_split, make_splits
-from agegender.data.readers import ReadResult, Skipped, read_folder
+from agegender.data.readers import DataError, ReadResult, Skipped, read_folder
 from agegender.evaluation.report import EvaluationReport, build_report
 from agegender.inference.predictor import Predictor
 
@@ -26,7 +26,7 @@ class Evaluation:
 def select_split(read: ReadResult, split: str, checkpoint_data: DataConfig):
     """The samples of `split`, recomputed with the seed and fractions the model was trained with."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
     if split == "all":
         return read.samples
     return getattr(make_splits(read, checkpoint_data), split)
@@ -42,6 +42,6 @@ def evaluate(predictor: Predictor, data_dir: Path, split: str = "all", cache_dir
     )
     arrays, undecodable = decode_split(samples, data_config)
     if len(arrays) == 0:
-        raise ValueError(f"{data_dir}: no readable images to evaluate")
+        raise DataError(f"{data_dir}: no readable images to evaluate ({len(undecodable)} unreadable skipped)")
     age, p_female = predictor.predict_prepared(arrays.images)  # with flip averaging when tta is on
     return Evaluation(build_report(arrays.samples, age, p_female), read, undecodable, split)

@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 from agegender.atomic_write import write_atomically
-from agegender.config import RunConfig, config_from_dict
+from agegender.config import ConfigError, RunConfig
 from agegender.data.transforms import to_model_input
 from agegender.inference.detect import DEFAULT_DETECTOR
 from agegender.inference.predictor import Predictor
 from agegender.models.checkpoint import METADATA_KEY, CheckpointError
+from agegender.models.metadata import validate_meta
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("age", "p_female")
@@ -88,7 +89,7 @@ def export_onnx(
     reports the quantisation error instead of failing on it.
     """
     if quantize not in (None, "int8"):
-        raise ValueError(f"unknown quantisation '{quantize}'; the only choice is int8")
+        raise ConfigError(f"unknown quantisation '{quantize}'; the only choice is int8")
     predictor = Predictor.from_checkpoint(checkpoint)
     loaded = predictor.checkpoint
     wrapper = AgeGenderOnnxWrapper(loaded.model.to(memory_format=torch.contiguous_format)).eval()
@@ -211,12 +212,22 @@ def read_onnx_info(session, path: Path) -> ExportedModelInfo:
         raise OnnxModelError(f"{path}: ONNX model without agegender metadata (export it with `agegender export`)")
     try:
         meta = json.loads(raw)
-        int(meta["preprocessing"]["image_size"])
-        info = ExportedModelInfo(config_from_dict(meta["config"]), meta)
-    except (ValueError, KeyError, TypeError) as error:
+        config = validate_meta(meta, path)  # the checkpoint schema (models/metadata.py): same fields, same bounds
+    except json.JSONDecodeError as error:
         raise OnnxModelError(f"{path}: corrupt agegender metadata in ONNX model ({error})") from error
+    except CheckpointError as error:
+        raise OnnxModelError(str(error)) from None
+    info = ExportedModelInfo(config, meta)
     names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
     if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
         raise OnnxModelError(f"{path}: unexpected graph inputs/outputs {names}")
+    _check_input_size(session.get_inputs()[0].shape, info.image_size, path)
     return info
+
+
+def _check_input_size(shape: list, image_size: int, path: Path) -> None:
+    """The graph's (batch, 3, S, S) input must be the size its metadata promises (dynamic axes pass)."""
+    expected = (None, 3, image_size, image_size)
+    if len(shape) != 4 or any(isinstance(dim, int) and dim != want for dim, want in zip(shape[1:], expected[1:])):
+        raise OnnxModelError(f"{path}: graph input shape {shape} does not fit metadata image_size {image_size}")
 

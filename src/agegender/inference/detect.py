@@ -23,6 +23,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from agegender.config import ConfigError
 from agegender.data.images import crop_with_margin
 from agegender.results import Box
 
@@ -191,7 +192,7 @@ def create_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
                 continue
         return DETECTORS[AUTO_ORDER[-1]](**options)
     if name not in DETECTORS:
-        raise ValueError(f"unknown face detector '{name}'; choose auto or one of {', '.join(DETECTORS)}")
+        raise ConfigError(f"unknown face detector '{name}'; choose auto or one of {', '.join(DETECTORS)}")
     return DETECTORS[name](**options)
 
 

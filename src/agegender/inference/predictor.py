@@ -18,8 +18,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from agegender.config import Bound, ConfigError
 from agegender.data.images import load_rgb, resize_square
-from agegender.inference.detect import DEFAULT_DETECTOR, FaceDetector, create_detector, crop_faces
+from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, FaceDetector, create_detector, crop_faces
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import FaceTracker
 from agegender.models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -27,6 +28,7 @@ from agegender.results import FacePrediction, Prediction
 from agegender.training.loop import predict_arrays
 
 BUNDLED_MODEL = "model_ab.safetensors"  # ensemble of Model A and Model B, both trained on all data; float16
+MARGIN = Bound(0, 2)  # crop margin per side, as a fraction of the face box
 
 
 def bundled_model_path() -> Path:
@@ -69,6 +71,11 @@ class Predictor:
         self._configure(detector, margin, tta)
 
     def _configure(self, detector: str | FaceDetector, margin: float | None, tta: bool) -> None:
+        # Checked now, not at the first face: a typo must not wait for a detector to be needed
+        if isinstance(detector, str) and detector not in ("auto", *DETECTORS):
+            raise ConfigError(f"unknown face detector '{detector}'; choose auto or one of {', '.join(DETECTORS)}")
+        if margin is not None and not MARGIN.admits(margin):  # a huge margin would allocate a huge crop
+            raise ConfigError(f"margin {margin} is outside {MARGIN} (a fraction of the face box per side)")
         self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
         self._detector_name = detector if isinstance(detector, str) else detector.name
         self._margin = margin
@@ -164,4 +171,4 @@ def load_predictor(model: Path | str | None = None, *, runtime: str = "torch", *
         from agegender.export.onnx import OnnxPredictor
 
         return OnnxPredictor.from_checkpoint(model, **options)
-    raise ValueError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+    raise ConfigError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")

@@ -14,11 +14,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from agegender.data.images import ImageLoadError, PathLike, list_image_files, load_rgb
+from agegender.errors import UserInputError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
-class SourceError(ValueError):
+class SourceError(UserInputError):
     """A video file or camera that cannot be opened or read."""
 
 

@@ -16,17 +16,12 @@ from torch import nn
 
 from agegender import __version__
 from agegender.atomic_write import write_atomically
-from agegender.config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from agegender.config import RunConfig, config_from_dict, config_to_dict
 from agegender.models.ensemble import EnsembleNet
-from agegender.models.registry import UnknownModelError, create_model
+from agegender.models.metadata import FORMAT, FORMAT_VERSION, CheckpointError, validate_meta
+from agegender.models.registry import create_model
 
-FORMAT = "agegender-checkpoint"
-FORMAT_VERSION = 1
 METADATA_KEY = "agegender"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or does not fit the model it describes."""
 
 
 @dataclass(frozen=True)
@@ -91,22 +86,19 @@ def read_meta(path: Path) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({error})") from error
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r} v{meta.get('format_version')}")
+    validate_meta(meta, path)  # before anything is built from it (models/metadata.py)
     return meta
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
     """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
     meta = read_meta(path)
-    try:
-        config = config_from_dict(meta["config"])
-        if "ensemble" in meta:
-            model = build_ensemble([config_from_dict(member["config"]) for member in meta["ensemble"]])
-        else:
-            model = create_model(config.model)
-    except (KeyError, ConfigError, UnknownModelError, ValueError) as error:
-        raise CheckpointError(f"{path}: checkpoint describes a model this version cannot build ({error})") from error
+    # read_meta checked every field, model names included: a failure to build now is a bug, not bad input
+    config = config_from_dict(meta["config"])
+    if "ensemble" in meta:
+        model = build_ensemble([config_from_dict(member["config"]) for member in meta["ensemble"]])
+    else:
+        model = create_model(config.model)
     load_weights(model, path)
     model.eval()
     return LoadedCheckpoint(model=model, config=config, meta=meta)

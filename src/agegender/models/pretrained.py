@@ -23,12 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from agegender.config import ModelConfig
+from agegender.errors import UserInputError
 from agegender.models.classic_backbones import BasicBlock, Bottleneck, create_resnet_backbone, create_vgg16_backbone
 from agegender.models.heads import AgeGenderNet
 from agegender.models.registry import register_model
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(UserInputError):
     """Pretrained weights are unavailable, unreadable, or for another architecture."""
 
 

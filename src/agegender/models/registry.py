@@ -8,12 +8,13 @@ from typing import Callable
 from torch import nn
 
 from agegender.config import ModelConfig
+from agegender.errors import UserInputError
 
 ModelFactory = Callable[[ModelConfig], nn.Module]
 _FACTORIES: dict[str, ModelFactory] = {}
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserInputError):
     pass
 
 

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from rich.console import Console
 from torch import nn
 
+from agegender.config import ConfigError
 from agegender.data.dataset import LabelledArrays
 from agegender.data.transforms import to_model_input
 from agegender.training.loop import EpochMetrics, RunningMeans, batch_indices
@@ -50,7 +51,7 @@ def launch_ranks(environ: Mapping[str, str] | None = None) -> tuple[int, int, in
     try:
         return int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_RANK", 0))
     except ValueError as error:
-        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers ({error})") from error
+        raise ConfigError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers ({error})") from error
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -59,9 +60,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device={name}, but this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+            raise ConfigError(f"train.device={name}, but this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
         return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
-    raise ValueError(f"unknown train.device '{name}'; choose cpu, cuda or cuda:N")
+    raise ConfigError(f"unknown train.device '{name}'; choose cpu, cuda or cuda:N")
 
 
 def init_distributed(device: str, environ: Mapping[str, str] | None = None) -> DistributedContext:

@@ -30,6 +30,7 @@ from torch import nn
 from agegender.config import AugmentConfig, RunConfig
 from agegender.data.dataset import LabelledArrays, PreparedData, label_stats
 from agegender.data.transforms import augment_batch, to_model_input
+from agegender.errors import UserInputError
 from agegender.models.checkpoint import (
     build_meta,
     init_from_checkpoint,
@@ -60,7 +61,7 @@ from agegender.training.schedule import (
 MAX_CACHE_BYTES = 4 * 2**30  # activations kept in memory; beyond this, ask for fewer views or blocks
 
 
-class FinetuneError(ValueError):
+class FinetuneError(UserInputError):
     """A fine-tuning setting cannot work with this model or data."""
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from agegender.config import RunConfig, load_config, save_config
+from agegender.config import RunConfig, apply_mapping, load_config, save_config
 from agegender.data.dataset import PreparedData, label_stats, prepare_data
+from agegender.errors import UserInputError
 from agegender.evaluation.plots import plot_learning_curves
 from agegender.evaluation.report import build_report, report_to_dict
 from agegender.models.checkpoint import (
@@ -64,7 +65,7 @@ from agegender.training.schedule import (
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"
 
 
-class RunError(ValueError):
+class RunError(UserInputError):
     """A run directory cannot be used as asked (e.g. --resume of a different model)."""
 
 
@@ -145,13 +146,8 @@ def resume_config(
         )
     if epochs is not None and epochs < config.train.epochs:
         raise RunError(f"{run_dir}: the run is set to {config.train.epochs} epochs; a resume can add epochs, not remove them")
-    if epochs is not None:
-        config = replace(config, train=replace(config.train, epochs=epochs))
-    if threads is not None:
-        config = replace(config, train=replace(config.train, threads=threads))
-    if device is not None:
-        config = replace(config, train=replace(config.train, device=device))
-    return config
+    changes = {key: value for key, value in (("epochs", epochs), ("threads", threads), ("device", device)) if value is not None}
+    return apply_mapping(config, {"train": changes})  # checked like any setting: bounds, device names
 
 
 def restore_last(state: TrainingState, run_dir: Path) -> None:

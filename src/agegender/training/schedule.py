@@ -8,12 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from agegender.config import ConfigError, TrainConfig
+from agegender.config import OPTIMIZERS, SCHEDULERS, ConfigError, TrainConfig
 from agegender.training.averaging import WeightAverage
 from agegender.training.callbacks import EarlyStopping
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("plateau", "step", "cosine", "none")
 
 
 def create_optimizer(parameters, config: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:

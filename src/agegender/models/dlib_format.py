@@ -125,7 +125,10 @@ class DlibStream:
 
 def _convolution(stream: DlibStream) -> dict[str, Any]:
     params = stream.tensor("con_ params")
-    settings = {key: stream.integer(f"con_ {key}") for key in ("filters", "nr", "nc", "stride_y", "stride_x", "padding_y", "padding_x")}
+    settings = {
+        key: stream.integer(f"con_ {key}")
+        for key in ("filters", "nr", "nc", "stride_y", "stride_x", "padding_y", "padding_x")
+    }
     settings["filters_shape"], settings["biases_shape"] = stream.alias("con_ filters"), stream.alias("con_ biases")
     settings["multipliers"] = [stream.real("con_ learning-rate multiplier") for _ in range(4)]
     return {"params": params, **settings}

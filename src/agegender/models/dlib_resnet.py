@@ -148,7 +148,7 @@ def _pool_settings(size: int, stride: int) -> dict[str, int]:
     return {"nr": size, "nc": size, "stride_y": stride, "stride_x": stride, "padding_y": 0, "padding_x": 0}
 
 
-def _expected_layers(backbone: nn.Sequential) -> list[tuple[str, dict, nn.Module | None]]:
+def dlib_layers(backbone: nn.Sequential) -> list[tuple[str, dict, nn.Module | None]]:
     """(dlib layer name, settings it must have, module receiving its parameters) for every computational
     layer of the .dat, input side first: the dlib definition this port mirrors."""
     stem, *residuals, embedding = backbone
@@ -197,7 +197,7 @@ def convert_dlib_weights(path: Path) -> dict[str, torch.Tensor]:
         raise DlibFormatError(f"{path}: not {NETWORK}: its input is {size[0]}x{size[1]}, expected 150x150")
     with torch.random.fork_rng(devices=[]):  # every parameter is overwritten; keep the caller's RNG as it was
         backbone, _ = create_dlib_resnet_backbone()
-    for index, (layer, (name, settings, module)) in enumerate(zip(network.layers, _expected_layers(backbone))):
+    for index, (layer, (name, settings, module)) in enumerate(zip(network.layers, dlib_layers(backbone))):
         where = f"{path}: layer {index}"
         found = {key: layer.settings.get(key) for key in settings}
         if layer.name != name or found != settings:

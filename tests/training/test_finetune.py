@@ -193,3 +193,35 @@ def test_mixup_blends_cached_activations_in_both_phases(make_config, utkface, ca
     rows = HistoryCSV(tmp_path / "run" / "history.csv").rows()
     assert [r["phase"] for r in rows] == ["phase1", "phase2"]
     assert all(math.isfinite(float(r["train_loss"])) for r in rows)
+
+
+def dlib_config(make_config, utkface, cache_dir, weights, image_size: int = 104):
+    """dlib_resnet needs at least 103 px; unfreeze_blocks=2: the last down-sampling block and the embedding."""
+    config = make_config(utkface.path, cache_dir, epochs=1, feature_views=1)
+    return replace(
+        config,
+        data=replace(config.data, image_size=image_size),
+        model=ModelConfig(name="dlib_resnet", head_hidden=8, weights=str(weights), unfreeze_blocks=2),
+    )
+
+
+def test_dlib_resnet_fine_tunes_in_two_phases_from_its_dat(make_config, utkface, cache_dir, tmp_path):
+    from tests.models.test_dlib_resnet import write_dlib_resnet_dat
+
+    face_net = write_dlib_resnet_dat(tmp_path / "face.dat")
+    fit(dlib_config(make_config, utkface, cache_dir, tmp_path / "face.dat"), tmp_path / "run", console=QUIET)
+    rows = HistoryCSV(tmp_path / "run" / "history.csv").rows()
+    assert [r["phase"] for r in rows] == ["phase1", "phase2"]
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows)
+    trained = load_checkpoint(tmp_path / "run" / "last.safetensors").model
+    frozen = face_net.state_dict()
+    for key, tensor in trained.backbone.state_dict().items():  # blocks 0-13 frozen; 14-15 trained
+        trained_here = int(key.split(".")[0]) >= 14 and key.endswith(("weight", "bias"))  # affine stats stay fixed
+        assert torch.equal(tensor, frozen[key]) != trained_here, key
+
+
+def test_dlib_resnet_refuses_images_smaller_than_it_accepts(make_config, utkface, cache_dir, tmp_path):
+    config = dlib_config(make_config, utkface, cache_dir, tmp_path / "unused.dat", image_size=96)
+    with pytest.raises(RunError, match=r"data.image_size=96 is too small for dlib_resnet: it needs at least 103 px"):
+        fit(config, tmp_path / "run", console=QUIET)
+    assert not (tmp_path / "run").exists()

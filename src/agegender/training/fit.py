@@ -31,7 +31,7 @@ from agegender.models.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from agegender.models.pretrained import is_pretrained, resolve_weights_path
+from agegender.models.pretrained import BACKBONES, is_pretrained, resolve_weights_path
 from agegender.models.registry import create_model
 from agegender.models.summary import ModelSummary, summarize_model
 from agegender.training.averaging import WeightAverage, check_ema_decay
@@ -229,6 +229,12 @@ def check_pretrained_options(config: RunConfig, resume: bool) -> None:
         return
     if config.train.compile:
         raise RunError("train.compile applies to Model A (custom) runs; two-phase fine-tuning trains on cached activations")
+    spec = BACKBONES[config.model.name]
+    if config.data.image_size < spec.min_input_size:
+        raise RunError(
+            f"data.image_size={config.data.image_size} is too small for {config.model.name}: it needs at least "
+            f"{spec.min_input_size} px; it was trained at {spec.native_size} (--image-size {spec.native_size})"
+        )
     from agegender.training.finetune import plan_phases
 
     with torch.random.fork_rng(devices=[]):  # a throw-away model, counted for its blocks only

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agegender.data.age_groups import parse_age_group
 from agegender.data.images import list_image_files
 from agegender.data.samples import GENDER_NAMES, MAX_AGE, RACE_NAMES, FaceSample
 
@@ -108,6 +109,8 @@ def _row_to_sample(row: dict[str, str], folder: Path) -> FaceSample:
     if not path.is_file():
         raise ValueError("file listed in labels.csv not found")
     group = (row.get("age_group") or "").strip() or None
+    if group is not None:
+        parse_age_group(group)  # an unparseable group skips the row with its reason, like a bad age
     sample = FaceSample(
         path=path,
         age=_parse_age(row.get("age") or ""),

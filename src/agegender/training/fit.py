@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -241,6 +242,12 @@ def check_pretrained_options(config: RunConfig, resume: bool) -> None:
         resolve_weights_path(config.model)
 
 
+def check_age_labels(data: PreparedData, path: str) -> None:
+    """The age head learns from exact ages and age groups; a training set with neither cannot train it."""
+    if not np.isfinite(data.train.age_targets(np.arange(len(data.train)))[:, 0]).any():
+        raise RunError(f"{path}: no training image has an age or an age_group label, so the age head cannot learn")
+
+
 def fit(
     config: RunConfig, run_dir: Path, *, data: PreparedData | None = None, console: Console | None = None
 ) -> FitResult:
@@ -300,6 +307,7 @@ def _train_seeded(
     console.print(data.summary_line())
     if len(data.train) < 2 or len(data.val) < 1:
         raise RunError(f"{config.data.path}: too few images to train ({data.summary_line()})")
+    check_age_labels(data, config.data.path)
     run_dir.mkdir(parents=True, exist_ok=True)
     if context.is_main:
         save_config(config, run_dir / "config.yaml")

@@ -395,6 +395,16 @@ def split_report(model: nn.Module, arrays, channels_last: bool) -> dict | None:
     return report_to_dict(build_report(arrays.samples, age, p_female))
 
 
+def final_val_line(val: dict) -> str:
+    """Val gender accuracy and MAE; age-group accuracy instead of a MAE when val has groups only."""
+    parts = [f"val gender acc {val['gender_accuracy']:.4f}" if val["gender_accuracy"] is not None else "no val gender labels"]
+    if val["age_mae"] is not None:
+        parts.append(f"age MAE {val['age_mae']:.2f}")
+    if val.get("age_group_accuracy") is not None:
+        parts.append(f"age-group acc {val['age_group_accuracy']:.4f}")
+    return ", ".join(parts)
+
+
 def finish_run(state, data, config, run_dir, summary: ModelSummary, console, extra: dict | None = None) -> FitResult:
     """Restore the best weights, measure them on val/test, write metrics.json and the curves."""
     best_path = run_dir / BEST
@@ -418,9 +428,5 @@ def finish_run(state, data, config, run_dir, summary: ModelSummary, console, ext
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_learning_curves(run_dir / "history.csv", run_dir / "learning_curves.png", title=f"{config.model.name} ({run_dir.name})")
-    val = metrics["val"]
-    console.print(
-        f"best epoch {state.stopper.best_epoch}: val gender acc {val['gender_accuracy']:.4f}, "
-        f"age MAE {val['age_mae']:.2f}; wrote {run_dir}"
-    )
+    console.print(f"best epoch {state.stopper.best_epoch}: {final_val_line(metrics['val'])}; wrote {run_dir}")
     return FitResult(run_dir, state.stopper.best_epoch, state.epoch, metrics)

@@ -25,6 +25,11 @@ from torch import nn
 from agegender.config import ModelConfig
 from agegender.models.classic_backbones import BasicBlock, Bottleneck, create_resnet_backbone, create_vgg16_backbone
 from agegender.models.heads import AgeGenderNet
+from agegender.models.imagenet_backbones import (
+    create_efficientnet_b0_backbone,
+    create_weights_converter,
+    create_xception_backbone,
+)
 from agegender.models.registry import register_model
 
 
@@ -214,7 +219,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 def _torchvision_spec(create: Callable[[], tuple[nn.Sequential, int]], classifier: str, file: str) -> BackboneSpec:
     """A backbone whose ImageNet weights no package ships offline: torchvision's file, via --weights."""
-    return BackboneSpec(create, IMAGENET_MEAN, IMAGENET_STD, 224, classifier, reference_file=file)
+    return BackboneSpec(create, IMAGENET_MEAN, IMAGENET_STD, 224, classifier, reference_file=f"torchvision's {file}")
 
 
 BACKBONES |= {
@@ -223,6 +228,20 @@ BACKBONES |= {
     "resnet50": _torchvision_spec(lambda: create_resnet_backbone(Bottleneck, (3, 4, 6, 3)), "fc.", "resnet50-0676ba61.pth"),
     "vgg16": _torchvision_spec(create_vgg16_backbone, "classifier.", "vgg16-397923af.pth"),
 }
+
+
+BACKBONES |= {  # models/imagenet_backbones.py: files of timm or torchvision, paired in order by `convert`
+    "xception": BackboneSpec(
+        create_xception_backbone, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 299, "fc.",
+        reference_file="timm's legacy_xception file xception-43020ad28.pth",
+        convert=create_weights_converter(create_xception_backbone, "xception", ("fc.", "last_linear.")),
+    ),
+    "efficientnet_b0": BackboneSpec(
+        create_efficientnet_b0_backbone, IMAGENET_MEAN, IMAGENET_STD, 224, "classifier.",
+        reference_file="torchvision's efficientnet_b0_rwightman-7f5810bc.pth or timm's efficientnet_b0 file",
+        convert=create_weights_converter(create_efficientnet_b0_backbone, "efficientnet_b0", ("classifier.",)),
+    ),
+}  # fmt: skip
 
 
 def is_pretrained(name: str) -> bool:
@@ -253,7 +272,7 @@ def resolve_weights_path(config: ModelConfig) -> Path:
     if path is None and spec.weights_package is None:
         raise PretrainedWeightsError(
             f"no ImageNet weights for backbone '{config.name}' ship offline: pass --weights PATH (set model.weights), "
-            f"e.g. torchvision's {spec.reference_file}"
+            f"e.g. {spec.reference_file}"
         )
     if path is None:
         raise PretrainedWeightsError(
@@ -304,6 +323,8 @@ def match_backbone_tensors(
 def load_backbone_state(name: str, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(backbone state dict, ImageNet classifier tensors) from a weights file, checked against `name`."""
     spec = BACKBONES[name]
+    if spec.convert is not None:  # a file the converter reads itself; its classifier is not kept
+        return spec.convert(path), {}
     state = read_weights_file(path)
     backbone, _ = spec.create()
     matched = match_backbone_tensors(backbone, state, name, path, spec.classifier_prefix)

@@ -132,3 +132,11 @@ def resolve_age_groups(text: str) -> AgeGroupScheme:
             f"unknown age-group scheme '{text}'; choose {', '.join(SCHEMES)} or list groups like '0-12,13-19,20+'"
         )
     return _create_scheme(text, [part for part in text.split(",") if part.strip()])
+
+
+def group_probabilities(scheme: AgeGroupScheme, age: np.ndarray, age_probs: np.ndarray | None) -> np.ndarray:
+    """(N, G) group probabilities from a model's age distribution. A model without one (a regression
+    head, an ONNX export) gets probability 1 for the group holding its predicted age."""
+    if age_probs is not None:
+        return scheme.probabilities(age_probs)
+    return np.eye(len(scheme.groups))[scheme.index_of_ages(age)]

@@ -80,7 +80,9 @@ def main() -> int:
                 next(m for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean += 1.0
                 sensitive = float((ours(x) - expected).abs().max()) / float(expected.abs().max()) > 1e-3
             failed |= difference > 1e-4 or not sensitive
-            print(f"{name:16s} vs {label:28s} sensitive {sensitive}, max |difference| / max |output| = {difference:.2e}; reference parameters {whole:,}")
+            print(
+                f"{name:16s} vs {label:28s} sensitive {sensitive}, max |difference| / max |output| = {difference:.2e}; reference parameters {whole:,}"
+            )
     return 1 if failed else 0
 
 

@@ -37,7 +37,21 @@ def test_adience_scheme_names_and_gap_ages_go_to_the_nearer_group() -> None:
     assert scheme.names == tuple(ADIENCE_GROUPS)
     ages = np.array([2, 3, 7, 14, 22, 23, 34, 35, 45, 46, 56, 57, 116])
     names = [scheme.names[i] for i in scheme.index_of_ages(ages)]
-    assert names == ["0-2", "4-6", "8-13", "15-20", "15-20", "25-32", "25-32", "38-43", "38-43", "48-53", "48-53", "60+", "60+"]
+    assert names == [
+        "0-2",
+        "4-6",
+        "8-13",
+        "15-20",
+        "15-20",
+        "25-32",
+        "25-32",
+        "38-43",
+        "38-43",
+        "48-53",
+        "48-53",
+        "60+",
+        "60+",
+    ]
 
 
 def test_predicted_ages_are_rounded_before_choosing_a_group() -> None:

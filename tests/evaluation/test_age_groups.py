@@ -83,7 +83,9 @@ def test_regression_head_gets_the_group_of_its_predicted_age(tmp_path, faces_dir
     from agegender.models.checkpoint import build_meta, save_checkpoint
     from agegender.models.registry import create_model
 
-    config = RunConfig(data=DataConfig(image_size=32), model=ModelConfig(widths=(8,), head_hidden=8, age_head="regression"))
+    config = RunConfig(
+        data=DataConfig(image_size=32), model=ModelConfig(widths=(8,), head_hidden=8, age_head="regression")
+    )
     torch.manual_seed(0)
     model = create_model(config.model)
     save_checkpoint(tmp_path / "regression.safetensors", model, build_meta(model, config, label_stats={}))

@@ -41,7 +41,9 @@ def cadene_style_file(path, seed: int = 0) -> dict[str, torch.Tensor]:
     state = {}
     for index, (key, tensor) in enumerate(expected.items()):
         if not key.endswith("num_batches_tracked"):
-            state[f"layer{index}.{'pointwise' if 'pointwise' in key else 'x'}"] = tensor.flatten(1) if "pointwise" in key else tensor
+            state[f"layer{index}.{'pointwise' if 'pointwise' in key else 'x'}"] = (
+                tensor.flatten(1) if "pointwise" in key else tensor
+            )
     state["fc.weight"], state["fc.bias"] = torch.randn(1000, 2048), torch.zeros(1000)
     torch.save(state, path)
     return expected
@@ -63,5 +65,8 @@ def test_efficientnet_b0_refuses_weights_of_another_architecture(tmp_path):
     path = tmp_path / "xception.pth"
     cadene_style_file(path)
     model = create_model(ModelConfig(name="efficientnet_b0"))
-    with pytest.raises(PretrainedWeightsError, match=r"xception.pth: weights do not fit backbone 'efficientnet_b0'.*another architecture"):
+    with pytest.raises(
+        PretrainedWeightsError,
+        match=r"xception.pth: weights do not fit backbone 'efficientnet_b0'.*another architecture",
+    ):
         load_pretrained_weights(model, ModelConfig(name="efficientnet_b0", weights=str(path)))

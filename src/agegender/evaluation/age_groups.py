@@ -75,7 +75,9 @@ def score_age_groups(
         raise ValueError(f"need ({len(samples)}, {len(scheme.groups)}) group probabilities, got {group_probs.shape}")
     true, predicted = true_group_indices(samples, scheme), group_probs.argmax(axis=1)
     genders = np.array([UNSCORED if s.gender is None else s.gender for s in samples])
-    per_gender = {name: group_accuracy(true[genders == g], predicted[genders == g]) for g, name in enumerate(GENDER_NAMES)}
+    per_gender = {
+        name: group_accuracy(true[genders == g], predicted[genders == g]) for g, name in enumerate(GENDER_NAMES)
+    }
     per_group = {name: group_accuracy(true[true == g], predicted[true == g]) for g, name in enumerate(scheme.names)}
     return AgeGroupReport(
         scheme=scheme.name,

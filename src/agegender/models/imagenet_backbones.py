@@ -43,7 +43,9 @@ class XceptionBlock(nn.Module):
     """`reps` x (ReLU, separable conv, BN) [+ max-pool when strided], plus a 1x1 projection shortcut
     where the shape changes. Registration order (skip, skipbn, rep) is the weight files' tensor order."""
 
-    def __init__(self, in_channels: int, out_channels: int, reps: int, stride: int, start_with_relu: bool, grow_first: bool):
+    def __init__(
+        self, in_channels: int, out_channels: int, reps: int, stride: int, start_with_relu: bool, grow_first: bool
+    ):
         super().__init__()
         self.skip, self.skipbn = None, None
         if out_channels != in_channels or stride != 1:
@@ -92,7 +94,10 @@ def create_xception_backbone() -> tuple[nn.Sequential, int]:
 
 
 def _conv_bn_silu(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True):
-    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(out_channels)]
+    layers = [
+        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+    ]
     return nn.Sequential(*layers, nn.SiLU(inplace=True)) if act else nn.Sequential(*layers)
 
 

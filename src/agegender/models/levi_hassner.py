@@ -7,9 +7,10 @@ Networks", CVPR Workshops 2015): the classic baseline of the age/gender literatu
     fc6   512 -> ReLU -> dropout 0.5;  fc7 512 -> ReLU -> dropout 0.5
     then this project's gender and age heads in place of the paper's per-task softmax (fc8).
 
-One change, so that any input size works: conv3's max-pool is adaptive, to a fixed 3x3 grid. At the
-paper's 227 px the grid would be 6x6 (fc6 then has 7.1 M weights); at this project's usual 64 px conv3's
-map is already 3x3, so the pool keeps it whole. LRN uses the paper's (Caffe's) size 5, alpha 1e-4, beta 0.75.
+One change, so that any input size works: conv3's max-pool is adaptive, to a fixed 3x3 grid. The
+paper's 227 px input leaves a 6x6 map there (its fc6 has 7.1 M weights); here fc6 reads 3x3 at any size
+(1.8 M weights). At this project's usual 64 px conv3's map is 3x3 already, so the pool keeps it whole.
+LRN uses the paper's (Caffe's) size 5, alpha 1e-4, beta 0.75.
 """
 
 from __future__ import annotations

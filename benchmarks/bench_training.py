@@ -1,6 +1,8 @@
-"""Training speed of Model A on this machine: images/second and seconds/epoch per input size.
+"""Training speed of Model A (or another from-scratch model, --model) on this machine: images/second
+and seconds/epoch per input size.
 
     python benchmarks/bench_training.py --sizes 64 96 128 --steps 12
+    python benchmarks/bench_training.py --model levi_hassner --sizes 64 --steps 12
 
 Measures the median time of full training steps (uint8 -> float, augmentation, forward,
 backward, optimizer) on random images, with and without channels_last, optionally torch.compile.
@@ -22,9 +24,9 @@ from agegender.training.losses import MultiTaskLoss
 from agegender.training.schedule import create_optimizer
 
 
-def time_steps(size: int, batch: int, steps: int, channels_last: bool, compile_model: bool) -> float:
+def time_steps(size: int, batch: int, steps: int, channels_last: bool, compile_model: bool, name: str = "custom") -> float:
     """Median seconds per training step."""
-    model = create_model(ModelConfig())
+    model = create_model(ModelConfig(name=name))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(model.parameters(), TrainConfig())
@@ -53,14 +55,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
     parser.add_argument("--epoch-images", type=int, nargs="+", default=[4000, 17588])
+    parser.add_argument("--model", default="custom", help="a from-scratch model: custom | levi_hassner")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+    print(f"{args.model}: torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     print("| size | channels_last | compile | ms/step | images/s | " + " | ".join(f"s/epoch ({n})" for n in args.epoch_images) + " |")
     print("|---" * (5 + len(args.epoch_images)) + "|")
     variants = [(True, False), (False, False)] + ([(True, True)] if args.compile else [])
     for size in args.sizes:
         for channels_last, compile_model in variants:
-            seconds = time_steps(size, args.batch, args.steps, channels_last, compile_model)
+            seconds = time_steps(size, args.batch, args.steps, channels_last, compile_model, args.model)
             rate = args.batch / seconds
             epochs = " | ".join(f"{n / rate:.0f}" for n in args.epoch_images)
             print(f"| {size} | {channels_last} | {compile_model} | {1000 * seconds:.0f} | {rate:.0f} | {epochs} |")

@@ -371,3 +371,54 @@ def test_predict_options_are_checked_before_any_image(run_cli, trained_run, face
     code, _, err = run_cli("predict", faces_dir, "--model", trained_run.best, *args)
     assert code == 2
     assert_one_error_line(err, message)
+
+
+def test_evaluate_with_age_groups_json_and_table(run_cli, trained_run):
+    code, out, err = run_cli("evaluate", "--data", trained_run.data.path, "--model", trained_run.best, "--json", "--age-groups", "adience")
+    assert code == 0, err
+    groups = json.loads(out)["age_groups"]
+    assert groups["scheme"] == "adience" and groups["groups"][0] == "0-2" and len(groups["confusion"]) == 8
+    assert set(groups["overall"]) == {"n", "accuracy", "one_off"}
+    code, out, err = run_cli("evaluate", "--data", trained_run.data.path, "--model", trained_run.best, "--age-groups", "0-19,20-39,40+")
+    assert code == 0, err
+    assert "Age groups (0-19,20-39,40+; most probable group of the age distribution)" in out and "1-off" in out
+
+
+def test_predict_with_age_groups_writes_the_group_and_its_probabilities(run_cli, trained_run, faces_dir, tmp_path):
+    output = tmp_path / "predictions.csv"
+    code, out, err = run_cli("predict", faces_dir, "--model", trained_run.best, "--no-detect", "--age-groups", "fairface", "--output", output)
+    assert code == 0, err
+    rows = list(csv.DictReader(output.open()))
+    assert len(rows) == 3
+    probabilities = [float(rows[0][f"p_age_{name}"]) for name in ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")]
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+    assert rows[0]["age_group"] in {"0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"}
+    code, out, err = run_cli("predict", faces_dir, "--model", trained_run.best, "--no-detect", "--age-groups", "adience")
+    assert code == 0 and ", group " in out.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ("adiance", "unknown age-group scheme 'adiance'"),
+        ("0-19,twenty", "unparseable age group: 'twenty'"),
+        ("0-19,30-20", "age group has low > high: '30-20'"),
+        ("0-19,10-29,30+", "age groups '0-19' and '10-29' overlap"),
+    ],
+)
+def test_bad_age_groups_are_one_error_line(run_cli, trained_run, faces_dir, groups, message):
+    for verb in (["evaluate", "--data", trained_run.data.path], ["predict", faces_dir, "--no-detect"]):
+        code, _, err = run_cli(*verb, "--model", trained_run.best, "--age-groups", groups)
+        assert code == 2
+        assert_one_error_line(err, message)
+
+
+def test_train_without_any_age_label_is_one_error_line(run_cli, tmp_path, face_bytes):
+    folder = tmp_path / "gender_only"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"{i}.jpg").write_bytes(face_bytes(30, i % 2, seed=i))
+    (folder / "labels.csv").write_text("filename,gender,age_group\n" + "".join(f"{i}.jpg,{i % 2},\n" for i in range(8)))
+    code, _, err = run_cli("train", "--data", folder, "--out", tmp_path / "run", "--epochs", "1", *TINY)
+    assert code == 2
+    assert err.splitlines()[-1].startswith("error: ") and "no training image has an age or an age_group label" in err

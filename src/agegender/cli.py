@@ -80,6 +80,18 @@ def train(
     fit(run_config, out, console=console)
 
 
+AGE_GROUPS_HELP = (
+    "also score / predict the groups of a scheme: adience | fairface | comma-separated groups such as "
+    "0-12,13-19,20-39,40+ (probabilities from the model's age distribution)"
+)
+
+
+def _age_group_scheme(text: str | None):
+    from agegender.data.age_groups import resolve_age_groups
+
+    return None if text is None else resolve_age_groups(text)
+
+
 @app.command()
 def evaluate(
     data: Path = typer.Option(..., help="labelled folder (UTKFace or labels.csv)"),
@@ -88,14 +100,16 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
     runtime: str = typer.Option("torch", help="torch | onnx (--model then names an exported .onnx file)"),
     tta: bool = typer.Option(False, "--tta", help="average each face with its mirror image"),
+    age_groups: Optional[str] = typer.Option(None, help=AGE_GROUPS_HELP),
 ) -> None:
     """Gender accuracy, age MAE, CS@5 and per-race / gender / age-band breakdowns."""
     from agegender.evaluation.evaluate import evaluate as run_evaluation
     from agegender.evaluation.report import print_report, report_to_dict
     from agegender.inference.predictor import load_predictor
 
+    scheme = _age_group_scheme(age_groups)
     predictor = load_predictor(model, runtime=runtime, tta=tta)
-    result = run_evaluation(predictor, data, split)
+    result = run_evaluation(predictor, data, split, age_groups=scheme)
     console.print(result.read.summary_line())
     if result.undecodable:
         console.print(f"{len(result.undecodable)} unreadable images skipped: " + "; ".join(
@@ -120,6 +134,7 @@ def predict(
     runtime: str = typer.Option("torch", help="torch | onnx"),
     webcam: Optional[int] = typer.Option(None, help="read frames from this camera index instead of files"),
     max_frames: Optional[int] = typer.Option(None, help="video/webcam: stop after this many frames"),
+    age_groups: Optional[str] = typer.Option(None, help=AGE_GROUPS_HELP),
 ) -> None:
     """Age and gender of every face in images, a video file, or a webcam stream."""
     from agegender.inference.predictor import load_predictor
@@ -131,7 +146,8 @@ def predict(
     video = webcam is not None or any(is_video_path(p) for p in paths)
     if video and (len(paths) > (0 if webcam is not None else 1) or no_detect):
         raise typer.BadParameter("a video or --webcam is predicted on its own (one input, with face detection)")
-    predictor = load_predictor(model, runtime=runtime, detector=detector, margin=margin, tta=tta)
+    scheme = _age_group_scheme(age_groups)
+    predictor = load_predictor(model, runtime=runtime, detector=detector, margin=margin, tta=tta, age_groups=scheme)
     if video:
         _predict_video_command(predictor, paths[0] if paths else None, webcam, output, as_json, max_frames)
     else:
@@ -161,7 +177,8 @@ def _predict_images_command(predictor, paths, no_detect, save_dir, output, as_js
             where = ""
             if row["x1"] is not None:
                 where = f" face {row['face_index']} at ({row['x1']},{row['y1']},{row['x2']},{row['y2']})"
-            print(f"{row['path']}{where}: {row['gender']} (p_female {row['p_female']:.2f}), age {row['age']:.0f}")
+            group = f", group {row['age_group']} (p {row['p_age_' + row['age_group']]:.2f})" if "age_group" in row else ""
+            print(f"{row['path']}{where}: {row['gender']} (p_female {row['p_female']:.2f}), age {row['age']:.0f}{group}")
     console.print(f"{run.images} images predicted, {len(run.rows)} faces, {len(run.skipped)} unreadable skipped")
     if not run.images:
         raise typer.Exit(1)
@@ -238,11 +255,13 @@ def compare(
     data: Optional[Path] = typer.Option(None, help="data folder, if the runs' own data path moved"),
     split: str = typer.Option("val", help="val | test: the split the per-group tables and figures use"),
     max_images: int = typer.Option(500, help="images per run re-predicted for the figures"),
+    age_groups: Optional[str] = typer.Option(None, help="add age-group accuracy, 1-off and confusion matrices: " + AGE_GROUPS_HELP),
 ) -> None:
     """Compare trained runs: architecture, training, performance and per-group tables plus figures."""
     from agegender.evaluation.compare import compare_runs
 
-    result = compare_runs(runs, out, data_dir=data, split=split, max_images=max_images)
+    scheme = _age_group_scheme(age_groups)
+    result = compare_runs(runs, out, data_dir=data, split=split, max_images=max_images, age_groups=scheme)
     for note in result.notes:
         console.print(note)
     console.print(f"wrote {result.markdown} and {result.html}")

@@ -39,6 +39,9 @@ class DataConfig:
     limit: int | None = None
     seed: int = 0
     cache_dir: str | None = None  # decoded-image cache; None -> ~/.cache/agegender
+    # Train/val age labels replaced by the groups of this scheme (adience | fairface | "0-12,13-19,20+"),
+    # test labels kept: measures training on group labels against exact ages on the same split.
+    hide_ages: str | None = None
 
     def resolved_val_fraction(self) -> float:
         if self.val_fraction is not None:

@@ -31,10 +31,18 @@ class FacePrediction:
     p_female: float
     box: Box | None = None
     score: float | None = None  # detector confidence; None when no detector ran
+    # Probability of each group of the requested age-group scheme (--age-groups), youngest first;
+    # None when no scheme was asked for.
+    age_groups: dict[str, float] | None = None
 
     @property
     def gender(self) -> str:
         return "female" if self.p_female >= 0.5 else "male"
+
+    @property
+    def age_group(self) -> str | None:
+        """The most probable group of the scheme, if one was asked for."""
+        return None if self.age_groups is None else max(self.age_groups, key=self.age_groups.get)
 
 
 @dataclass(frozen=True)

@@ -99,3 +99,46 @@ def test_label_stats_without_labels():
 def test_prepare_missing_folder(tmp_path, cache_dir):
     with pytest.raises(DataError, match="data folder not found"):
         prepare_data(data_config(tmp_path / "nope", cache_dir))
+
+
+def test_age_targets_are_exact_ages_or_group_intervals(labels_folder, cache_dir):
+    data = prepare_data(data_config(labels_folder.path, cache_dir, val_fraction=0.0, test_fraction=0.0))
+    targets = data.train.age_targets(np.arange(len(data.train)))  # (N, 2)
+    by_name = {s.path.name: row for s, row in zip(data.train.samples, targets)}
+    assert list(by_name["img_00.jpg"]) == [25, 25]  # age and group given: the exact age wins
+    assert np.isnan(by_name["img_02.jpg"]).all()  # neither
+
+
+def test_age_targets_without_ranges_repeat_the_exact_age():
+    arrays = _arrays([30.0, math.nan], [0.0, 1.0])
+    np.testing.assert_array_equal(arrays.age_targets(np.array([0, 1])), [[30, 30], [math.nan, math.nan]])
+
+
+def test_group_only_rows_get_their_interval(tmp_path, cache_dir, face_bytes):
+    folder = tmp_path / "groups"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(face_bytes(30, i % 2, seed=i))
+    (folder / "labels.csv").write_text("filename,gender,age_group\n0.jpg,m,\"(25, 32)\"\n1.jpg,f,60+\n2.jpg,m,twenty\n")
+    data = prepare_data(data_config(folder, cache_dir, val_fraction=0.0, test_fraction=0.0))
+    targets = {s.path.name: tuple(row) for s, row in zip(data.train.samples, data.train.age_targets(np.arange(2)))}
+    assert targets == {"0.jpg": (24.5, 32.5), "1.jpg": (59.5, math.inf)}
+    assert "2.jpg: line 4: unparseable age group: 'twenty'" in data.summary_line()
+
+
+def test_hide_ages_keeps_the_split_and_replaces_train_val_ages_by_groups(utkface, cache_dir):
+    exact = prepare_data(data_config(utkface.path, cache_dir))
+    hidden = prepare_data(data_config(utkface.path, cache_dir, hide_ages="adience"))
+    for split in ("train", "val", "test"):
+        assert [s.path for s in getattr(hidden, split).samples] == [s.path for s in getattr(exact, split).samples]
+    assert np.isnan(hidden.train.age).all() and np.isnan(hidden.val.age).all()
+    np.testing.assert_array_equal(hidden.test.age, exact.test.age)  # scored on the true ages
+    groups = {s.path.name: s.age_group for s in hidden.train.samples}
+    ages = {s.path.name: s.age for s in exact.train.samples}
+    assert all(groups[name] == {5: "4-6", 22: "15-20", 33: "25-32", 36: "38-43"}.get(age, groups[name]) for name, age in ages.items())
+    assert {"4-6", "15-20", "25-32", "38-43"} <= set(groups.values())
+
+
+def test_hide_ages_with_an_unknown_scheme_is_one_clear_error(utkface, cache_dir):
+    with pytest.raises(ValueError, match="unknown age-group scheme 'adiance'"):
+        prepare_data(data_config(utkface.path, cache_dir, hide_ages="adiance"))

@@ -254,7 +254,7 @@ def test_labels_csv_unreadable_age_group_is_skipped(tmp_path, face_bytes):
     (tmp_path / "labels.csv").write_text("filename,age_group\na.jpg,twenties\na.jpg,20-29\n")
     result = read_labels_csv(tmp_path)
     assert [s.age_group for s in result.samples] == ["20-29"]
-    assert result.skipped[0].reason == "line 2: unparseable age group: 'twenties'"
+    assert result.skipped[0].reason.startswith("line 2: unparseable age group: 'twenties'")
 
 
 def test_labels_csv_that_is_not_text(tmp_path):

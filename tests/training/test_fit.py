@@ -301,3 +301,51 @@ def test_compile_wraps_the_training_module_only(utkface, cache_dir, make_config)
     assert state.train_model._orig_mod is state.model  # evaluation and checkpoints use the same weights
     plain = fit_module.create_training_state(replace(config, train=replace(config.train, compile=False)))
     assert plain.train_model is plain.model
+
+
+def make_groups_folder(folder, face_bytes, n: int = 30, exact_every: int = 0):
+    """labels.csv with Adience groups (and an exact age on every `exact_every`-th row, if > 0)."""
+    folder.mkdir(parents=True)
+    groups = {2: "(0, 2)", 10: "8-13", 28: "(25, 32)", 40: "38-43", 70: "60+"}
+    rows = ["filename,age,gender,age_group"]
+    for i in range(n):
+        age = list(groups)[i % len(groups)]
+        (folder / f"{i:02d}.jpg").write_bytes(face_bytes(age, i % 2, seed=700 + i))
+        exact = str(age) if exact_every and i % exact_every == 0 else ""
+        rows.append(f'{i:02d}.jpg,{exact},{i % 2},"{groups[age]}"')
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_trains_on_age_groups_alone_and_mixed_with_exact_ages(tmp_path, make_config, cache_dir, face_bytes):
+    for name, exact_every in (("groups", 0), ("mixed", 3)):
+        folder = make_groups_folder(tmp_path / name, face_bytes, exact_every=exact_every)
+        result = fit(make_config(folder, cache_dir), tmp_path / f"run_{name}", console=quiet())
+        row = history(result.run_dir)[0]
+        assert float(row["train_age_loss"]) > 0  # the group labels reached the age loss
+        assert (float(row["val_age_mae"]) == float(row["val_age_mae"])) == (exact_every > 0)  # MAE: exact ages only
+
+
+def test_a_dataset_without_any_age_or_group_is_one_clear_error(tmp_path, make_config, cache_dir, face_bytes):
+    folder = tmp_path / "gender_only"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"{i}.jpg").write_bytes(face_bytes(30, i % 2, seed=i))
+    (folder / "labels.csv").write_text("filename,gender\n" + "".join(f"{i}.jpg,{i % 2}\n" for i in range(10)))
+    with pytest.raises(RunError, match="no training image has an age or an age_group label"):
+        fit(make_config(folder, cache_dir), tmp_path / "run", console=quiet())
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_a_run_on_exact_ages_into_a_run_on_age_groups(trained_run, tmp_path, cache_dir, face_bytes):
+    """--init across datasets and label kinds: the bins head serves years and groups alike."""
+    folder = make_groups_folder(tmp_path / "adience_like", face_bytes)
+    config = replace(trained_run.config, data=replace(trained_run.config.data, path=str(folder), cache_dir=str(cache_dir)))
+    config = replace(config, train=replace(config.train, init_from=str(trained_run.best), epochs=1))
+    console = Console(file=io.StringIO(), width=1000)  # no wrapping inside the long temporary path
+    result = fit(config, tmp_path / "finetuned", console=console)
+    assert f"initial weights from {trained_run.best}" in console.file.getvalue()
+    started = load_file(str(trained_run.best))
+    finished = load_file(str(result.run_dir / "last.safetensors"))
+    assert started.keys() == finished.keys()
+    assert any(not torch.equal(started[k], finished[k]) for k in started)  # it trained on from there

@@ -103,3 +103,50 @@ def test_age_distribution_loss_masks_missing_ages_and_only_applies_to_bins_heads
     )
     with pytest.raises(ValueError, match="age_sigma"):
         MultiTaskLoss(1.0, 0.1, 0.0, age_sigma=0.0)
+
+
+INF = math.inf
+
+
+def test_interval_age_loss_is_zero_inside_and_l1_to_the_nearest_edge_outside():
+    predicted = torch.tensor([28.0, 20.0, 40.0, 50.0, 70.0, 30.0])
+    target = torch.tensor([[24.5, 32.5], [24.5, 32.5], [24.5, 32.5], [59.5, INF], [59.5, INF], [33.0, 33.0]])
+    loss, n = age_loss(predicted, target)
+    # inside, 4.5 below the low edge, 7.5 above the high edge, 9.5 below an open group, inside it, exact L1 3
+    assert n == 6
+    assert float(loss) == pytest.approx((0 + 4.5 + 7.5 + 9.5 + 0 + 3) / 6)
+
+
+def test_exact_ages_as_intervals_give_the_same_loss_as_plain_ages():
+    predicted, ages = torch.tensor([10.0, 52.5, 3.0]), torch.tensor([12.0, NAN, 7.5])
+    intervals = torch.stack([ages, ages], dim=1)
+    assert float(age_loss(predicted, intervals)[0]) == pytest.approx(float(age_loss(predicted, ages)[0]))
+    sigma = 2.0
+    logits = torch.randn(3, 117, generator=torch.Generator().manual_seed(0))
+    assert float(age_distribution_loss(logits, intervals, sigma)) == pytest.approx(
+        float(age_distribution_loss(logits, ages, sigma))
+    )
+
+
+def test_group_distribution_term_is_minus_log_of_the_mass_inside_the_group():
+    logits = torch.full((1, 117), -30.0)
+    logits[0, 25:33] = 0.0  # all mass inside "25-32"
+    inside = age_distribution_loss(logits, torch.tensor([[24.5, 32.5]]), sigma=2.0)
+    assert float(inside) == pytest.approx(0.0, abs=1e-6)
+    half = torch.full((1, 117), -30.0)
+    half[0, 30], half[0, 40] = 0.0, 0.0  # half the mass inside
+    assert float(age_distribution_loss(half, torch.tensor([[24.5, 32.5]]), sigma=2.0)) == pytest.approx(math.log(2), rel=1e-4)
+    open_group = age_distribution_loss(half, torch.tensor([[59.5, INF]]), sigma=2.0)
+    assert float(open_group) > 10  # no mass at 60 or above
+
+
+def test_exact_ages_and_groups_mix_in_one_batch_with_finite_gradients():
+    logits = torch.randn(4, 117, requires_grad=True)
+    predicted = (logits.softmax(1) @ torch.arange(117.0)).detach().requires_grad_()
+    target = torch.tensor([[30.5, 30.5], [24.5, 32.5], [NAN, NAN], [69.5, INF]])  # a fractional exact age too
+    loss_fn = MultiTaskLoss(1.0, 0.1, 0.0, age_distribution_weight=0.5)
+    parts = loss_fn(ModelOutput(torch.zeros(4, requires_grad=True), predicted, logits), target, torch.tensor([0.0, 1, 1, NAN]))
+    parts.total.backward()
+    assert parts.n_age == 3
+    assert torch.isfinite(logits.grad).all() and torch.isfinite(predicted.grad).all()
+    assert float(logits.grad[2].abs().sum()) == 0.0  # the unlabelled row gets no gradient

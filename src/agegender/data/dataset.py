@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from agegender.config import DataConfig
+from agegender.data.age_groups import group_interval, resolve_age_groups
 from agegender.data.cache import decode_samples
 from agegender.data.readers import ReadResult, Skipped, read_folder
 from agegender.data.samples import FaceSample
@@ -20,9 +21,18 @@ class LabelledArrays:
     age: np.ndarray  # (N,) float32 years, NaN where unlabelled
     gender: np.ndarray  # (N,) float32 0 male / 1 female, NaN where unlabelled
     samples: list[FaceSample]
+    # (N, 2) [low, high] years each age label allows: [a, a] for an exact age, a group's interval for an
+    # age_group (data/age_groups.py), NaN for neither. None: the exact ages in `age` are all there is.
+    age_range: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def age_targets(self, picked: np.ndarray) -> np.ndarray:
+        """(B, 2) float32 [low, high] age targets of the images at `picked` (what the age loss trains on)."""
+        if self.age_range is None:
+            return np.stack([self.age[picked], self.age[picked]], axis=1)
+        return self.age_range[picked]
 
 
 @dataclass(frozen=True)
@@ -48,10 +58,31 @@ def label_arrays(samples: list[FaceSample]) -> tuple[np.ndarray, np.ndarray]:
     return age, gender
 
 
+def age_range_array(samples: list[FaceSample]) -> np.ndarray:
+    """(N, 2) [low, high] years per sample; an exact age wins over a group when a sample has both."""
+    ranges = np.full((len(samples), 2), np.nan, dtype=np.float32)
+    for row, sample in enumerate(samples):
+        if sample.age is not None:
+            ranges[row] = sample.age
+        elif sample.age_group is not None:
+            ranges[row] = group_interval(sample.age_group)
+    return ranges
+
+
 def decode_split(samples: list[FaceSample], config: DataConfig) -> tuple[LabelledArrays, list[Skipped]]:
     decoded = decode_samples(samples, config.image_size, Path(config.cache_dir) if config.cache_dir else None)
     age, gender = label_arrays(decoded.samples)
-    return LabelledArrays(decoded.images, age, gender, decoded.samples), decoded.skipped
+    return LabelledArrays(decoded.images, age, gender, decoded.samples, age_range_array(decoded.samples)), decoded.skipped
+
+
+def hide_exact_ages(samples: list[FaceSample], scheme_text: str) -> list[FaceSample]:
+    """data.hide_ages: each exact age replaced by the name of its group in a scheme (ages in a gap
+    between groups get the nearer group), as if the data had been labelled in groups only."""
+    scheme = resolve_age_groups(scheme_text)
+    aged = [s for s in samples if s.age is not None]
+    names = [scheme.names[i] for i in scheme.index_of_ages(np.array([s.age for s in aged]))]
+    group_of = {id(s): name for s, name in zip(aged, names)}
+    return [replace(s, age=None, age_group=group_of[id(s)]) if id(s) in group_of else s for s in samples]
 
 
 def make_splits(read: ReadResult, config: DataConfig) -> Splits:
@@ -70,7 +101,10 @@ def prepare_data(config: DataConfig) -> PreparedData:
     splits = make_splits(read, config)
     arrays, undecodable = {}, []
     for name in ("train", "val", "test"):
-        arrays[name], skipped = decode_split(getattr(splits, name), config)
+        samples = getattr(splits, name)
+        if config.hide_ages and name != "test":  # after splitting: the same split as with exact ages
+            samples = hide_exact_ages(samples, config.hide_ages)
+        arrays[name], skipped = decode_split(samples, config)
         undecodable += skipped
     return PreparedData(arrays["train"], arrays["val"], arrays["test"], read, undecodable)
 

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agegender.data.age_groups import parse_age_group
 from agegender.data.images import list_image_files, unreadable_reason
 from agegender.data.samples import GENDER_NAMES, MAX_AGE, RACE_NAMES, FaceSample
 from agegender.errors import UserInputError
-from agegender.evaluation.metrics import parse_age_group
 
 # [age]_[gender]_[race]_[datetime].jpg, optionally with the aligned-crop suffix .chip.jpg
 UTKFACE_NAME = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg(\.chip\.jpg)?$", re.IGNORECASE)

@@ -19,14 +19,16 @@ from typing import Any
 import numpy as np
 
 from agegender.config import RunConfig, load_config
+from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.dataset import LabelledArrays, decode_split
 from agegender.data.readers import read_folder
 from agegender.errors import UserInputError
 from agegender.evaluation import compare_figures as figures
+from agegender.evaluation.age_groups import AgeGroupReport, score_age_groups
 from agegender.evaluation.metrics import AGE_BAND_NAMES, age_band
 from agegender.evaluation.plots import read_history
 from agegender.models.checkpoint import load_checkpoint
-from agegender.training.loop import predict_arrays
+from agegender.training.loop import predict_outputs
 
 OVERFIT_EPOCHS = 3  # val loss rising while train loss falls for this many epochs in a row -> overfitting
 MEMORISING_GAP = 0.15  # train loss this far below val loss at the best epoch -> overfitting, even if val still falls
@@ -42,6 +44,7 @@ class Predictions:
     arrays: LabelledArrays
     age: np.ndarray  # (N,) years
     p_female: np.ndarray  # (N,)
+    age_probs: np.ndarray | None = None  # (N, K) age distribution; None without a bins head
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,38 @@ def predict_split(run: Run, split: str, data_dir: Path | None, max_images: int) 
     arrays, _ = decode_split(samples, data_config)
     if len(arrays) == 0:
         return dataclasses.replace(run, predictions_note=f"no readable {split} images in {data_dir}")
-    age, p_female = predict_arrays(checkpoint.model, arrays.images)
-    return dataclasses.replace(run, predictions=Predictions(arrays, age, p_female))
+    predicted = predict_outputs(checkpoint.model, arrays.images)
+    return dataclasses.replace(run, predictions=Predictions(arrays, predicted.age, predicted.p_female, predicted.age_probs))
+
+
+def score_run_groups(run: Run, scheme: AgeGroupScheme) -> AgeGroupReport | None:
+    """Group metrics of a run's re-predicted images (None when they could not be predicted)."""
+    if run.predictions is None:
+        return None
+    p = run.predictions
+    probs = group_probabilities(scheme, p.age, p.age_probs)
+    return score_age_groups(p.arrays.samples, probs, scheme, from_distribution=p.age_probs is not None)
+
+
+def age_group_table(runs: list[Run], reports: list[AgeGroupReport | None]) -> tuple[list[str], list[list[str]]]:
+    """One row per run: scored images, exact and 1-off group accuracy, overall and per gender."""
+    header = ["run", "n", "exact %", "1-off %", "male exact / 1-off %", "female exact / 1-off %", "groups from"]
+    rows = []
+    for run, report in zip(runs, reports):
+        if report is None:
+            rows.append([run.label, "-", "-", "-", "-", "-", run.predictions_note])
+            continue
+        genders = [report.per_gender.get(g) for g in ("male", "female")]
+        by_gender = [f"{_pct(g.accuracy)} / {_pct(g.one_off)}" if g else "-" for g in genders]
+        source = "age distribution" if report.from_distribution else "predicted age"
+        rows.append([run.label, str(report.overall.n), _pct(report.overall.accuracy), _pct(report.overall.one_off), *by_gender, source])
+    return header, rows
+
+
+def confusion_table(report: AgeGroupReport) -> tuple[list[str], list[list[str]]]:
+    """Rows: true group; columns: predicted group; cells: image counts."""
+    header = ["true \u2193 / predicted \u2192", *report.groups]
+    return header, [[name, *(str(c) for c in row)] for name, row in zip(report.groups, report.confusion)]
 
 
 # ----------------------------------------------------------------------------- derived numbers
@@ -299,6 +332,7 @@ def compare_runs(
     data_dir: Path | None = None,
     split: str = "val",
     max_images: int = 500,
+    age_groups: AgeGroupScheme | None = None,
 ) -> Comparison:
     """Write out/report.md (figures as PNG files beside it) and out/report.html (figures embedded)."""
     if not run_dirs:
@@ -323,6 +357,10 @@ def compare_runs(
         ("Performance", performance_table(runs)),
         (f"Per group ({split} split; gender accuracy / age MAE in years)", group_table(runs, split)),
     ]
+    if age_groups is not None:  # on the re-predicted images, like the figures
+        reports = [score_run_groups(run, age_groups) for run in runs]
+        sections.append((f"Age groups ({age_groups.name}; {split} split, up to {max_images} images)", age_group_table(runs, reports)))
+        sections += [(f"Age-group confusion: {run.label}", confusion_table(r)) for run, r in zip(runs, reports) if r]
     title = "Model comparison: " + " vs ".join(run.label for run in runs)
     intro = (
         f"Runs: {', '.join(str(r.run_dir) for r in runs)}. Tables come from each run's metrics.json and history.csv; "

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agegender.config import ConfigError, DataConfig
+from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.dataset import decode_split, make_splits
 from agegender.data.readers import DataError, ReadResult, Skipped, read_folder
+from agegender.evaluation.age_groups import score_age_groups
 from agegender.evaluation.report import EvaluationReport, build_report
 from agegender.inference.predictor import Predictor
 
@@ -32,7 +34,15 @@ def select_split(read: ReadResult, split: str, checkpoint_data: DataConfig):
     return getattr(make_splits(read, checkpoint_data), split)
 
 
-def evaluate(predictor: Predictor, data_dir: Path, split: str = "all", cache_dir: Path | None = None) -> Evaluation:
+def evaluate(
+    predictor: Predictor,
+    data_dir: Path,
+    split: str = "all",
+    cache_dir: Path | None = None,
+    age_groups: AgeGroupScheme | None = None,
+) -> Evaluation:
+    """Score the predictor on `split` of a labelled folder; with `age_groups`, also on that scheme's
+    groups (evaluation/age_groups.py)."""
     read = read_folder(data_dir)
     trained_on = predictor.checkpoint.config.data
     samples = select_split(read, split, trained_on)
@@ -43,5 +53,11 @@ def evaluate(predictor: Predictor, data_dir: Path, split: str = "all", cache_dir
     arrays, undecodable = decode_split(samples, data_config)
     if len(arrays) == 0:
         raise DataError(f"{data_dir}: no readable images to evaluate ({len(undecodable)} unreadable skipped)")
-    age, p_female = predictor.predict_prepared(arrays.images)  # with flip averaging when tta is on
-    return Evaluation(build_report(arrays.samples, age, p_female), read, undecodable, split)
+    if age_groups is None:
+        age, p_female = predictor.predict_prepared(arrays.images)  # with flip averaging when tta is on
+        return Evaluation(build_report(arrays.samples, age, p_female), read, undecodable, split)
+    predicted = predictor.predict_distributions(arrays.images)
+    probs = group_probabilities(age_groups, predicted.age, predicted.age_probs)  # (N, G)
+    groups = score_age_groups(arrays.samples, probs, age_groups, from_distribution=predicted.age_probs is not None)
+    report = build_report(arrays.samples, predicted.age, predicted.p_female, age_groups=groups)
+    return Evaluation(report, read, undecodable, split)

@@ -7,11 +7,12 @@ and returns NaN (or None, for the dataclass/group-level helpers) when nothing is
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from agegender.data.age_groups import parse_age_group
 
 # (name, inclusive low, inclusive high or None for open-ended); integer years.
 AGE_BANDS: tuple[tuple[str, int, int | None], ...] = (
@@ -143,32 +144,6 @@ def breakdown(
         members = group_array == name
         result[name] = compute_group_metrics(*(a[members] for a in arrays))
     return result
-
-
-_NUMBER = r"(\d+(?:\.\d+)?)"
-_RANGE = re.compile(rf"^\(?\s*{_NUMBER}\s*(?:-|,|to)\s*{_NUMBER}\s*\)?$")
-_OPEN_ENDED = re.compile(rf"^(?:{_NUMBER}\s*\+|(?:more than|over|>=?)\s*{_NUMBER})$")
-_SINGLE = re.compile(rf"^\(?\s*{_NUMBER}\s*\)?$")
-
-
-def parse_age_group(text: str) -> tuple[float, float]:
-    """Inclusive (low, high) years of an Adience/FairFace-style age group label.
-
-    Accepts "20-29", "(25, 32)", "0-2", "70+", "more than 70" and a lone "35";
-    open-ended groups get high = inf.
-    """
-    cleaned = text.strip().lower()
-    if match := _RANGE.match(cleaned):
-        low, high = float(match.group(1)), float(match.group(2))
-        if low > high:
-            raise ValueError(f"age group has low > high: {text!r}")
-        return low, high
-    if match := _OPEN_ENDED.match(cleaned):
-        low_text = match.group(1) or match.group(2)
-        return float(low_text), math.inf
-    if match := _SINGLE.match(cleaned):
-        return float(match.group(1)), float(match.group(1))
-    raise ValueError(f"unparseable age group: {text!r}")
 
 
 def age_group_accuracy(

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agegender.data.samples import GENDER_NAMES, RACE_NAMES, FaceSample
+from agegender.evaluation.age_groups import AgeGroupReport, GroupAccuracy
 from agegender.evaluation.metrics import (
     AGE_BAND_NAMES,
     GroupMetrics,
@@ -33,6 +34,7 @@ class EvaluationReport:
     per_race: dict[str, GroupMetrics]
     per_gender: dict[str, GroupMetrics]
     per_age_band: dict[str, GroupMetrics]
+    age_groups: AgeGroupReport | None = None  # with --age-groups: group accuracy, 1-off, confusion
 
 
 def _label_array(values: list[float | int | None]) -> np.ndarray:
@@ -40,7 +42,9 @@ def _label_array(values: list[float | int | None]) -> np.ndarray:
     return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
-def build_report(samples: list[FaceSample], age_pred: np.ndarray, p_female: np.ndarray) -> EvaluationReport:
+def build_report(
+    samples: list[FaceSample], age_pred: np.ndarray, p_female: np.ndarray, age_groups: AgeGroupReport | None = None
+) -> EvaluationReport:
     """Score predictions (one per sample, same order) against the samples' labels.
 
     Breakdown groups come from the TRUE labels, so e.g. "female" means samples
@@ -71,6 +75,7 @@ def build_report(samples: list[FaceSample], age_pred: np.ndarray, p_female: np.n
         per_race=breakdown(race_groups, *metric_arrays, order=RACE_NAMES),
         per_gender=breakdown(gender_groups, *metric_arrays, order=GENDER_NAMES),
         per_age_band=breakdown(band_groups, *metric_arrays, order=AGE_BAND_NAMES),
+        age_groups=age_groups,
     )
 
 
@@ -140,3 +145,42 @@ def print_report(report: EvaluationReport, console: Console) -> None:
     for title, groups in breakdowns:
         if groups:
             console.print(format_breakdown_table(title, groups))
+    if report.age_groups is not None:
+        print_age_group_report(report.age_groups, console)
+
+
+def format_age_group_line(groups: AgeGroupReport) -> str:
+    source = "most probable group of the age distribution" if groups.from_distribution else "group of the predicted age"
+    overall = groups.overall
+    return (
+        f"Age groups ({groups.scheme}; {source}): n={overall.n}, exact {_percent(overall.accuracy)}%, "
+        f"1-off {_percent(overall.one_off)}%" + (f"; {groups.unscored} without a scoreable label" if groups.unscored else "")
+    )
+
+
+def format_group_accuracy_table(title: str, rows: dict[str, GroupAccuracy]) -> Table:
+    table = Table(title=title)
+    table.add_column("group")
+    for column in ("n", "exact %", "1-off %"):
+        table.add_column(column, justify="right")
+    for name, accuracy in rows.items():
+        table.add_row(name, str(accuracy.n), _percent(accuracy.accuracy), _percent(accuracy.one_off))
+    return table
+
+
+def format_confusion_table(groups: AgeGroupReport) -> Table:
+    table = Table(title="Age-group confusion (rows: true group, columns: predicted)")
+    table.add_column("true")
+    for name in groups.groups:
+        table.add_column(name, justify="right")
+    for name, row in zip(groups.groups, groups.confusion):
+        table.add_row(name, *(str(count) for count in row))
+    return table
+
+
+def print_age_group_report(groups: AgeGroupReport, console: Console) -> None:
+    console.print(format_age_group_line(groups))
+    for title, rows in (("Age groups by gender", groups.per_gender), ("Age groups by true group", groups.per_group)):
+        if rows:
+            console.print(format_group_accuracy_table(title, rows))
+    console.print(format_confusion_table(groups))

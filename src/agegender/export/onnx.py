@@ -160,7 +160,7 @@ class OnnxPredictor(Predictor):
         self.image_size = info.image_size
         self.source = source
         detector, margin = options.pop("detector", DEFAULT_DETECTOR), options.pop("margin", None)
-        self._configure(detector, margin, options.pop("tta", False))
+        self._configure(detector, margin, options.pop("tta", False), options.pop("age_groups", None))
         if options:
             raise TypeError(f"unexpected options {sorted(options)}")
 

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from agegender.config import Bound, ConfigError
+from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.images import load_rgb, resize_square
 from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, FaceDetector, create_detector, crop_faces
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import FaceTracker
 from agegender.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from agegender.results import FacePrediction, Prediction
-from agegender.training.loop import predict_arrays
+from agegender.training.loop import ArrayPredictions, predict_arrays, predict_outputs
 
 BUNDLED_MODEL = "model_ab.safetensors"  # ensemble of Model A and Model B, both trained on all data; float16
 MARGIN = Bound(0, 2)  # crop margin per side, as a fraction of the face box
@@ -50,7 +51,8 @@ class Predictor:
 
     `detector` is a detector name (see inference.detect.list_detectors) or a FaceDetector; it is
     built on first use, so --no-detect never loads one. `margin` overrides the detector's own crop
-    margin. `tta` averages each face with its mirror image.
+    margin. `tta` averages each face with its mirror image. With `age_groups`, each face also gets the
+    probability of each group of that scheme (FacePrediction.age_groups), from the age distribution.
     """
 
     runtime = "torch"
@@ -63,14 +65,17 @@ class Predictor:
         detector: str | FaceDetector = DEFAULT_DETECTOR,
         margin: float | None = None,
         tta: bool = False,
+        age_groups: AgeGroupScheme | None = None,
     ):
         self.checkpoint = checkpoint
         self.model = checkpoint.model.to(memory_format=torch.channels_last).eval()
         self.image_size = checkpoint.image_size
         self.source = source
-        self._configure(detector, margin, tta)
+        self._configure(detector, margin, tta, age_groups)
 
-    def _configure(self, detector: str | FaceDetector, margin: float | None, tta: bool) -> None:
+    def _configure(
+        self, detector: str | FaceDetector, margin: float | None, tta: bool, age_groups: AgeGroupScheme | None = None
+    ) -> None:
         # Checked now, not at the first face: a typo must not wait for a detector to be needed
         if isinstance(detector, str) and detector not in ("auto", *DETECTORS):
             raise ConfigError(f"unknown face detector '{detector}'; choose auto or one of {', '.join(DETECTORS)}")
@@ -80,6 +85,7 @@ class Predictor:
         self._detector_name = detector if isinstance(detector, str) else detector.name
         self._margin = margin
         self.tta = tta
+        self.age_groups = age_groups
 
     @classmethod
     def from_checkpoint(cls, path: Path | str | None = None, **options) -> "Predictor":
@@ -114,11 +120,31 @@ class Predictor:
         ages, p_female = self.predict_faces(both)
         return (ages[:n] + ages[n:]) / 2, (p_female[:n] + p_female[n:]) / 2
 
+    def predict_distributions(self, faces: np.ndarray) -> ArrayPredictions:
+        """`predict_prepared` plus the age distribution over 1-year bins (None for a model without a
+        bins head, and on onnx, whose exports carry age and P(female) only); tta averages all three."""
+        if self.model is None:
+            return ArrayPredictions(*self.predict_prepared(faces), None)
+        if not self.tta:
+            return predict_outputs(self.model, faces)
+        n = len(faces)
+        both = predict_outputs(self.model, np.concatenate([faces, faces[:, :, ::-1]]))  # originals, then mirrors
+        probs = None if both.age_probs is None else (both.age_probs[:n] + both.age_probs[n:]) / 2
+        return ArrayPredictions((both.age[:n] + both.age[n:]) / 2, (both.p_female[:n] + both.p_female[n:]) / 2, probs)
+
     def predict_crops(self, crops: list[np.ndarray]) -> list[FacePrediction]:
         if not crops:
             return []
-        ages, p_female = self.predict_prepared(np.stack([self.prepare_face(c) for c in crops]))
-        return [FacePrediction(age=float(a), p_female=float(p)) for a, p in zip(ages, p_female)]
+        faces = np.stack([self.prepare_face(c) for c in crops])
+        if self.age_groups is None:
+            ages, p_female = self.predict_prepared(faces)
+            return [FacePrediction(age=float(a), p_female=float(p)) for a, p in zip(ages, p_female)]
+        predicted = self.predict_distributions(faces)
+        groups = group_probabilities(self.age_groups, predicted.age, predicted.age_probs)  # (N, G)
+        return [
+            FacePrediction(float(a), float(p), age_groups=dict(zip(self.age_groups.names, map(float, g))))
+            for a, p, g in zip(predicted.age, predicted.p_female, groups)
+        ]
 
     def predict_cropped_file(self, path: Path) -> Prediction:
         """Treat a whole image file as one already-cropped face (--no-detect)."""
@@ -136,7 +162,7 @@ class Predictor:
             rgb, name = load_rgb(image), source or str(image)
         detections = self.detector.detect(rgb)
         faces = self.predict_crops(crop_faces(rgb, detections, self.margin))
-        boxed = (FacePrediction(f.age, f.p_female, box=d.box, score=d.score) for f, d in zip(faces, detections))
+        boxed = (FacePrediction(f.age, f.p_female, box=d.box, score=d.score, age_groups=f.age_groups) for f, d in zip(faces, detections))
         return Prediction(source=name, faces=tuple(boxed))
 
     def predict_stream(

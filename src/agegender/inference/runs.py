@@ -35,6 +35,9 @@ def face_rows(prediction: Prediction) -> list[dict]:
             "score": None if face.score is None else round(face.score, 4),
             "age": round(face.age, 1), "gender": face.gender, "p_female": round(face.p_female, 4),
         })  # fmt: skip
+        if face.age_groups is not None:  # --age-groups: the likeliest group, then one column per group
+            rows[-1]["age_group"] = face.age_group
+            rows[-1].update({f"p_age_{name}": round(p, 4) for name, p in face.age_groups.items()})
     return rows
 
 
@@ -44,8 +47,9 @@ def write_rows(rows: Sequence[dict], output: Path) -> None:
     if output.suffix.lower() == ".json":
         output.write_text(json.dumps(list(rows), indent=2) + "\n")
         return
+    extra = [key for key in (rows[0] if rows else {}) if key not in ROW_FIELDS]  # age-group columns
     with output.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, ROW_FIELDS)
+        writer = csv.DictWriter(handle, ROW_FIELDS + extra)
         writer.writeheader()
         writer.writerows(rows)
 

@@ -57,4 +57,7 @@ class EnsembleNet(nn.Module):
         p_female = torch.stack([torch.sigmoid(o.gender_logit) for o in outputs]).mean(0)
         p_female = p_female.clamp(PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON)
         age = torch.stack([o.age for o in outputs]).mean(0)
-        return ModelOutput(torch.log(p_female) - torch.log1p(-p_female), age)
+        age_logits = None  # the members' mean age distribution (as log-probabilities), when all have one
+        if all(o.age_logits is not None for o in outputs):
+            age_logits = torch.stack([o.age_logits.softmax(dim=1) for o in outputs]).mean(0).clamp_min(1e-12).log()
+        return ModelOutput(torch.log(p_female) - torch.log1p(-p_female), age, age_logits)

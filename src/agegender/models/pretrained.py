@@ -27,6 +27,11 @@ from agegender.errors import UserInputError
 from agegender.models import dlib_resnet
 from agegender.models.classic_backbones import BasicBlock, Bottleneck, create_resnet_backbone, create_vgg16_backbone
 from agegender.models.heads import AgeGenderNet
+from agegender.models.imagenet_backbones import (
+    create_efficientnet_b0_backbone,
+    create_weights_converter,
+    create_xception_backbone,
+)
 from agegender.models.registry import register_model
 
 
@@ -218,7 +223,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 def _torchvision_spec(create: Callable[[], tuple[nn.Sequential, int]], classifier: str, file: str) -> BackboneSpec:
     """A backbone whose ImageNet weights no package ships offline: torchvision's file, via --weights."""
-    return BackboneSpec(create, IMAGENET_MEAN, IMAGENET_STD, 224, classifier, reference_file=file)
+    return BackboneSpec(create, IMAGENET_MEAN, IMAGENET_STD, 224, classifier, reference_file=f"torchvision's {file}")
 
 
 BACKBONES |= {
@@ -227,6 +232,14 @@ BACKBONES |= {
     "resnet50": _torchvision_spec(lambda: create_resnet_backbone(Bottleneck, (3, 4, 6, 3)), "fc.", "resnet50-0676ba61.pth"),
     "vgg16": _torchvision_spec(create_vgg16_backbone, "classifier.", "vgg16-397923af.pth"),
 }
+
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def read_dlib_resnet_file(path: Path) -> dict[str, torch.Tensor]:
+    """dlib's own .dat, or its weights already converted and saved as a state dict."""
+    return read_weights_file(path) if path.suffix in STATE_DICT_SUFFIXES else dlib_resnet.convert_dlib_weights(path)
+
 
 # dlib's 128-D face embedding network; mean/std are dlib's (pixel - mean) / 256 in [0, 1] units.
 BACKBONES["dlib_resnet"] = BackboneSpec(
@@ -238,11 +251,25 @@ BACKBONES["dlib_resnet"] = BackboneSpec(
     weights_package="face-recognition-models==0.3.0",  # CC0 models; its sdist ships the .dat
     weights_module="face_recognition_models",
     weights_file="models/dlib_face_recognition_resnet_model_v1.dat",
-    convert=dlib_resnet.convert_dlib_weights,
+    convert=read_dlib_resnet_file,
     face_template="dlib_150",
     pretrained_on="face-recognition",
     min_input_size=dlib_resnet.MIN_INPUT_SIZE,
 )
+
+
+BACKBONES |= {  # models/imagenet_backbones.py: files of timm or torchvision, paired in order by `convert`
+    "xception": BackboneSpec(
+        create_xception_backbone, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 299, "fc.",
+        reference_file="timm's legacy_xception file xception-43020ad28.pth",
+        convert=create_weights_converter(create_xception_backbone, "xception", ("fc.", "last_linear.")),
+    ),
+    "efficientnet_b0": BackboneSpec(
+        create_efficientnet_b0_backbone, IMAGENET_MEAN, IMAGENET_STD, 224, "classifier.",
+        reference_file="torchvision's efficientnet_b0_rwightman-7f5810bc.pth or timm's efficientnet_b0 file",
+        convert=create_weights_converter(create_efficientnet_b0_backbone, "efficientnet_b0", ("classifier.",)),
+    ),
+}  # fmt: skip
 
 
 def is_pretrained(name: str) -> bool:
@@ -273,7 +300,7 @@ def resolve_weights_path(config: ModelConfig) -> Path:
     if path is None and spec.weights_package is None:
         raise PretrainedWeightsError(
             f"no {spec.pretrained_on} weights for backbone '{config.name}' ship offline: pass --weights PATH (set model.weights), "
-            f"e.g. torchvision's {spec.reference_file}"
+            f"e.g. {spec.reference_file}"
         )
     if path is None:
         raise PretrainedWeightsError(
@@ -324,14 +351,10 @@ def match_backbone_tensors(
     return {key: tensor.to(wanted.dtype) for (key, wanted), tensor in zip(expected.items(), tensors)}
 
 
-STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")  # read as state dicts even where a converter exists
-
-
 def read_backbone_file(name: str, path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from `path`: through the backbone's converter for its native format (dlib .dat), as a
-    state dict otherwise (.pth/.pt/.safetensors, e.g. already converted weights)."""
+    """A state dict from `path`: through the backbone's converter where it has one, else as a state dict."""
     spec = BACKBONES[name]
-    if spec.convert is None or Path(path).suffix in STATE_DICT_SUFFIXES:
+    if spec.convert is None:
         return read_weights_file(path)
     try:  # dlib's face ResNet: parsed in 0.05 s, converted in 0.6 s on a busy 2-core machine, so no cache
         return spec.convert(Path(path))

@@ -103,7 +103,8 @@ def epoch_shard(n: int, context: DistributedContext, generator: torch.Generator)
 
 def take(data: LabelledArrays, index: torch.Tensor) -> LabelledArrays:
     picked = index.numpy()
-    return LabelledArrays(data.images[picked], data.age[picked], data.gender[picked], [data.samples[i] for i in picked])
+    ranges = None if data.age_range is None else data.age_range[picked]
+    return LabelledArrays(data.images[picked], data.age[picked], data.gender[picked], [data.samples[i] for i in picked], ranges)
 
 
 def rank_generator(seed: int, epoch: int, context: DistributedContext) -> torch.Generator:
@@ -147,7 +148,7 @@ def evaluate_sharded(
     for index in batch_indices(len(shard), batch_size, None):
         picked = index.numpy()
         x = to_model_input(shard.images[picked], channels_last).to(context.device)
-        age = torch.from_numpy(shard.age[picked]).to(context.device)
+        age = torch.from_numpy(shard.age_targets(picked)).to(context.device)
         gender = torch.from_numpy(shard.gender[picked]).to(context.device)
         output = model(x)
         means.update(loss_fn(output, age, gender), output, age, gender)

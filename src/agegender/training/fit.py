@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -243,6 +244,12 @@ def check_pretrained_options(config: RunConfig, resume: bool) -> None:
         resolve_weights_path(config.model)
 
 
+def check_age_labels(data: PreparedData, path: str) -> None:
+    """The age head learns from exact ages and age groups; a training set with neither cannot train it."""
+    if not np.isfinite(data.train.age_targets(np.arange(len(data.train)))[:, 0]).any():
+        raise RunError(f"{path}: no training image has an age or an age_group label, so the age head cannot learn")
+
+
 def fit(
     config: RunConfig, run_dir: Path, *, data: PreparedData | None = None, console: Console | None = None
 ) -> FitResult:
@@ -302,6 +309,7 @@ def _train_seeded(
     console.print(data.summary_line())
     if len(data.train) < 2 or len(data.val) < 1:
         raise RunError(f"{config.data.path}: too few images to train ({data.summary_line()})")
+    check_age_labels(data, config.data.path)
     run_dir.mkdir(parents=True, exist_ok=True)
     if context.is_main:
         save_config(config, run_dir / "config.yaml")
@@ -389,6 +397,16 @@ def split_report(model: nn.Module, arrays, channels_last: bool) -> dict | None:
     return report_to_dict(build_report(arrays.samples, age, p_female))
 
 
+def final_val_line(val: dict) -> str:
+    """Val gender accuracy and MAE; age-group accuracy instead of a MAE when val has groups only."""
+    parts = [f"val gender acc {val['gender_accuracy']:.4f}" if val["gender_accuracy"] is not None else "no val gender labels"]
+    if val["age_mae"] is not None:
+        parts.append(f"age MAE {val['age_mae']:.2f}")
+    if val.get("age_group_accuracy") is not None:
+        parts.append(f"age-group acc {val['age_group_accuracy']:.4f}")
+    return ", ".join(parts)
+
+
 def finish_run(state, data, config, run_dir, summary: ModelSummary, console, extra: dict | None = None) -> FitResult:
     """Restore the best weights, measure them on val/test, write metrics.json and the curves."""
     best_path = run_dir / BEST
@@ -412,9 +430,5 @@ def finish_run(state, data, config, run_dir, summary: ModelSummary, console, ext
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_learning_curves(run_dir / "history.csv", run_dir / "learning_curves.png", title=f"{config.model.name} ({run_dir.name})")
-    val = metrics["val"]
-    console.print(
-        f"best epoch {state.stopper.best_epoch}: val gender acc {val['gender_accuracy']:.4f}, "
-        f"age MAE {val['age_mae']:.2f}; wrote {run_dir}"
-    )
+    console.print(f"best epoch {state.stopper.best_epoch}: {final_val_line(metrics['val'])}; wrote {run_dir}")
     return FitResult(run_dir, state.stopper.best_epoch, state.epoch, metrics)

@@ -14,7 +14,7 @@ from agegender.config import AugmentConfig
 from agegender.data.dataset import LabelledArrays
 from agegender.data.transforms import augment_batch, to_model_input
 from agegender.training.averaging import WeightAverage
-from agegender.training.losses import MultiTaskLoss
+from agegender.training.losses import MultiTaskLoss, as_age_range
 from agegender.training.mixup import forward_and_loss
 from agegender.training.schedule import Warmup, optimizer_step
 
@@ -44,7 +44,7 @@ class RunningMeans:
 
     def __init__(self) -> None:
         self.sums = {"loss": 0.0, "gender_loss": 0.0, "age_loss": 0.0, "correct": 0.0, "abs_error": 0.0}
-        self.counts = {"all": 0, "gender": 0, "age": 0}
+        self.counts = {"all": 0, "gender": 0, "age": 0, "exact_age": 0}
 
     @torch.no_grad()  # bookkeeping only; float() of a graph-attached tensor warns on every run
     def update(self, parts, output, age: torch.Tensor, gender: torch.Tensor) -> None:
@@ -52,13 +52,16 @@ class RunningMeans:
         self.sums["loss"] += float(parts.total.detach()) * batch
         self.sums["gender_loss"] += float(parts.gender.detach()) * parts.n_gender
         self.sums["age_loss"] += float(parts.age.detach()) * parts.n_age
-        gender_mask, age_mask = ~torch.isnan(gender), ~torch.isnan(age)
+        bounds = as_age_range(age)  # (B, 2); MAE counts exact ages only, the loss groups too
+        exact_mask = ~torch.isnan(bounds[:, 0]) & (bounds[:, 0] == bounds[:, 1])
+        gender_mask = ~torch.isnan(gender)
         predicted_female = (output.gender_logit[gender_mask] > 0).float()
         self.sums["correct"] += float((predicted_female == gender[gender_mask]).sum())
-        self.sums["abs_error"] += float((output.age[age_mask] - age[age_mask]).abs().sum())
+        self.sums["abs_error"] += float((output.age[exact_mask] - bounds[exact_mask, 0]).abs().sum())
         self.counts["all"] += batch
         self.counts["gender"] += parts.n_gender
         self.counts["age"] += parts.n_age
+        self.counts["exact_age"] += int(exact_mask.sum())
 
     def _mean(self, key: str, count: str) -> float:
         return self.sums[key] / self.counts[count] if self.counts[count] else float("nan")
@@ -69,7 +72,7 @@ class RunningMeans:
             gender_loss=self._mean("gender_loss", "gender"),
             age_loss=self._mean("age_loss", "age"),
             gender_acc=self._mean("correct", "gender"),
-            age_mae=self._mean("abs_error", "age"),
+            age_mae=self._mean("abs_error", "exact_age"),
             seconds=seconds,
             images=self.counts["all"],
         )
@@ -92,9 +95,10 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) ->
 def batch_labels(
     data: LabelledArrays, index: torch.Tensor, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(age, gender) of the images at `index`, on `device`; NaN marks a missing label."""
+    """(age (B, 2) [low, high] years, gender (B,)) of the images at `index`, on `device`; NaN marks a
+    missing label. An exact age is [age, age], an age group its interval (see training/losses.py)."""
     picked = index.numpy()
-    return torch.from_numpy(data.age[picked]).to(device), torch.from_numpy(data.gender[picked]).to(device)
+    return torch.from_numpy(data.age_targets(picked)).to(device), torch.from_numpy(data.gender[picked]).to(device)
 
 
 def train_one_epoch(
@@ -132,20 +136,35 @@ def train_one_epoch(
     return means.result(time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class ArrayPredictions:
+    age: np.ndarray  # (N,) years
+    p_female: np.ndarray  # (N,)
+    age_probs: np.ndarray | None  # (N, MAX_AGE + 1) softmax over 1-year bins; None: the model has no bins head
+
+
 @torch.no_grad()
-def predict_arrays(
-    model: nn.Module, images: np.ndarray, batch_size: int = 256, channels_last: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """(age in years, P(female)) for uint8 (N, S, S, 3) faces, without augmentation."""
+def predict_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 256, channels_last: bool = True) -> ArrayPredictions:
+    """Age, P(female) and, for a bins head, the age distribution of uint8 (N, S, S, 3) faces, without augmentation."""
     model.eval()
-    ages, p_female, device = [], [], model_device(model)
+    ages, p_female, probs, device = [], [], [], model_device(model)
     for begin in range(0, len(images), batch_size):
         output = model(to_model_input(images[begin : begin + batch_size], channels_last).to(device))
         ages.append(output.age.float().cpu().numpy())
         p_female.append(torch.sigmoid(output.gender_logit).float().cpu().numpy())
+        if output.age_logits is not None:
+            probs.append(output.age_logits.float().softmax(dim=1).cpu().numpy())
     if not ages:
-        return np.zeros(0, np.float32), np.zeros(0, np.float32)
-    return np.concatenate(ages), np.concatenate(p_female)
+        return ArrayPredictions(np.zeros(0, np.float32), np.zeros(0, np.float32), None)
+    return ArrayPredictions(np.concatenate(ages), np.concatenate(p_female), np.concatenate(probs) if probs else None)
+
+
+def predict_arrays(
+    model: nn.Module, images: np.ndarray, batch_size: int = 256, channels_last: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(age in years, P(female)) for uint8 (N, S, S, 3) faces, without augmentation."""
+    predictions = predict_outputs(model, images, batch_size, channels_last)
+    return predictions.age, predictions.p_female
 
 
 @torch.no_grad()

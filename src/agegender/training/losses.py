@@ -1,4 +1,10 @@
-"""Multi-task loss: BCE with label smoothing for gender, L1 (years) for age; missing labels masked."""
+"""Multi-task loss: BCE with label smoothing for gender, L1 (years) for age; missing labels masked.
+
+An age target is an interval [low, high] of years, (B, 2): an exact age is [a, a], an age group its
+interval (data/age_groups.py), a missing label NaN. The age loss is the distance from the predicted age
+to the interval (zero inside it, L1 to the nearer edge outside; an open group has high = inf, so only
+its low edge counts), which for an exact age is the usual L1. A (B,) tensor of exact ages is accepted too.
+"""
 
 from __future__ import annotations
 
@@ -27,21 +33,41 @@ def gender_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float) ->
     return F.binary_cross_entropy_with_logits(logits[mask], smoothed), int(mask.sum())
 
 
+def as_age_range(target: torch.Tensor) -> torch.Tensor:
+    """(B, 2) [low, high] years from (B, 2) intervals or (B,) exact ages."""
+    return torch.stack([target, target], dim=1) if target.dim() == 1 else target
+
+
 def age_loss(predicted: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
-    mask = ~torch.isnan(target)
+    """Mean distance in years from each prediction to its age interval (L1 for exact ages)."""
+    bounds = as_age_range(target)
+    mask = ~torch.isnan(bounds[:, 0])
     if not mask.any():
         return predicted.sum() * 0.0, 0
-    return F.l1_loss(predicted[mask], target[mask]), int(mask.sum())
+    low, high, age = bounds[mask, 0], bounds[mask, 1], predicted[mask]  # (M,) each
+    outside = (low - age).clamp(min=0) + (age - high).clamp(min=0)  # an inf high edge gives 0
+    return outside.mean(), int(mask.sum())
 
 
 def age_distribution_loss(logits: torch.Tensor, target: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Cross-entropy between the predicted age bins and a Gaussian of width `sigma` around each true age."""
-    mask = ~torch.isnan(target)
+    """Exact ages: cross-entropy between the predicted age bins and a Gaussian of width `sigma` around
+    the age. Age groups: -log of the probability the bins inside the group hold, which is zero once all
+    of it is there, whatever its shape inside the group."""
+    bounds = as_age_range(target)
+    mask = ~torch.isnan(bounds[:, 0])
     if not mask.any():
         return logits.sum() * 0.0
+    low, high = bounds[mask, 0:1], bounds[mask, 1:2]  # (M, 1) each
+    log_p = torch.log_softmax(logits[mask], dim=1)  # (M, K)
     centres = torch.arange(logits.shape[1], dtype=logits.dtype, device=logits.device)  # (K,)
-    target_distribution = torch.softmax(-((centres - target[mask, None]) ** 2) / (2 * sigma**2), dim=1)  # (B, K)
-    return -(target_distribution * torch.log_softmax(logits[mask], dim=1)).sum(dim=1).mean()
+    exact = (low == high).squeeze(1)  # (M,)
+    gaussian = torch.softmax(-((centres - low) ** 2) / (2 * sigma**2), dim=1)  # (M, K), used where exact
+    exact_loss = -(gaussian * log_p).sum(dim=1)  # (M,)
+    # (M, K) bins a group allows; every bin on exact rows, whose value here is unused but must stay
+    # finite (a -inf there would turn the masked-out gradient into NaN)
+    inside = (centres >= low) & (centres <= high) | exact[:, None]
+    group_loss = -torch.logsumexp(log_p.masked_fill(~inside, float("-inf")), dim=1)  # (M,)
+    return torch.where(exact, exact_loss, group_loss).mean()
 
 
 class MultiTaskLoss:

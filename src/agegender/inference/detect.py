@@ -33,6 +33,11 @@ class DetectorUnavailableError(RuntimeError):
     """A detector whose optional package is not installed."""
 
 
+class DetectorWeightsError(DetectorUnavailableError):
+    """A detector whose bundled weights file is missing or unreadable: a broken install, which
+    "auto" reports instead of quietly falling back to a weaker detector."""
+
+
 # Facial keypoints, in this order (the subject's right eye appears on the image's left).
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre")
 
@@ -53,6 +58,10 @@ class FaceDetector(Protocol):
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in an HxWx3 uint8 RGB image, most confident first."""
+        ...
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """`detect` for each frame (sizes may differ); one model call where the detector batches."""
         ...
 
 
@@ -130,6 +139,9 @@ class HaarDetector:
                 detections.append(Detection(box, 1.0 / (1.0 + math.exp(-float(weight)))))
         return sorted(detections, key=lambda d: -d.score)
 
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect(rgb) for rgb in frames]  # the cascade has no batched call
+
 
 class MediaPipeDetector:
     """MediaPipe BlazeFace. `model_selection` 0 is the short-range model (faces within ~2 m),
@@ -168,12 +180,25 @@ class MediaPipeDetector:
                 detections.append(Detection(box, float(found.score[0]), keypoints or None))
         return sorted(detections, key=lambda d: -d.score)
 
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect(rgb) for rgb in frames]  # the graph takes one image per call
+
     def close(self) -> None:
         self._detector.close()
 
 
-DETECTORS: dict[str, Callable[..., FaceDetector]] = {"haar": HaarDetector, "mediapipe": MediaPipeDetector}
-AUTO_ORDER = ("mediapipe", "haar")  # best measured first; haar always works
+def _create_blazeface(**options) -> FaceDetector:
+    # Imported on use: blazeface.py imports this module (and torch).
+    from agegender.inference.blazeface import BlazeFaceDetector
+
+    return BlazeFaceDetector(**options)
+
+
+DETECTORS: dict[str, Callable[..., FaceDetector]] = {
+    "blazeface": _create_blazeface, "haar": HaarDetector, "mediapipe": MediaPipeDetector,
+}  # fmt: skip
+# Best measured first; haar always works. mediapipe is not listed: blazeface is the same model.
+AUTO_ORDER = ("blazeface", "haar")
 DEFAULT_DETECTOR = "auto"
 
 
@@ -187,6 +212,8 @@ def create_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
         for candidate in AUTO_ORDER[:-1]:
             try:
                 return DETECTORS[candidate](**options)
+            except DetectorWeightsError:
+                raise
             except DetectorUnavailableError:
                 continue
         return DETECTORS[AUTO_ORDER[-1]](**options)

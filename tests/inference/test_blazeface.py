@@ -108,7 +108,12 @@ def test_batch_equals_one_by_one_for_frames_of_different_sizes(astronaut, detect
 
 def test_frames_without_faces_give_nothing(detector):
     gradient = np.broadcast_to(np.linspace(0, 255, 640).astype(np.uint8)[None, :, None], (480, 640, 3)).copy()
-    frames = [np.full((480, 640, 3), 128, np.uint8), gradient, np.zeros((1, 1, 3), np.uint8), np.zeros((0, 5, 3), np.uint8)]
+    frames = [
+        np.full((480, 640, 3), 128, np.uint8),
+        gradient,
+        np.zeros((1, 1, 3), np.uint8),
+        np.zeros((0, 5, 3), np.uint8),
+    ]
     assert detector.detect_batch(frames) == [[], [], [], []]
 
 

@@ -51,7 +51,8 @@ def test_every_detector_batches_frames_of_different_sizes_like_one_by_one(name, 
     if not _available(name):
         pytest.skip(f"{name} detector package not installed")
     detector = create_detector(name)
-    frames = [astronaut, np.full((480, 640, 3), 128, np.uint8), astronaut[:300, :200].copy(), np.zeros((1, 1, 3), np.uint8)]
+    grey, dot = np.full((480, 640, 3), 128, np.uint8), np.zeros((1, 1, 3), np.uint8)
+    frames = [astronaut, grey, astronaut[:300, :200].copy(), dot]
     batched = detector.detect_batch(frames)
     assert [[d.box for d in found] for found in batched] == [[d.box for d in detector.detect(f)] for f in frames]
     assert len(batched[0]) == 1 and batched[1] == [] and batched[3] == []

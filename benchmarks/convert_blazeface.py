@@ -85,7 +85,7 @@ def to_state_dict(convs, net: BlazeFaceNet) -> dict[str, torch.Tensor]:
     for module, (kind, kernel, bias, stride) in zip(modules, convs):
         weight = kernel.transpose(3, 0, 1, 2) if kind == "DEPTHWISE_CONV_2D" else kernel.transpose(0, 3, 1, 2)
         assert weight.shape == tuple(module.weight.shape) and module.stride[0] == stride, (names[module], weight.shape)
-        state[f"{names[module]}.weight"] = torch.from_numpy(np.array(weight))
+        state[f"{names[module]}.weight"] = torch.from_numpy(np.array(weight, order="C"))
         state[f"{names[module]}.bias"] = torch.from_numpy(bias.copy())
     return state
 

@@ -125,7 +125,7 @@ def predict(
     paths: list[Path] = typer.Argument(None, help="images, folders (searched recursively) or one video file"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
     no_detect: bool = typer.Option(False, "--no-detect", help="treat each image as an already-cropped face"),
-    detector: str = typer.Option("auto", help="auto (mediapipe if installed, else haar) | haar | mediapipe"),
+    detector: str = typer.Option("auto", help="auto (= blazeface) | blazeface | haar | mediapipe"),
     margin: Optional[float] = typer.Option(None, help="crop margin per side, fraction of the face box; default: detector's"),
     save_dir: Optional[Path] = typer.Option(None, help="write annotated copies of the images here"),
     output: Optional[Path] = typer.Option(None, help="images: predictions .csv/.json; video/webcam: annotated .mp4/.avi"),
@@ -239,7 +239,7 @@ def serve(
     port: int = typer.Option(8000),
     model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
     runtime: str = typer.Option("torch", help="torch | onnx"),
-    detector: str = typer.Option("auto", help="face detector: auto | haar | mediapipe"),
+    detector: str = typer.Option("auto", help="face detector: auto (= blazeface) | blazeface | haar | mediapipe"),
 ) -> None:
     """Serve the web page and the JSON API (POST /predict, GET /health, /docs)."""
     from agegender.inference.predictor import load_predictor

@@ -28,7 +28,7 @@ def astronaut() -> np.ndarray:
 
 
 def _available(name: str) -> bool:
-    return name == "haar" or importlib.util.find_spec("mediapipe") is not None
+    return name in ("haar", "blazeface") or importlib.util.find_spec("mediapipe") is not None
 
 
 @pytest.mark.parametrize("name", list_detectors())
@@ -44,6 +44,18 @@ def test_every_detector_finds_the_astronaut_and_nothing_in_grey(name, astronaut)
     assert 70 < box.width < 160 and 0 <= detections[0].score <= 1
     assert detector.detect(np.full((480, 640, 3), 128, np.uint8)) == []
     assert detector.detect(np.zeros((10, 10, 3), np.uint8)) == []  # smaller than any face
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_every_detector_batches_frames_of_different_sizes_like_one_by_one(name, astronaut):
+    if not _available(name):
+        pytest.skip(f"{name} detector package not installed")
+    detector = create_detector(name)
+    grey, dot = np.full((480, 640, 3), 128, np.uint8), np.zeros((1, 1, 3), np.uint8)
+    frames = [astronaut, grey, astronaut[:300, :200].copy(), dot]
+    batched = detector.detect_batch(frames)
+    assert [[d.box for d in found] for found in batched] == [[d.box for d in detector.detect(f)] for f in frames]
+    assert len(batched[0]) == 1 and batched[1] == [] and batched[3] == []
 
 
 def test_haar_margin_reproduces_the_training_style_crop(astronaut):
@@ -87,6 +99,6 @@ def test_detection_is_a_frozen_value():
         detection.score = 1.0  # type: ignore[misc]
 
 
-def test_auto_prefers_the_measured_best_installed_detector():
-    expected = "mediapipe" if importlib.util.find_spec("mediapipe") is not None else "haar"
-    assert create_detector("auto").name == expected
+def test_auto_is_the_bundled_blazeface_port():
+    # The weights ship inside the package, so a plain install gets the best measured detector.
+    assert create_detector("auto").name == "blazeface"

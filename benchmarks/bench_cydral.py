@@ -118,7 +118,9 @@ def main() -> None:
     train, test = backbone_features(model, data.train.images), backbone_features(model, data.test.images[:TEST_FACES])
     print(f"features of {len(train) + len(test)} chips in {time.perf_counter() - start:.1f}s")
     expected = (age_probabilities(test) @ torch.arange(AGE_CLASSES, dtype=torch.float32)).numpy()
-    print(f"frozen expected age on {len(test)} test chips: MAE {np.abs(expected - data.test.age[:TEST_FACES]).mean():.2f}")
+    print(
+        f"frozen expected age on {len(test)} test chips: MAE {np.abs(expected - data.test.age[:TEST_FACES]).mean():.2f}"
+    )
     linear_readouts(train, test, data, TEST_FACES)
 
 

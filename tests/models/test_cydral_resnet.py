@@ -17,9 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import save_file
 
 from agegender.config import ModelConfig
-from agegender.models import create_model
+from agegender.models import create_model, pretrained
 from agegender.models import cydral_resnet as cydral
-from agegender.models import pretrained
 from agegender.models.pretrained import PretrainedWeightsError, default_weights_path, load_pretrained_weights
 
 NAME = "cydral_resnet10"
@@ -65,7 +64,9 @@ class _GraphWriter:
         return self.node("Add", [x, self.constant(f"{affine}.offset", offset)])
 
     def pad(self, x: str, pads: list[int]) -> str:
-        return self.node("Pad", [x, self.constant(f"pads_{len(self.nodes)}", np.array(pads, dtype=np.int64))], mode="constant")
+        return self.node(
+            "Pad", [x, self.constant(f"pads_{len(self.nodes)}", np.array(pads, dtype=np.int64))], mode="constant"
+        )
 
     def residual(self, x: str, block: int) -> str:
         y = self.node("Relu", [self.conv_affine(x, f"{block}.conv1", f"{block}.affine1", 1, 1)])
@@ -76,7 +77,9 @@ class _GraphWriter:
         y = self.node("Relu", [self.conv_affine(x, f"{block}.conv1", f"{block}.affine1", 2, 0)])
         y = self.conv_affine(y, f"{block}.conv2", f"{block}.affine2", 1, 1)
         y = self.pad(y, [0, 0, 0, 0, 0, 0, 1, 1]) if pad_main else y  # 64 px input: 6x6 main, 7x7 shortcut
-        shortcut = self.pad(self.node("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2]), [0] * 5 + [new_channels, 0, 0])
+        shortcut = self.pad(
+            self.node("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2]), [0] * 5 + [new_channels, 0, 0]
+        )
         return self.node("Relu", [self.node("Add", [shortcut, y])])
 
 
@@ -89,7 +92,13 @@ def write_age_onnx(state: dict[str, torch.Tensor], path: Path) -> Path:
     x = g.residual(g.downsample(x, 4, 128, pad_main=False), 5)
     x = g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
     fc_weight = state["6.classifier.weight"].T.contiguous().numpy()  # (256, 81)
-    g.nodes.append(helper.make_node("Gemm", [x, g.constant("fc.w", fc_weight), g.constant("fc.b", state["6.classifier.bias"].numpy())], ["logits"]))
+    g.nodes.append(
+        helper.make_node(
+            "Gemm",
+            [x, g.constant("fc.w", fc_weight), g.constant("fc.b", state["6.classifier.bias"].numpy())],
+            ["logits"],
+        )
+    )
     g.nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
     graph = helper.make_graph(
         g.nodes, "stand-in", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 64, 64])],
@@ -208,7 +217,9 @@ def test_conversion_is_cached_once_and_a_damaged_cache_is_redone(stand_in, monke
     assert len(conversions) == 1
     cached.write_bytes(b"damaged")
     assert torch.equal(cydral.convert_age_onnx(path)["0.conv.weight"], state["0.conv.weight"])
-    assert len(conversions) == 2 and torch.equal(cydral.convert_age_onnx(path)["6.classifier.bias"], state["6.classifier.bias"])
+    assert len(conversions) == 2 and torch.equal(
+        cydral.convert_age_onnx(path)["6.classifier.bias"], state["6.classifier.bias"]
+    )
 
 
 def test_weights_option_takes_the_onnx_or_a_converted_safetensors(stand_in, tmp_path):
@@ -231,7 +242,9 @@ def test_a_tiny_foreign_graph_is_refused(tmp_path):
     node = helper.make_node("Softmax", ["images"], ["probabilities"], axis=1)
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 81]) for n in ("images", "probabilities")]
     onnx.save(helper.make_model(helper.make_graph([node], "tiny", io[:1], io[1:])), str(tmp_path / "tiny.onnx"))
-    with pytest.raises(PretrainedWeightsError, match=r"tiny.onnx: ONNX graph is not the Cydral age network.*Softmax x1"):
+    with pytest.raises(
+        PretrainedWeightsError, match=r"tiny.onnx: ONNX graph is not the Cydral age network.*Softmax x1"
+    ):
         load(tmp_path / "tiny.onnx")
 
 

@@ -220,10 +220,14 @@ def onnx_to_state_dict(path: Path) -> dict[str, torch.Tensor]:
     backbone, _ = create_cydral_resnet10_backbone()
     wanted = _module_geometry(backbone)
     if [tuple(map(tuple, g)) for g in geometry] != [tuple(map(tuple, g)) for g in wanted]:
-        raise _weights_error(f"{path}: ONNX graph's convolutions (kernel, stride, padding) are not the Cydral age network's")
+        raise _weights_error(
+            f"{path}: ONNX graph's convolutions (kernel, stride, padding) are not the Cydral age network's"
+        )
     expected = backbone.state_dict()
     if len(tensors) != len(expected):
-        raise _weights_error(f"{path}: ONNX graph holds {len(tensors)} parameter tensors, the Cydral age network {len(expected)}")
+        raise _weights_error(
+            f"{path}: ONNX graph holds {len(tensors)} parameter tensors, the Cydral age network {len(expected)}"
+        )
     state = dict(zip(expected, tensors))
     check_state_dict(state, path)
     return state
@@ -240,7 +244,9 @@ def check_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
         )
     for key, tensor in expected.items():
         if state[key].shape != tensor.shape or not state[key].is_floating_point():
-            raise _weights_error(f"{path}: tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}")
+            raise _weights_error(
+                f"{path}: tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
+            )
 
 
 def converted_cache_path(onnx_path: Path) -> Path:

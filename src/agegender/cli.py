@@ -221,16 +221,35 @@ def export(
     print(export_onnx(model, out, quantize=quantize).summary())
 
 
+def _member_weights(text: Optional[str], option: str) -> Optional[list[float]]:
+    """--gender-weights 1,0,2 -> [1.0, 0.0, 2.0]."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes comma-separated numbers, one per member, got '{text}'") from None
+
+
 @app.command()
 def ensemble(
-    checkpoints: list[Path] = typer.Argument(..., help="two or more checkpoints trained on the same data split"),
+    checkpoints: list[Path] = typer.Argument(..., help="checkpoints trained on the same data split (an ensemble adds its members)"),
     out: Path = typer.Option(..., help="checkpoint to write, e.g. ensemble.safetensors"),
+    gender_weights: Optional[str] = typer.Option(None, help="one weight per member for P(female), e.g. 1,1,2 (default: equal)"),
+    age_weights: Optional[str] = typer.Option(None, help="one weight per member for age, e.g. 0,1,1 (default: equal)"),
 ) -> None:
     """Join checkpoints into one that averages their predictions (usable wherever a checkpoint is)."""
-    from agegender.models.checkpoint import save_ensemble_checkpoint
+    from agegender.models.checkpoint import read_meta, save_ensemble_checkpoint
 
-    written = save_ensemble_checkpoint(checkpoints, out)
-    print(f"{written}: ensemble of {len(checkpoints)} models, {written.stat().st_size / 2**20:.1f} MB")
+    written = save_ensemble_checkpoint(
+        checkpoints, out, gender_weights=_member_weights(gender_weights, "--gender-weights"),
+        age_weights=_member_weights(age_weights, "--age-weights"),
+    )  # fmt: skip
+    meta = read_meta(written)
+    weights = meta["ensemble_weights"]
+    print(f"{written}: ensemble of {len(meta['ensemble'])} models, {written.stat().st_size / 2**20:.1f} MB")
+    for index, member in enumerate(meta["ensemble"]):
+        print(f"  {index}: {member['source']} (gender weight {weights['gender'][index]:.3f}, age weight {weights['age'][index]:.3f})")
 
 
 @app.command()

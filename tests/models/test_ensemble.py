@@ -97,16 +97,40 @@ def test_bad_ensembles_get_one_clear_error(members, tmp_path):
     with pytest.raises(CheckpointError, match=r"small.safetensors: trained on another data split than .*other_split.safetensors \(not the same: data\.seed\)"):
         save_ensemble_checkpoint([small_path, other_split], tmp_path / "mixed.safetensors")
     ensemble = save_ensemble_checkpoint([small_path, large_path], tmp_path / "ensemble.safetensors")
-    with pytest.raises(CheckpointError, match="already an ensemble"):
-        save_ensemble_checkpoint([ensemble, small_path], tmp_path / "nested.safetensors")
     with pytest.raises(CheckpointError, match="cannot start a run"):
         init_from_checkpoint(create_model(ModelConfig(widths=(8, 16))), ensemble, "custom")
+    for weights in ([1.0], [1.0, -1.0], [0.0, 0.0]):
+        with pytest.raises(CheckpointError, match=r"weighted.safetensors: need 2 non-negative member weights"):
+            save_ensemble_checkpoint([small_path, large_path], tmp_path / "weighted.safetensors", age_weights=weights)
+
+
+def test_member_weights_choose_which_member_answers_each_task(members):
+    (_, small), (_, large) = members
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        only_large_gender = EnsembleNet([small, large], [16, 32], gender_weights=[0, 1], age_weights=[3, 1]).eval()(x)
+        small_out, large_out = small.eval()(AreaResize(32, 16)(x)), large.eval()(x)
+    torch.testing.assert_close(torch.sigmoid(only_large_gender.gender_logit), torch.sigmoid(large_out.gender_logit))
+    torch.testing.assert_close(only_large_gender.age, 0.75 * small_out.age + 0.25 * large_out.age)
+
+
+def test_an_ensemble_extends_another_with_its_members_and_keeps_the_weights(members, tmp_path):
+    (small_path, _), (large_path, _) = members
+    pair = save_ensemble_checkpoint([small_path, large_path], tmp_path / "pair.safetensors")
+    trio = save_ensemble_checkpoint([pair, small_path], tmp_path / "trio.safetensors", gender_weights=[1, 2, 1])
+    loaded = load_checkpoint(trio)
+    assert [m["source"] for m in loaded.meta["ensemble"]] == [str(small_path), str(large_path), str(small_path)]
+    assert loaded.meta["ensemble_weights"]["gender"] == pytest.approx([0.25, 0.5, 0.25])
+    assert loaded.model.gender_weights.tolist() == pytest.approx([0.25, 0.5, 0.25])
+    for member, source in zip(loaded.model.members, (small_path, large_path, small_path)):
+        original = load_checkpoint(source).model.state_dict()
+        assert all(torch.equal(member.state_dict()[k], original[k]) for k in original)
 
 
 def test_cli_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained_run, run_cli, tmp_path):
     out = tmp_path / "cli_ensemble.safetensors"
     code, stdout, _ = run_cli("ensemble", trained_run.best, trained_run.best, "--out", out)
-    assert code == 0 and "ensemble of 2 models" in stdout
+    assert code == 0 and "ensemble of 2 models" in stdout and "(gender weight 0.500, age weight 0.500)" in stdout
     reports = []
     for model in (trained_run.best, out):
         code, stdout, stderr = run_cli("evaluate", "--data", trained_run.data.path, "--model", model, "--json")
@@ -116,3 +140,5 @@ def test_cli_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained_ru
     assert reports[1]["age_mae"] == pytest.approx(reports[0]["age_mae"], abs=1e-4)
     code, _, stderr = run_cli("ensemble", trained_run.best, tmp_path / "missing.safetensors", "--out", out)
     assert code != 0 and "missing.safetensors: checkpoint not found" in stderr
+    code, _, stderr = run_cli("ensemble", trained_run.best, trained_run.best, "--out", out, "--age-weights", "1,x")
+    assert code == 2 and "--age-weights takes comma-separated numbers" in stderr

@@ -136,6 +136,10 @@ def _ensemble_meta(tmp_path) -> dict:
         (_set("ensemble", 0, "ensemble", []), "field 'ensemble[0].ensemble': an ensemble member cannot itself be"),
         (_set("ensemble", 1, "format_version", 7), "field 'ensemble[1].format': unsupported checkpoint format"),
         (_set("ensemble", 0, 3), "field 'ensemble[0]': expected a mapping, got int 3"),
+        (_set("ensemble_weights", "age", [1.0]), "field 'ensemble_weights.age': expected 2 weights (one per member), got 1"),
+        (_set("ensemble_weights", "gender", [1.0, -2.0]), "field 'ensemble_weights.gender[1]': -2.0 is outside"),
+        (_set("ensemble_weights", "gender", [0, 0]), "field 'ensemble_weights.gender': the weights sum to 0"),
+        (_set("ensemble_weights", "age", "1,1"), "field 'ensemble_weights.age': expected list, got str"),
     ],
 )
 def test_ensemble_members_are_validated(tmp_path, change, problem):

@@ -96,7 +96,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     # read_meta checked every field, model names included: a failure to build now is a bug, not bad input
     config = config_from_dict(meta["config"])
     if "ensemble" in meta:
-        model = build_ensemble([config_from_dict(member["config"]) for member in meta["ensemble"]])
+        model = build_ensemble([config_from_dict(member["config"]) for member in meta["ensemble"]], meta.get("ensemble_weights"))
     else:
         model = create_model(config.model)
     load_weights(model, path)
@@ -104,9 +104,14 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(model=model, config=config, meta=meta)
 
 
-def build_ensemble(configs: list[RunConfig]) -> EnsembleNet:
-    """An untrained EnsembleNet of the members these run configs describe."""
-    return EnsembleNet([create_model(c.model) for c in configs], [c.data.image_size for c in configs])
+def build_ensemble(configs: list[RunConfig], weights: dict[str, list[float]] | None = None) -> EnsembleNet:
+    """An untrained EnsembleNet of the members these run configs describe; `weights`: the metadata's
+    ensemble_weights ({"gender": [...], "age": [...]}), None for equal weights."""
+    weights = weights or {}
+    return EnsembleNet(
+        [create_model(c.model) for c in configs], [c.data.image_size for c in configs],
+        gender_weights=weights.get("gender"), age_weights=weights.get("age"),
+    )  # fmt: skip
 
 
 # The fields that decide which images are train, val and test: members must agree on them, so that
@@ -114,37 +119,55 @@ def build_ensemble(configs: list[RunConfig]) -> EnsembleNet:
 SPLIT_FIELDS = ("seed", "test_fraction", "val_fraction", "limit")
 
 
-def save_ensemble_checkpoint(sources: list[Path], out: Path) -> Path:
+def expand_members(source: Path) -> list[tuple[dict, nn.Module]]:
+    """(metadata, trained model) of each model in a checkpoint: its members if it is an ensemble."""
+    loaded = load_checkpoint(source)
+    if "ensemble" not in loaded.meta:
+        return [({**loaded.meta, "source": str(source)}, loaded.model)]
+    return list(zip(loaded.meta["ensemble"], loaded.model.members))
+
+
+def save_ensemble_checkpoint(
+    sources: list[Path],
+    out: Path,
+    *,
+    gender_weights: list[float] | None = None,
+    age_weights: list[float] | None = None,
+) -> Path:
     """One checkpoint holding several trained checkpoints that averages their predictions.
 
+    A source that is itself an ensemble contributes its members (so the bundled model can be extended).
+    `gender_weights` / `age_weights`: one weight per member, in that expanded order (None: equal).
     The ensemble's config and data split are those of its largest-input member; every member
     must have been trained on the same split, so no member has seen the ensemble's test images.
     """
-    if len(sources) < 2:
+    members = [member for source in sources for member in expand_members(Path(source))]
+    if len(members) < 2:
         raise CheckpointError("an ensemble needs two or more checkpoints")
-    metas = [read_meta(source) for source in sources]
-    for source, meta in zip(sources, metas):
-        if "ensemble" in meta:
-            raise CheckpointError(f"{source}: already an ensemble; list its members instead")
+    metas = [meta for meta, _ in members]
     configs = [config_from_dict(meta["config"]) for meta in metas]
-    largest = max(range(len(sources)), key=lambda i: configs[i].data.image_size)
-    for source, config in zip(sources, configs):
+    largest = max(range(len(members)), key=lambda i: configs[i].data.image_size)
+    for meta, config in zip(metas, configs):
         differing = [f for f in SPLIT_FIELDS if getattr(config.data, f) != getattr(configs[largest].data, f)]
         if differing:
             raise CheckpointError(
-                f"{source}: trained on another data split than {sources[largest]} (not the same: data.{', data.'.join(differing)})"
+                f"{meta['source']}: trained on another data split than {metas[largest]['source']} "
+                f"(not the same: data.{', data.'.join(differing)})"
             )
-    model = build_ensemble(configs)
-    for source, member in zip(sources, model.members):
-        load_weights(member, source)
+    try:
+        sizes = [c.data.image_size for c in configs]
+        model = EnsembleNet([m for _, m in members], sizes, gender_weights=gender_weights, age_weights=age_weights)
+    except ValueError as error:  # weights that do not fit the members
+        raise CheckpointError(f"{out}: {error} (members: {', '.join(m['source'] for m in metas)})") from error
     meta = {
         **{key: metas[largest][key] for key in ("format", "format_version", "config", "label_stats")},
         "package_version": __version__,
         "preprocessing": {**metas[largest]["preprocessing"], "image_size": model.input_size,
                           "input": "RGB, float32 in [0, 1], (B, 3, H, W); each member resizes and normalises internally"},
-        "ensemble": [{**m, "source": str(s)} for m, s in zip(metas, sources)],
+        "ensemble": metas,
+        "ensemble_weights": {"gender": model.gender_weights.tolist(), "age": model.age_weights.tolist()},
     }  # fmt: skip
-    save_checkpoint(out, model, meta)
+    save_checkpoint(out, model.float(), meta)
     return Path(out)
 
 

@@ -12,6 +12,8 @@ A checkpoint (and an exported ONNX file, which carries the same JSON) describes 
     source (text), onnx ({input, outputs, quantized}): optional
     ensemble          optional: 2-16 member metadata mappings (each the above, without a nested ensemble);
                       the top-level image size is then the largest member's
+    ensemble_weights  optional, with ensemble: {"gender": [...], "age": [...]}, one weight >= 0 per member
+                      (each list optional; a positive sum)
 
 Every failure is one CheckpointError line naming the file and the field. Unknown keys are left alone,
 so a newer package can add informational fields.
@@ -121,6 +123,20 @@ def _check_ensemble(meta: dict, config: RunConfig) -> None:
         sizes.append(_check_model_meta(member, prefix).data.image_size)
     if meta["preprocessing"]["image_size"] != max(sizes):
         raise _Invalid("preprocessing.image_size", f"{meta['preprocessing']['image_size']} is not the largest member's {max(sizes)}")
+    weights = _field(meta, "ensemble_weights", "", dict, required=False) or {}
+    for task in ("gender", "age"):
+        _check_member_weights(_field(weights, task, "ensemble_weights.", list, required=False), task, len(members))
+
+
+def _check_member_weights(values: list | None, task: str, n: int) -> None:
+    if values is None:
+        return
+    if len(values) != n:
+        raise _Invalid(f"ensemble_weights.{task}", f"expected {n} weights (one per member), got {len(values)}")
+    for index in range(n):
+        _number(dict(enumerate(values)), index, f"ensemble_weights.{task}", Bound(0, 1e6))
+    if sum(values) <= 0:
+        raise _Invalid(f"ensemble_weights.{task}", "the weights sum to 0")
 
 
 # ---------------------------------------------------------------- typed field readers

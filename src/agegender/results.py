@@ -31,6 +31,9 @@ class FacePrediction:
     p_female: float
     box: Box | None = None
     score: float | None = None  # detector confidence; None when no detector ran
+    # The crop made for this face (data.align): "aligned", or "box" (asked for, or the fallback when
+    # an aligned crop had no usable keypoints); None when no detector ran.
+    crop: str | None = None
 
     @property
     def gender(self) -> str:

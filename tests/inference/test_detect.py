@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agegender.data.align import FaceCropSpec
 from agegender.data.images import load_rgb
 from agegender.inference.detect import (
     Detection,
@@ -50,7 +51,7 @@ def test_haar_margin_reproduces_the_training_style_crop(astronaut):
     """The default margin turns the cascade box into about the UTKFace-style crop of examples/README.md."""
     detector = HaarDetector()
     (detection,) = detector.detect(astronaut)
-    crop = crop_faces(astronaut, [detection], detector.margin)[0]
+    crop = crop_faces(astronaut, [detection], detector.margin, FaceCropSpec("box"))[0].image
     assert crop.shape[0] == crop.shape[1] and abs(crop.shape[0] - 150) < 25
 
 
@@ -62,7 +63,7 @@ def test_many_faces_are_all_returned(astronaut):
     detections = HaarDetector().detect(canvas)
     assert len(detections) == 3
     assert sorted(d.box.x1 // 200 for d in detections) == [0, 1, 2]
-    crops = crop_faces(canvas, detections, 0.3)
+    crops = [c.image for c in crop_faces(canvas, detections, 0.3, FaceCropSpec("box"))]
     assert all(c.shape[:2] == (round(d.box.width * 1.6), round(d.box.width * 1.6)) for c, d in zip(crops, detections))
 
 

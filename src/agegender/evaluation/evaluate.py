@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agegender.config import DataConfig
 from agegender.data.dataset import decode_split, make_splits
 from agegender.data.readers import ReadResult, Skipped, read_folder
 from agegender.evaluation.report import EvaluationReport, build_report
 from agegender.inference.predictor import Predictor
+
+if TYPE_CHECKING:
+    from agegender.evaluation.photos import DetectionSummary
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -21,6 +25,7 @@ class Evaluation:
     read: ReadResult
     undecodable: list[Skipped]
     split: str
+    detection: DetectionSummary | None = None  # photos (evaluate --detect): what the detector found
 
 
 def select_split(read: ReadResult, split: str, checkpoint_data: DataConfig):

@@ -22,10 +22,11 @@ from torch import nn
 
 from agegender.atomic_write import write_atomically
 from agegender.config import RunConfig, config_from_dict
+from agegender.data.align import FaceCropSpec
 from agegender.data.transforms import to_model_input
 from agegender.inference.detect import DEFAULT_DETECTOR
 from agegender.inference.predictor import Predictor
-from agegender.models.checkpoint import METADATA_KEY, CheckpointError
+from agegender.models.checkpoint import METADATA_KEY, CheckpointError, read_face_crop
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("age", "p_female")
@@ -77,6 +78,10 @@ class ExportedModelInfo:
     @property
     def image_size(self) -> int:
         return int(self.meta["preprocessing"]["image_size"])
+
+    @property
+    def face_crop(self) -> FaceCropSpec:
+        return read_face_crop(self.meta)
 
 
 def export_onnx(
@@ -156,7 +161,7 @@ class OnnxPredictor(Predictor):
         self.image_size = info.image_size
         self.source = source
         detector, margin = options.pop("detector", DEFAULT_DETECTOR), options.pop("margin", None)
-        self._configure(detector, margin, options.pop("tta", False))
+        self._configure(detector, margin, options.pop("tta", False), options.pop("crop", None))
         if options:
             raise TypeError(f"unexpected options {sorted(options)}")
 

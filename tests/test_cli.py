@@ -110,6 +110,54 @@ def test_evaluate_unknown_split(run_cli, trained_run):
     assert_one_error_line(err, "unknown split 'dev'")
 
 
+@pytest.fixture
+def stub_registered(monkeypatch, stub_detector):
+    """`--detector stub` picks tests/conftest.py's StubFaceDetector."""
+    from agegender.inference import detect
+
+    monkeypatch.setitem(detect.DETECTORS, "stub", type(stub_detector))
+
+
+def test_evaluate_detect_json_counts_photos_without_a_face(run_cli, trained_run, photo_folder, stub_registered):
+    args = ("evaluate", "--data", photo_folder.path, "--model", trained_run.best, "--detect", "--detector", "stub")
+    code, out, err = run_cli(*args, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    detection = report["detection"]
+    assert report["split"] == "all" and report["n"] == 6 and set(report["per_gender"]) == {"male", "female"}
+    assert detection["images"] == 7 and detection["no_face"] == 1 and detection["no_face_files"] == ["p5.png"]
+    assert detection["box_fallbacks"] == 1 and detection["crop"]["method"] == "aligned"
+    assert detection["end_to_end_gender_accuracy"] == pytest.approx(report["gender_accuracy"] * 6 / 7)
+    assert "1 unreadable images skipped" in err
+    code, out, err = run_cli(*args, "--json", "--crop", "box", "--margin", "0.3")
+    assert code == 0, err
+    assert json.loads(out)["detection"]["crop"] == {"method": "box", "template": "utkface", "margin": 0.3}
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert "End to end (no face = wrong): gender acc" in out and "Overall: n=6" in out
+
+
+def test_evaluate_crop_needs_detect_and_a_known_method(run_cli, trained_run, photo_folder, stub_registered):
+    code, _, err = run_cli("evaluate", "--data", photo_folder.path, "--model", trained_run.best, "--crop", "box")
+    assert code == 2
+    assert_one_error_line(err, "--detect")
+    code, _, err = run_cli(
+        "evaluate", "--data", photo_folder.path, "--model", trained_run.best, "--detect", "--crop", "tight"
+    )
+    assert code == 2
+    assert_one_error_line(err, "unknown crop method 'tight'")
+
+
+def test_predict_summary_counts_box_fallbacks(run_cli, trained_run, photo_folder, stub_registered):
+    photo = photo_folder.path / "p0.png"
+    code, out, err = run_cli("predict", photo, "--model", trained_run.best, "--detector", "stub", "--json")
+    assert code == 0, err
+    assert "aligned crops (utkface template), 1 box-cropped for want of usable keypoints" in err
+    code, out, err = run_cli("predict", photo, "--model", trained_run.best, "--detector", "stub", "--crop", "box")
+    assert code == 0, err
+    assert "box crops" in err
+
+
 def test_predict_no_detect_csv(run_cli, trained_run, faces_dir, tmp_path):
     output = tmp_path / "out" / "predictions.csv"
     code, _, err = run_cli("predict", faces_dir, "--model", trained_run.best, "--no-detect", "--output", output)

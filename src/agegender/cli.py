@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from agegender.config import load_config
+from agegender.config import ConfigError, load_config
 from agegender.errors import UserInputError
 from agegender.inference.detect import DetectorUnavailableError
 
@@ -92,6 +92,12 @@ def _age_group_scheme(text: str | None):
     return None if text is None else resolve_age_groups(text)
 
 
+CROP_HELP = "aligned (warp the detector's keypoints onto the model's face template) | box; default: the model's"
+MARGIN_HELP = (
+    "crop margin per side (aligned: of the template chip, default 0; box: of the face box, default the detector's)"
+)
+
+
 @app.command()
 def evaluate(
     data: Path = typer.Option(..., help="labelled folder (UTKFace or labels.csv)"),
@@ -101,23 +107,55 @@ def evaluate(
     runtime: str = typer.Option("torch", help="torch | onnx (--model then names an exported .onnx file)"),
     tta: bool = typer.Option(False, "--tta", help="average each face with its mirror image"),
     age_groups: Optional[str] = typer.Option(None, help=AGE_GROUPS_HELP),
+    detect: bool = typer.Option(False, "--detect", help="photos, not crops: detect, score the largest face per image"),
+    detector: str = typer.Option("auto", help="--detect: auto (mediapipe if installed, else haar) | haar | mediapipe"),
+    crop: Optional[str] = typer.Option(None, help=f"--detect: {CROP_HELP}"),
+    margin: Optional[float] = typer.Option(None, help=f"--detect: {MARGIN_HELP}"),
 ) -> None:
     """Gender accuracy, age MAE, CS@5 and per-race / gender / age-band breakdowns."""
     from agegender.evaluation.evaluate import evaluate as run_evaluation
-    from agegender.evaluation.report import print_report, report_to_dict
+    from agegender.evaluation.report import report_to_dict
     from agegender.inference.predictor import load_predictor
 
+    if not detect and (crop is not None or margin is not None):
+        raise ConfigError("--crop and --margin apply to photos: add --detect")
     scheme = _age_group_scheme(age_groups)
-    predictor = load_predictor(model, runtime=runtime, tta=tta)
-    result = run_evaluation(predictor, data, split, age_groups=scheme)
+    predictor = load_predictor(model, runtime=runtime, tta=tta, detector=detector, crop=crop, margin=margin)
+    result = _evaluate_photos(predictor, data, split) if detect else run_evaluation(predictor, data, split, age_groups=scheme)
     console.print(result.read.summary_line())
     if result.undecodable:
         console.print(f"{len(result.undecodable)} unreadable images skipped: " + "; ".join(
             f"{Path(s.path).name}: {s.reason}" for s in result.undecodable[:5]))
     if as_json:
-        print(json.dumps({"split": split, "model": str(predictor.source), **report_to_dict(result.report)}, indent=2))
+        report = report_to_dict(result.report)
+        if result.detection is not None:
+            report["detection"] = report_to_dict(result.detection)
+        print(json.dumps({"split": split, "model": str(predictor.source), **report}, indent=2))
     else:
-        print_report(result.report, Console(soft_wrap=True))
+        _print_evaluation(result)
+
+
+def _evaluate_photos(predictor, data: Path, split: str):
+    from rich.progress import Progress
+
+    from agegender.data.readers import read_folder
+    from agegender.evaluation.evaluate import select_split
+    from agegender.evaluation.photos import evaluate_photos
+
+    total = len(select_split(read_folder(data), split, predictor.checkpoint.config.data))
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("detecting", total=total)
+        return evaluate_photos(predictor, data, split, progress=lambda n: bar.advance(task, n))
+
+
+def _print_evaluation(result) -> None:
+    from agegender.evaluation.photos import print_detection_summary
+    from agegender.evaluation.report import print_report
+
+    out = Console(soft_wrap=True)
+    if result.detection is not None:
+        print_detection_summary(result.detection, out)
+    print_report(result.report, out)
 
 
 @app.command()
@@ -126,7 +164,8 @@ def predict(
     model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
     no_detect: bool = typer.Option(False, "--no-detect", help="treat each image as an already-cropped face"),
     detector: str = typer.Option("auto", help="auto (= blazeface) | blazeface | haar | mediapipe"),
-    margin: Optional[float] = typer.Option(None, help="crop margin per side, fraction of the face box; default: detector's"),
+    crop: Optional[str] = typer.Option(None, help=CROP_HELP),
+    margin: Optional[float] = typer.Option(None, help=MARGIN_HELP),
     save_dir: Optional[Path] = typer.Option(None, help="write annotated copies of the images here"),
     output: Optional[Path] = typer.Option(None, help="images: predictions .csv/.json; video/webcam: annotated .mp4/.avi"),
     as_json: bool = typer.Option(False, "--json", help="print predictions as JSON on stdout"),
@@ -147,7 +186,9 @@ def predict(
     if video and (len(paths) > (0 if webcam is not None else 1) or no_detect):
         raise typer.BadParameter("a video or --webcam is predicted on its own (one input, with face detection)")
     scheme = _age_group_scheme(age_groups)
-    predictor = load_predictor(model, runtime=runtime, detector=detector, margin=margin, tta=tta, age_groups=scheme)
+    predictor = load_predictor(
+        model, runtime=runtime, detector=detector, margin=margin, tta=tta, crop=crop, age_groups=scheme
+    )
     if video:
         _predict_video_command(predictor, paths[0] if paths else None, webcam, output, as_json, max_frames)
     else:
@@ -179,7 +220,10 @@ def _predict_images_command(predictor, paths, no_detect, save_dir, output, as_js
                 where = f" face {row['face_index']} at ({row['x1']},{row['y1']},{row['x2']},{row['y2']})"
             group = f", group {row['age_group']} (p {row['p_age_' + row['age_group']]:.2f})" if "age_group" in row else ""
             print(f"{row['path']}{where}: {row['gender']} (p_female {row['p_female']:.2f}), age {row['age']:.0f}{group}")
-    console.print(f"{run.images} images predicted, {len(run.rows)} faces, {len(run.skipped)} unreadable skipped")
+    console.print(
+        f"{run.images} images predicted, {len(run.rows)} faces, {len(run.skipped)} unreadable skipped"
+        + ("" if no_detect else _fallback_note(predictor, run.box_fallbacks))
+    )
     if not run.images:
         raise typer.Exit(1)
 
@@ -196,7 +240,15 @@ def _predict_video_command(predictor, video, webcam, output, as_json, max_frames
     if as_json:
         print(json.dumps(list(run.rows), indent=2))
     wrote = f"; wrote {output}" if output else ""
-    console.print(f"{run.frames} frames, {run.faces} faces, {run.fps:.1f} fps{wrote}")
+    note = _fallback_note(predictor, run.box_fallbacks)
+    console.print(f"{run.frames} frames, {run.faces} faces, {run.fps:.1f} fps{wrote}{note}")
+
+
+def _fallback_note(predictor, fallbacks: int) -> str:
+    crop = predictor.face_crop
+    if crop.method != "aligned":
+        return "; box crops"
+    return f"; aligned crops ({crop.template} template), {fallbacks} box-cropped for want of usable keypoints"
 
 
 @app.command()
@@ -259,12 +311,13 @@ def serve(
     model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
     runtime: str = typer.Option("torch", help="torch | onnx"),
     detector: str = typer.Option("auto", help="face detector: auto (= blazeface) | blazeface | haar | mediapipe"),
+    crop: Optional[str] = typer.Option(None, help=CROP_HELP),
 ) -> None:
     """Serve the web page and the JSON API (POST /predict, GET /health, /docs)."""
     from agegender.inference.predictor import load_predictor
     from agegender.serving.app import run_server
 
-    run_server(load_predictor(model, runtime=runtime, detector=detector), host=host, port=port)
+    run_server(load_predictor(model, runtime=runtime, detector=detector, crop=crop), host=host, port=port)
 
 
 @app.command()

@@ -34,6 +34,9 @@ class FacePrediction:
     # Probability of each group of the requested age-group scheme (--age-groups), youngest first;
     # None when no scheme was asked for.
     age_groups: dict[str, float] | None = None
+    # The crop made for this face (data.align): "aligned", or "box" (asked for, or the fallback when
+    # an aligned crop had no usable keypoints); None when no detector ran.
+    crop: str | None = None
 
     @property
     def gender(self) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agegender.data.align import FaceCropSpec, get_template, template_points
 from agegender.data.images import load_rgb
 from agegender.inference.detect import (
     Detection,
@@ -62,7 +63,7 @@ def test_haar_margin_reproduces_the_training_style_crop(astronaut):
     """The default margin turns the cascade box into about the UTKFace-style crop of examples/README.md."""
     detector = HaarDetector()
     (detection,) = detector.detect(astronaut)
-    crop = crop_faces(astronaut, [detection], detector.margin)[0]
+    crop = crop_faces(astronaut, [detection], detector.margin, FaceCropSpec("box"))[0].image
     assert crop.shape[0] == crop.shape[1] and abs(crop.shape[0] - 150) < 25
 
 
@@ -74,7 +75,7 @@ def test_many_faces_are_all_returned(astronaut):
     detections = HaarDetector().detect(canvas)
     assert len(detections) == 3
     assert sorted(d.box.x1 // 200 for d in detections) == [0, 1, 2]
-    crops = crop_faces(canvas, detections, 0.3)
+    crops = [c.image for c in crop_faces(canvas, detections, 0.3, FaceCropSpec("box"))]
     assert all(c.shape[:2] == (round(d.box.width * 1.6), round(d.box.width * 1.6)) for c, d in zip(crops, detections))
 
 
@@ -102,3 +103,15 @@ def test_detection_is_a_frozen_value():
 def test_auto_is_the_bundled_blazeface_port():
     # The weights ship inside the package, so a plain install gets the best measured detector.
     assert create_detector("auto").name == "blazeface"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="mediapipe not installed")
+def test_mediapipe_keypoints_align_the_astronaut_onto_the_template(astronaut):
+    detector = create_detector("mediapipe")
+    (detection,) = detector.detect(astronaut)
+    (crop,) = crop_faces(astronaut, [detection], detector.margin, FaceCropSpec("aligned", "utkface"))
+    assert crop.method == "aligned" and crop.image.shape == (200, 200, 3)
+    padded = np.pad(crop.image, ((50, 50), (50, 50), (0, 0)), constant_values=128)  # as the template was measured
+    (again,) = detector.detect(padded)
+    eyes = np.array(again.keypoints[:2]) - 50
+    np.testing.assert_allclose(eyes, template_points(get_template("utkface"))[:2], atol=8)

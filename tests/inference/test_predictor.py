@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agegender.data.align import DEFAULT_FACE_CROP, FaceCropSpec
 from agegender.data.cache import load_face
 from agegender.data.images import ImageLoadError, load_rgb, resize_square
 from agegender.data.samples import MAX_AGE
-from agegender.inference.predictor import Predictor, bundled_model_path
+from agegender.inference.predictor import Predictor, bundled_model_path, resolve_face_crop
 from agegender.models.checkpoint import CheckpointError
 from agegender.results import FacePrediction, Prediction
 
@@ -107,3 +108,40 @@ def test_bundled_model_is_the_documented_ensemble_and_ages_the_example_face_plau
     face = Path(__file__).parents[2] / "examples" / "astronaut_face.jpg"
     age = predictor.predict_cropped_file(face).faces[0].age
     assert 25 <= age <= 60  # Eileen Collins was about 42 in the photo
+
+
+def test_predict_aligns_faces_and_marks_box_fallbacks(trained_run, stub_detector):
+    aligned = Predictor.from_checkpoint(trained_run.best, detector=stub_detector, crop="aligned")
+    photo = np.full((64, 64, 3), 90, np.uint8)
+    prediction = aligned.predict(photo)
+    assert [f.crop for f in prediction.faces] == ["box", "aligned"]  # the stub's small face has no keypoints
+    assert aligned.count_box_fallbacks(prediction) == 1
+    big = stub_detector.detect(photo)[1]
+    by_hand = aligned.predict_crops([aligned.crop_detections(photo, [big])[0].image])[0]
+    assert prediction.faces[1].age == pytest.approx(by_hand.age, abs=1e-5)
+    boxed = Predictor.from_checkpoint(trained_run.best, detector=stub_detector, crop="box")
+    prediction = boxed.predict(photo)
+    assert [f.crop for f in prediction.faces] == ["box", "box"] and boxed.count_box_fallbacks(prediction) == 0
+
+
+def test_stream_results_count_fallbacks_per_frame(trained_run, stub_detector):
+    predictor = Predictor.from_checkpoint(trained_run.best, detector=stub_detector, crop="aligned")
+    frames = [np.full((64, 64, 3), 90, np.uint8), np.zeros((64, 64, 3), np.uint8)]
+    assert [r.box_fallbacks for r in predictor.predict_stream(frames)] == [1, 0]
+
+
+def test_crop_overrides_and_margins(trained_run, stub_detector):
+    stored = Predictor.from_checkpoint(trained_run.best).checkpoint.face_crop
+    assert stored == DEFAULT_FACE_CROP  # what new UTKFace-trained checkpoints record
+    assert resolve_face_crop(stored, None, None) == stored
+    assert resolve_face_crop(stored, "box", None) == FaceCropSpec("box", "utkface", None)
+    assert resolve_face_crop(FaceCropSpec("aligned", "utkface", 0.1), "box", None).margin is None
+    assert resolve_face_crop(stored, "aligned", 0.05).margin == 0.05
+    assert resolve_face_crop(stored, FaceCropSpec("aligned", "dlib_150"), None).template == "dlib_150"
+    with pytest.raises(ValueError, match="unknown crop method 'tight'"):
+        Predictor.from_checkpoint(trained_run.best, crop="tight")
+    box = Predictor.from_checkpoint(trained_run.best, detector=stub_detector, crop="box")
+    assert box.margin == stub_detector.margin  # the detector's, unless given
+    assert Predictor.from_checkpoint(trained_run.best, detector=stub_detector, crop="box", margin=0.4).margin == 0.4
+    aligned = Predictor.from_checkpoint(trained_run.best, detector=stub_detector, crop="aligned", margin=0.1)
+    assert aligned.face_crop.margin == 0.1 and aligned.margin == stub_detector.margin  # the fallback's box margin

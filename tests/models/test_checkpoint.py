@@ -11,10 +11,12 @@ from safetensors.torch import save_file
 from agegender import __version__
 from agegender.atomic_write import write_atomically
 from agegender.config import ModelConfig, RunConfig, config_to_dict
+from agegender.data.align import DEFAULT_FACE_CROP, FaceCropSpec
 from agegender.models.checkpoint import (
     METADATA_KEY,
     CheckpointError,
     build_meta,
+    face_crop_for,
     load_checkpoint,
     load_training_state,
     read_meta,
@@ -22,6 +24,7 @@ from agegender.models.checkpoint import (
     save_half_checkpoint,
     save_training_state,
 )
+from agegender.models.pretrained import BACKBONES
 from agegender.models.registry import create_model
 
 CONFIG = replace(RunConfig(), model=ModelConfig(widths=(8, 16), head_hidden=16))
@@ -251,3 +254,36 @@ def test_corrupt_training_state(tmp_path):
     path.write_bytes(b"PK\x03\x04 definitely not a zip")
     with pytest.raises(CheckpointError, match="last_state.pt: corrupt or unsafe"):
         load_training_state(path)
+
+
+def _save_with_preprocessing(path, change) -> pathlib.Path:
+    model = trained_looking_model()
+    meta = build_meta(model, CONFIG, STATS)
+    change(meta["preprocessing"])
+    save_checkpoint(path, model, meta)
+    return path
+
+
+def test_checkpoints_record_the_face_crop_their_model_expects(saved):
+    saved, _ = saved
+    assert read_meta(saved)["preprocessing"]["face_crop"] == DEFAULT_FACE_CROP.to_dict()
+    assert load_checkpoint(saved).face_crop == DEFAULT_FACE_CROP
+
+
+def test_checkpoints_from_before_face_crop_load_with_the_default(tmp_path):
+    old = _save_with_preprocessing(tmp_path / "old.safetensors", lambda p: p.pop("face_crop"))
+    assert load_checkpoint(old).face_crop == DEFAULT_FACE_CROP
+
+
+def test_an_unusable_face_crop_is_a_checkpoint_error(tmp_path):
+    bad = _save_with_preprocessing(tmp_path / "bad.safetensors", lambda p: p.update(face_crop={"method": "blur"}))
+    with pytest.raises(CheckpointError, match="face_crop.*unknown crop method 'blur'"):
+        load_checkpoint(bad).face_crop
+
+
+def test_a_face_pretrained_backbone_names_its_template(monkeypatch):
+    spec = replace(BACKBONES["mobilenet_v2"], face_template="dlib_150")
+    monkeypatch.setitem(BACKBONES, "mobilenet_v2", spec)
+    config = replace(CONFIG, model=replace(CONFIG.model, name="mobilenet_v2"))
+    assert face_crop_for(config) == FaceCropSpec("aligned", "dlib_150")
+    assert face_crop_for(CONFIG) == DEFAULT_FACE_CROP

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from agegender.data.align import DEFAULT_FACE_CROP
 from agegender.serving.app import create_app
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -25,6 +26,7 @@ def _upload(client: TestClient, data: bytes, name: str = "photo.jpg", content_ty
 def test_health_page_and_docs(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["image_size"] == 32 and health["runtime"] == "torch"
+    assert health["crop"] == DEFAULT_FACE_CROP.to_dict()  # the checkpoint's, as prediction uses it
     page = client.get("/")
     assert page.status_code == 200 and "getUserMedia" in page.text and "<canvas" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # no CDN: the page works offline

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agegender.config import ConfigError, DataConfig
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
@@ -13,6 +14,9 @@ from agegender.data.readers import DataError, ReadResult, Skipped, read_folder
 from agegender.evaluation.age_groups import score_age_groups
 from agegender.evaluation.report import EvaluationReport, build_report
 from agegender.inference.predictor import Predictor
+
+if TYPE_CHECKING:
+    from agegender.evaluation.photos import DetectionSummary
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -23,6 +27,7 @@ class Evaluation:
     read: ReadResult
     undecodable: list[Skipped]
     split: str
+    detection: DetectionSummary | None = None  # photos (evaluate --detect): what the detector found
 
 
 def select_split(read: ReadResult, split: str, checkpoint_data: DataConfig):

@@ -22,10 +22,11 @@ from torch import nn
 
 from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, RunConfig
+from agegender.data.align import FaceCropSpec
 from agegender.data.transforms import to_model_input
 from agegender.inference.detect import DEFAULT_DETECTOR
 from agegender.inference.predictor import Predictor
-from agegender.models.checkpoint import METADATA_KEY, CheckpointError
+from agegender.models.checkpoint import METADATA_KEY, CheckpointError, read_face_crop
 from agegender.models.metadata import validate_meta
 
 INPUT_NAME = "image"
@@ -78,6 +79,10 @@ class ExportedModelInfo:
     @property
     def image_size(self) -> int:
         return int(self.meta["preprocessing"]["image_size"])
+
+    @property
+    def face_crop(self) -> FaceCropSpec:
+        return read_face_crop(self.meta)
 
 
 def export_onnx(
@@ -160,7 +165,9 @@ class OnnxPredictor(Predictor):
         self.image_size = info.image_size
         self.source = source
         detector, margin = options.pop("detector", DEFAULT_DETECTOR), options.pop("margin", None)
-        self._configure(detector, margin, options.pop("tta", False), options.pop("age_groups", None))
+        self._configure(
+            detector, margin, options.pop("tta", False), options.pop("crop", None), options.pop("age_groups", None)
+        )
         if options:
             raise TypeError(f"unexpected options {sorted(options)}")
 

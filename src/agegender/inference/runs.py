@@ -59,6 +59,7 @@ class ImageRun:
     rows: tuple[dict, ...]  # one per face, see face_rows
     images: int  # images predicted (including those with zero faces)
     skipped: tuple[str, ...]  # one message per unreadable file
+    box_fallbacks: int = 0  # faces box-cropped because an aligned crop had no usable keypoints
 
 
 def predict_images(
@@ -74,7 +75,7 @@ def predict_images(
     """
     rows: list[dict] = []
     skipped: list[str] = []
-    images = 0
+    images = fallbacks = 0
 
     def skip(error: ImageLoadError) -> None:
         skipped.append(str(error))
@@ -89,9 +90,10 @@ def predict_images(
     for prediction in predictions:
         images += 1
         rows += face_rows(prediction)
+        fallbacks += predictor.count_box_fallbacks(prediction)
         if progress:
             progress(1)
-    return ImageRun(tuple(rows), images, tuple(skipped))
+    return ImageRun(tuple(rows), images, tuple(skipped), fallbacks)
 
 
 def _predict_detected(predictor: Predictor, source: ImageSource, save_dir: Path | None):
@@ -135,6 +137,7 @@ class VideoRun:
     faces: int  # summed over frames
     seconds: float
     rows: tuple[dict, ...]
+    box_fallbacks: int = 0  # faces (summed over frames) box-cropped for want of usable keypoints
 
     @property
     def fps(self) -> float:
@@ -169,7 +172,7 @@ def predict_video(
     with `collect_rows` (a webcam can run for hours).
     """
     writer = None
-    frames = faces = 0
+    frames = faces = fallbacks = 0
     rows: list[dict] = []
     start = previous = time.perf_counter()
     frame_seconds = None  # moving average, for the fps shown on the frame
@@ -179,6 +182,7 @@ def predict_video(
         for result in predictor.predict_stream(source):
             frames += 1
             faces += len(result.prediction.faces)
+            fallbacks += result.box_fallbacks
             if collect_rows:
                 rows += [{**row, "path": f"{source.name}#{result.frame.index}"} for row in face_rows(result.prediction)]
             now = time.perf_counter()
@@ -197,7 +201,7 @@ def predict_video(
         source.close()
         if writer is not None:
             writer.release()
-    return VideoRun(frames, faces, time.perf_counter() - start, tuple(rows))
+    return VideoRun(frames, faces, time.perf_counter() - start, tuple(rows), fallbacks)
 
 
 def _open_writer(output: Path, fps: float, frame_size: tuple[int, int]):

@@ -17,6 +17,7 @@ from torch import nn
 from agegender import __version__
 from agegender.atomic_write import write_atomically
 from agegender.config import RunConfig, config_from_dict, config_to_dict
+from agegender.data.align import DEFAULT_FACE_CROP, FaceCropSpec
 from agegender.models.ensemble import EnsembleNet
 from agegender.models.metadata import FORMAT, FORMAT_VERSION, CheckpointError, validate_meta
 from agegender.models.registry import create_model
@@ -34,6 +35,34 @@ class LoadedCheckpoint:
     def image_size(self) -> int:
         return int(self.meta["preprocessing"]["image_size"])
 
+    @property
+    def face_crop(self) -> FaceCropSpec:
+        return read_face_crop(self.meta)
+
+
+def read_face_crop(meta: dict[str, Any]) -> FaceCropSpec:
+    """The crop a checkpoint's model expects; checkpoints saved before face_crop existed (the
+    bundled model among them) get DEFAULT_FACE_CROP, the crop measured best for them."""
+    stored = meta.get("preprocessing", {}).get("face_crop")
+    if stored is None:
+        return DEFAULT_FACE_CROP
+    try:
+        return FaceCropSpec.from_dict(stored)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint preprocessing.face_crop is not usable ({error})") from error
+
+
+def face_crop_for(config: RunConfig) -> FaceCropSpec:
+    """The crop a model trained with `config` expects: the aligned template its pretrained backbone
+    was trained on (BackboneSpec.face_template) if it names one, else the default."""
+    from agegender.models.pretrained import BACKBONES
+
+    backbone = BACKBONES.get(config.model.name)
+    template = getattr(backbone, "face_template", None)
+    if template is None:
+        return DEFAULT_FACE_CROP
+    return FaceCropSpec("aligned", template)
+
 
 def build_meta(model: nn.Module, config: RunConfig, label_stats: dict, **extra: Any) -> dict[str, Any]:
     return {
@@ -46,6 +75,7 @@ def build_meta(model: nn.Module, config: RunConfig, label_stats: dict, **extra: 
             "mean": list(model.mean),
             "std": list(model.std),
             "input": "RGB, float32 in [0, 1], (B, 3, H, W); the model normalises internally",
+            "face_crop": face_crop_for(config).to_dict(),  # how prediction cuts faces from photos
         },
         "label_stats": label_stats,
         **extra,

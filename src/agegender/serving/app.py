@@ -48,6 +48,7 @@ class HealthOut(BaseModel):
     runtime: str
     image_size: int
     detector: str
+    crop: dict  # how faces are cut from uploads: method, template, margin (data.align.FaceCropSpec)
 
 
 class BodySizeLimit:
@@ -100,7 +101,7 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
     def health() -> HealthOut:
         return HealthOut(
             status="ok", version=__version__, model=str(predictor.source), runtime=predictor.runtime,
-            image_size=predictor.image_size, detector=predictor.detector.name,
+            image_size=predictor.image_size, detector=predictor.detector.name, crop=predictor.face_crop.to_dict(),
         )  # fmt: skip
 
     @app.post(

@@ -226,12 +226,14 @@ def serve(
     model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
     runtime: str = typer.Option("torch", help="torch | onnx"),
     detector: str = typer.Option("auto", help="face detector: auto | haar | mediapipe"),
+    max_concurrent: int = typer.Option(2, min=1, help="requests decoding or predicting at once (memory bound)"),
 ) -> None:
     """Serve the web page and the JSON API (POST /predict, GET /health, /docs)."""
     from agegender.inference.predictor import load_predictor
     from agegender.serving.app import run_server
 
-    run_server(load_predictor(model, runtime=runtime, detector=detector), host=host, port=port)
+    predictor = load_predictor(model, runtime=runtime, detector=detector)
+    run_server(predictor, host=host, port=port, max_concurrent=max_concurrent)
 
 
 @app.command()

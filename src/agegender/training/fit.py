@@ -25,10 +25,11 @@ from agegender.models.checkpoint import (
     CheckpointError,
     build_meta,
     init_from_checkpoint,
-    load_training_state,
+    load_resume_point,
     load_weights,
+    repair_best,
     save_checkpoint,
-    save_training_state,
+    save_resume_point,
 )
 from agegender.models.pretrained import is_pretrained, resolve_weights_path
 from agegender.models.registry import create_model
@@ -154,9 +155,14 @@ def resume_config(
     return config
 
 
-def restore_last(state: TrainingState, run_dir: Path) -> None:
-    load_weights(state.model, run_dir / LAST)
-    state.load_state_dict(load_training_state(run_dir / STATE))
+def restore_last(state: TrainingState, run_dir: Path, console: Console) -> None:
+    saved, note = load_resume_point(state.model, run_dir / LAST, run_dir / STATE)
+    if note:
+        console.print(note)
+    state.load_state_dict(saved)
+    note = repair_best(run_dir / BEST, run_dir / LAST, state.average.evaluated, state.stopper.best_epoch, state.epoch)
+    if note:
+        console.print(note)
 
 
 def make_progress(console: Console) -> Progress:
@@ -314,7 +320,7 @@ def _train_seeded(
     meta_base = dict(label_stats=label_stats(data.train))
     history = HistoryCSV(run_dir / "history.csv")
     if resume:
-        restore_last(state, run_dir)
+        restore_last(state, run_dir, console)
         if context.is_main:
             history.truncate_after(state.epoch)
         console.print(f"resumed {run_dir} after epoch {state.epoch}")
@@ -348,11 +354,10 @@ def train_epochs(state, data, loss_fn, config, run_dir, history, meta_base, cons
             continue
         history.append(history_row(state.epoch, train_metrics, val_metrics, lr))
         meta = build_meta(state.model, config, **meta_base, epoch=state.epoch)
-        if is_best:  # the validated weights: the average when train.ema_decay keeps one
+        save_resume_point(run_dir / LAST, run_dir / STATE, state.model, meta, state.state_dict())
+        # The validated weights (the average when train.ema_decay keeps one), after the state: see repair_best
+        if is_best:
             save_checkpoint(run_dir / BEST, state.average.evaluated, meta)
-        # weights first, then optimizer state: a kill between them resumes from a consistent older state
-        save_checkpoint(run_dir / LAST, state.model, meta)
-        save_training_state(run_dir / STATE, state.state_dict())
     if state.stopper.should_stop:
         console.print(f"early stopping at epoch {state.epoch}; best epoch {state.stopper.best_epoch}")
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from agegender.config import RunConfig, load_config, save_config
 from agegender.data.dataset import PreparedData, label_stats, prepare_data
+from agegender.data.transforms import check_augment
 from agegender.evaluation.plots import plot_learning_curves
 from agegender.evaluation.report import build_report, report_to_dict
 from agegender.models.checkpoint import (
@@ -300,6 +301,7 @@ def _train_seeded(
         raise RunError("two-phase fine-tuning of pretrained backbones runs in one process; start it without torchrun")
     check_pretrained_options(config, resume)
     check_mixup_alpha(config.train.mixup_alpha)
+    check_augment(config.augment)
     check_warmup_steps(config.train.warmup_steps)
     check_ema_decay(config.train.ema_decay)
     data = data or prepare_data(config.data)

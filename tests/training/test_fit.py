@@ -339,6 +339,14 @@ def test_negative_warmup_is_refused_before_any_data_is_read(make_config, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+def test_unusable_augmentation_is_refused_before_any_data_is_read(make_config, tmp_path):
+    config = make_config(tmp_path / "no_such_folder", tmp_path / "cache")
+    config = replace(config, augment=replace(config.augment, jpeg_quality=(90, 30)))
+    with pytest.raises(ConfigError, match="augment.jpeg_quality"):
+        fit(config, tmp_path / "run", console=quiet())
+    assert not (tmp_path / "run").exists()
+
+
 def test_weight_average_is_validated_and_saved_as_best_without_changing_training(utkface, cache_dir, make_config, tmp_path):
     config = make_config(utkface.path, cache_dir, epochs=1)
     fit(config, tmp_path / "plain", console=quiet())

@@ -14,9 +14,10 @@ Memory is bounded per request and in total (benchmarks/bench_server_memory.py me
 * At most `max_concurrent` requests read, decode and predict at once, on a pool of that many
   threads of the app's own; the others wait as coroutines holding only their upload, which
   Starlette spools to disk past 1 MB.
-* When the last request of a burst finishes, glibc's malloc_trim hands the freed heap back to
-  the OS: without it glibc keeps most of a burst's peak (per-thread arenas, and buffers below
-  its adaptive mmap threshold live on the heap).
+  Measured, the pool is what bounds the peak: on Starlette's 40-thread pool every thread took
+  turns decoding and glibc kept a malloc arena per thread (peak 1.09 GB instead of 0.66 GB).
+* When the last request of a burst finishes, glibc's malloc_trim hands freed heap pages back to
+  the OS (measured: 40 MB less held after bursts of 4000x4000 images; a no-op without glibc).
 """
 
 from __future__ import annotations

@@ -206,6 +206,22 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
     assert load_config(path) == config
 
 
+def test_robustness_augmentation_keys_parse_from_overrides():
+    config = apply_overrides(
+        RunConfig(),
+        ["augment.grayscale=0.1", "augment.lowres=0.2", "augment.lowres_scale=[0.3,0.6]", "augment.jpeg=0.3",
+         "augment.jpeg_quality=[40,80]", "augment.box_jitter=0.5", "augment.box_scale=0.1",
+         "augment.box_shift=0.05", "augment.box_rotation=3"],
+    )  # fmt: skip
+    augment = config.augment
+    assert (augment.grayscale, augment.lowres, augment.jpeg, augment.box_jitter) == (0.1, 0.2, 0.3, 0.5)
+    assert augment.lowres_scale == (0.3, 0.6) and augment.jpeg_quality == (40, 80)
+    assert (augment.box_scale, augment.box_shift, augment.box_rotation) == (0.1, 0.05, 3.0)
+    assert config_from_dict(config_to_dict(config)) == config
+    with pytest.raises(ConfigError, match="augment.jpeg_quality: expected an integer"):
+        apply_overrides(RunConfig(), ["augment.jpeg_quality=[40.5,80]"])
+
+
 def test_configs_are_frozen():
     with pytest.raises(Exception):
         RunConfig().train.epochs = 3  # type: ignore[misc]

@@ -312,12 +312,14 @@ def serve(
     runtime: str = typer.Option("torch", help="torch | onnx"),
     detector: str = typer.Option("auto", help="face detector: auto (= blazeface) | blazeface | haar | mediapipe"),
     crop: Optional[str] = typer.Option(None, help=CROP_HELP),
+    max_concurrent: int = typer.Option(2, min=1, help="requests decoding or predicting at once (memory bound)"),
 ) -> None:
     """Serve the web page and the JSON API (POST /predict, GET /health, /docs)."""
     from agegender.inference.predictor import load_predictor
     from agegender.serving.app import run_server
 
-    run_server(load_predictor(model, runtime=runtime, detector=detector, crop=crop), host=host, port=port)
+    predictor = load_predictor(model, runtime=runtime, detector=detector, crop=crop)
+    run_server(predictor, host=host, port=port, max_concurrent=max_concurrent)
 
 
 @app.command()

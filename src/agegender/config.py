@@ -60,6 +60,17 @@ class AugmentConfig:
     brightness: float = 0.2  # max relative change either way
     contrast: float = 0.2  # max relative change either way
     erase: float = 0.0  # probability of replacing one random rectangle with noise (random erasing); 0 = off
+    # Robustness to what cameras and detectors do to faces at prediction time. Each is off at 0 and then
+    # draws nothing from the generator, so recipes written before it existed reproduce exactly.
+    grayscale: float = 0.0  # probability of a black-and-white face (ITU-R 601 luma in all three channels)
+    lowres: float = 0.0  # probability of a downscale-upscale round trip (a low-resolution or blurred face)
+    lowres_scale: tuple[float, ...] = (0.25, 0.75)  # [low, high]: the downscale factor, drawn uniformly
+    jpeg: float = 0.0  # probability of JPEG re-compression
+    jpeg_quality: tuple[int, ...] = (30, 90)  # [low, high]: the JPEG quality, drawn uniformly (inclusive)
+    box_jitter: float = 0.0  # probability of re-cropping as a face detector's imprecise box would
+    box_scale: float = 0.15  # box_jitter: max relative change of the box side either way
+    box_shift: float = 0.1  # box_jitter: max move of the box centre, as a fraction of its side
+    box_rotation: float = 5.0  # box_jitter: max degrees either way
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from agegender.data.images import (
     ImageLoadError,
     crop_with_margin,
     decode_rgb_bytes,
+    decode_rgb_bytes_bounded,
     list_image_files,
     load_rgb,
     resize_square,
@@ -222,6 +223,53 @@ def test_decode_rgb_bytes() -> None:
         decode_rgb_bytes(b"", name="photo.png")
     with pytest.raises(ImageLoadError, match=r"^<upload>: not an image \(cannot identify format\)$"):
         decode_rgb_bytes(b"<html></html>")
+
+
+# --- bounded decoding (uploads) ---------------------------------------------
+
+
+def test_bounded_decode_refuses_huge_png_from_its_header() -> None:
+    # No pixel data behind the header: "too large" (not "truncated") proves nothing was decoded.
+    with pytest.raises(ImageLoadError, match=r"^big.png: image too large: 7000x7000 pixels \(limit 1000000\)$"):
+        decode_rgb_bytes_bounded(_png_header_only(7000, 7000), name="big.png", max_side=500, max_pixels=1_000_000)
+
+
+def test_bounded_decode_scales_jpeg_inside_the_decoder() -> None:
+    data = _encode(Image.new("RGB", (1600, 1200), RED), "JPEG")
+    # 1.92 Mpx is over the limit at full size, but libjpeg decodes it at 1/2 (800x600) directly,
+    # the smallest of its scales that keeps the longer side >= 500; a 2x box average follows.
+    decoded = decode_rgb_bytes_bounded(data, max_side=500, max_pixels=500_000)
+    assert decoded.rgb.shape == (300, 400, 3) and decoded.original_size == (1600, 1200)
+    assert decoded.scale == (4.0, 4.0)
+    with pytest.raises(ImageLoadError, match=r"image too large: 1600x1200 pixels, 800x600 when scaled"):
+        decode_rgb_bytes_bounded(data, max_side=500, max_pixels=400_000)
+
+
+def test_bounded_decode_reduces_other_formats_by_an_integer_factor() -> None:
+    rgb = _gradient(90, 120)
+    decoded = decode_rgb_bytes_bounded(_encode(Image.fromarray(rgb), "PNG"), max_side=50)
+    assert decoded.rgb.shape == (30, 40, 3) and decoded.original_size == (120, 90)  # factor ceil(120 / 50) = 3
+    expected = rgb.reshape(30, 3, 40, 3, 3).mean(axis=(1, 3))  # 3x3 box average
+    assert np.abs(decoded.rgb.astype(float) - expected).max() <= 1
+    small = decode_rgb_bytes_bounded(_encode(Image.fromarray(rgb), "PNG"), max_side=120)
+    np.testing.assert_array_equal(small.rgb, rgb)  # fits: decoded exactly as decode_rgb_bytes does
+
+
+def test_bounded_decode_averages_palette_colours_not_indices() -> None:
+    palette = Image.new("P", (64, 64))
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)  # index 0 red, index 1 blue
+    palette.paste(1, (0, 0, 64, 32))  # top half blue
+    decoded = decode_rgb_bytes_bounded(_encode(palette, "PNG"), max_side=16)
+    assert decoded.rgb.shape == (16, 16, 3)
+    assert tuple(decoded.rgb[0, 0]) == (0, 0, 255) and tuple(decoded.rgb[-1, -1]) == (255, 0, 0)
+
+
+def test_bounded_decode_reports_the_upright_original_size() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = _encode(Image.new("RGB", (200, 100), RED), "JPEG", exif=exif.tobytes())
+    decoded = decode_rgb_bytes_bounded(data, max_side=50)
+    assert decoded.original_size == (100, 200) and decoded.rgb.shape == (50, 25, 3)
 
 
 # --- geometry --------------------------------------------------------------

@@ -117,3 +117,82 @@ def test_concurrent_requests_each_get_their_own_answer(client):
         assert (body["width"], body["height"]) == (alone[name]["width"], alone[name]["height"])
         assert [f["box"] for f in body["faces"]] == [f["box"] for f in alone[name]["faces"]]
         assert [round(f["age"], 3) for f in body["faces"]] == [round(f["age"], 3) for f in alone[name]["faces"]]
+
+
+def test_huge_dimension_png_is_refused_without_decoding(client, awkward_images):
+    """7000x7000 claimed by a file of a few hundred bytes: 422 from the header (no pixel data exists)."""
+    from tests.serving.conftest import _png_claiming
+
+    response = _upload(client, _png_claiming(7000, 7000), "huge.png", "image/png")
+    assert response.status_code == 422
+    assert "huge.png: image too large: 7000x7000 pixels" in response.json()["detail"]
+
+
+def test_large_photo_is_shrunk_and_boxes_come_back_in_its_pixels(tiny_predictor):
+    """The same photo at 2x, on an app that shrinks to 512 px: same face, box doubled."""
+    small = TestClient(create_app(tiny_predictor)).post(
+        "/predict", files={"file": ("a.jpg", (EXAMPLES / "astronaut.jpg").read_bytes())}
+    ).json()
+    big_photo = Image.open(EXAMPLES / "astronaut.jpg").resize((1024, 1024), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    big_photo.save(buffer, "PNG")
+    big = TestClient(create_app(tiny_predictor, max_side=512)).post(
+        "/predict", files={"file": ("big.png", buffer.getvalue())}
+    ).json()
+    assert (big["width"], big["height"]) == (1024, 1024)
+    assert len(big["faces"]) == len(small["faces"]) == 1
+    doubled = [2 * v for v in small["faces"][0]["box"]]
+    assert max(abs(a - b) for a, b in zip(big["faces"][0]["box"], doubled)) <= 12  # a few pixels of 512
+
+
+@pytest.mark.parametrize("max_concurrent", [1, 2])
+def test_concurrent_decodes_and_inferences_are_capped(tiny_predictor, monkeypatch, max_concurrent):
+    """Eight uploads at once: never more than max_concurrent decode-and-predict at the same time."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agegender.serving import app as app_module
+
+    running, peak, count_lock = [0], [0], threading.Lock()
+    real_decode = app_module.decode_rgb_bytes_bounded
+
+    def slow_counted_decode(*args, **kwargs):
+        with count_lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.1)  # long enough for every request to arrive while the first ones run
+        try:
+            return real_decode(*args, **kwargs)
+        finally:
+            with count_lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(app_module, "decode_rgb_bytes_bounded", slow_counted_decode)
+    capped = TestClient(create_app(tiny_predictor, max_concurrent=max_concurrent))
+    photo = (EXAMPLES / "astronaut_face.jpg").read_bytes()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(lambda _: _upload(capped, photo).status_code, range(8)))
+    assert codes == [200] * 8
+    assert peak[0] == max_concurrent
+
+
+def test_pool_calls_on_idle_once_after_a_burst():
+    import asyncio
+    import threading
+
+    from agegender.serving.app import InferencePool
+
+    idle_calls = []
+    release = threading.Event()
+    pool = InferencePool(1, on_idle=lambda: idle_calls.append(1))
+
+    async def burst():
+        jobs = [asyncio.ensure_future(pool.run(release.wait, 5)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert idle_calls == []  # three jobs queued or running: not idle yet
+        release.set()
+        return await asyncio.gather(*jobs)
+
+    assert asyncio.run(burst()) == [True, True, True]
+    assert idle_calls == [1]

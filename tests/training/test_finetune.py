@@ -58,6 +58,41 @@ def test_two_phase_run_writes_phases_and_a_loadable_checkpoint(make_config, utkf
     assert [r["phase"] for r in rows] == ["phase1", "phase2", "phase2"]
 
 
+@pytest.mark.parametrize("killed_at", ["state", "best"])
+def test_two_phase_run_killed_between_its_writes_resumes_consistently(
+    killed_at, make_config, utkface, cache_dir, lite0_weights, tmp_path, monkeypatch
+):
+    from agegender.training import finetune
+    from tests.training.test_fit import assert_same_weights, kill_before_state_write
+
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+    fit(config, tmp_path / "straight", console=QUIET)
+    if killed_at == "state":  # phase 2's only epoch: its weights written, its state not
+        kill_before_state_write(monkeypatch, at_call=2)
+        expected_note = "is not the file the training state of epoch 1 was saved with"
+    else:  # phase 1's state written, its best checkpoint (which phase 2 starts from) not
+        real_save = finetune.save_checkpoint
+
+        def die_at_best(path, model, meta):
+            if path.name == "best.safetensors":
+                raise SystemExit("killed before the best checkpoint")
+            real_save(path, model, meta)
+
+        monkeypatch.setattr(finetune, "save_checkpoint", die_at_best)
+        expected_note = "best.safetensors: rewritten with the weights of epoch 1"
+    with pytest.raises(SystemExit):
+        fit(config, tmp_path / "killed", console=QUIET)
+    monkeypatch.undo()
+    output = io.StringIO()
+    resume(tmp_path / "killed", console=Console(file=output, width=400))
+    assert expected_note in output.getvalue()
+    rows = HistoryCSV(tmp_path / "killed" / "history.csv").rows()
+    assert [(r["epoch"], r["phase"]) for r in rows] == [("1", "phase1"), ("2", "phase2")]
+    for name in ("last.safetensors", "best.safetensors"):
+        straight, resumed = (load_file(str(tmp_path / run / name)) for run in ("straight", "killed"))
+        assert_same_weights(resumed, straight)
+
+
 def test_each_phase_warms_up_its_own_fresh_optimizer(make_config, utkface, cache_dir, lite0_weights, tmp_path):
     config = lite0_config(make_config, utkface, cache_dir, lite0_weights, warmup_steps=1000)
     fit(config, tmp_path / "run", console=QUIET)

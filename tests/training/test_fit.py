@@ -190,6 +190,84 @@ def test_interrupted_run_resumes_to_the_same_weights(ema_decay, utkface, cache_d
         assert_same_weights(load_file(str(run_dir / name)), load_file(str(tmp_path / "straight" / name)))
 
 
+def kill_before_state_write(monkeypatch, at_call: int) -> None:
+    """The `at_call`-th last_state.pt write dies after last.safetensors was written, as a kill would."""
+    from agegender.models import checkpoint
+
+    real_save, calls = checkpoint.save_training_state, []
+
+    def save_or_die(path, state):
+        calls.append(1)
+        if len(calls) == at_call:
+            raise SystemExit("killed between the weights and the state")
+        real_save(path, state)
+
+    monkeypatch.setattr(checkpoint, "save_training_state", save_or_die)
+
+
+def test_kill_between_weights_and_state_resumes_from_the_state_and_says_so(
+    utkface, cache_dir, make_config, tmp_path, monkeypatch
+):
+    config = make_config(utkface.path, cache_dir, epochs=2)
+    fit(config, tmp_path / "straight", console=quiet())
+    run_dir = tmp_path / "killed"
+    kill_before_state_write(monkeypatch, at_call=2)
+    with pytest.raises(SystemExit):
+        fit(config, run_dir, console=quiet())
+    monkeypatch.undo()
+    # The mix the kill leaves: weights of epoch 2 beside the training state of epoch 1.
+    assert read_meta(run_dir / "last.safetensors")["epoch"] == 2
+    assert load_training_state(run_dir / "last_state.pt")["epoch"] == 1
+
+    output = io.StringIO()
+    result = resume(run_dir, console=Console(file=output, width=400))
+    assert "is not the file the training state of epoch 1 was saved with" in output.getvalue()
+    assert "resuming after epoch 1 from the weights inside the training state" in output.getvalue()
+    assert result.stopped_epoch == 2 and [r["epoch"] for r in history(run_dir)] == ["1", "2"]
+    for name in ("last.safetensors", "best.safetensors"):  # epoch 2 trained once, from epoch 1's weights
+        assert_same_weights(load_file(str(run_dir / name)), load_file(str(tmp_path / "straight" / name)))
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_kill_before_the_best_checkpoint_is_repaired_from_the_state(
+    ema_decay, utkface, cache_dir, make_config, tmp_path, monkeypatch
+):
+    # best.safetensors is written after the training state; a kill in between leaves the state of an
+    # epoch that was the best without its best file (here: epoch 1, the first best, never written).
+    config = make_config(utkface.path, cache_dir, epochs=2, ema_decay=ema_decay)
+    fit(config, tmp_path / "straight", console=quiet())
+    real_save = fit_module.save_checkpoint
+
+    def die_at_best(path, model, meta):
+        if path.name == "best.safetensors":
+            raise SystemExit("killed before the best checkpoint")
+        real_save(path, model, meta)
+
+    monkeypatch.setattr(fit_module, "save_checkpoint", die_at_best)
+    run_dir = tmp_path / "killed"
+    with pytest.raises(SystemExit):
+        fit(config, run_dir, console=quiet())
+    monkeypatch.undo()
+    assert load_training_state(run_dir / "last_state.pt")["epoch"] == 1 and not (run_dir / "best.safetensors").exists()
+    output = io.StringIO()
+    resume(run_dir, console=Console(file=output, width=400))
+    assert "best.safetensors: rewritten with the weights of epoch 1" in output.getvalue()
+    for name in ("last.safetensors", "best.safetensors"):
+        assert_same_weights(load_file(str(run_dir / name)), load_file(str(tmp_path / "straight" / name)))
+
+
+def test_run_saved_before_states_carried_weights_still_resumes(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    state = load_training_state(run_dir / "last_state.pt")
+    del state["weights"], state["weights_sha256"]
+    torch.save(state, run_dir / "last_state.pt")
+    output = io.StringIO()
+    result = resume(run_dir, epochs=state["epoch"] + 1, console=Console(file=output, width=400))
+    assert "saved by an older version, so its match with last.safetensors cannot be checked" in output.getvalue()
+    assert result.stopped_epoch == state["epoch"] + 1
+
+
 def test_resume_with_a_different_model_is_refused(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run_dir)
@@ -257,6 +335,14 @@ def test_warmup_counts_optimizer_steps_across_a_resume(utkface, cache_dir, make_
 def test_negative_warmup_is_refused_before_any_data_is_read(make_config, tmp_path):
     config = make_config(tmp_path / "no_such_folder", tmp_path / "cache", warmup_steps=-5)
     with pytest.raises(ConfigError, match="warmup_steps"):
+        fit(config, tmp_path / "run", console=quiet())
+    assert not (tmp_path / "run").exists()
+
+
+def test_unusable_augmentation_is_refused_before_any_data_is_read(make_config, tmp_path):
+    config = make_config(tmp_path / "no_such_folder", tmp_path / "cache")
+    config = replace(config, augment=replace(config.augment, jpeg_quality=(90, 30)))
+    with pytest.raises(ConfigError, match="augment.jpeg_quality"):
         fit(config, tmp_path / "run", console=quiet())
     assert not (tmp_path / "run").exists()
 

@@ -30,6 +30,7 @@ import io
 import math
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -92,6 +93,42 @@ def decode_rgb_bytes(
     if not data:
         raise ImageLoadError(name, "empty file")
     return _decode(io.BytesIO(data), name, max_pixels=max_pixels, target_size=target_size)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image decoded at most `max_side` pixels per side, and the size it has as stored."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8, upright, possibly shrunk
+    original_size: tuple[int, int]  # (width, height) of the upright image before shrinking
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y) factors from `rgb` pixels to original pixels (1.0 when nothing was shrunk)."""
+        return self.original_size[0] / self.rgb.shape[1], self.original_size[1] / self.rgb.shape[0]
+
+
+def decode_rgb_bytes_bounded(
+    data: bytes,
+    *,
+    max_side: int,
+    name: str = "<upload>",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedImage:
+    """`decode_rgb_bytes` for untrusted uploads: memory bounded by `max_pixels`, result by `max_side`.
+
+    Images whose longer side exceeds `max_side` are shrunk WHILE decoding where the format allows
+    (JPEG: the decoder's own 1/2, 1/4, 1/8 DCT scaling, so a 7000x7000 JPEG never exists at full
+    size) and right after decoding otherwise (`Image.reduce`, an integer box average, before any
+    RGB conversion copies the full image). `max_pixels` limits what the decoder itself allocates:
+    the size after JPEG scaling, the stored size for every other format; it is checked on the
+    header, before any pixel is decoded.
+    """
+    if max_side <= 0:
+        raise ValueError(f"max_side must be positive, got {max_side}")
+    if not data:
+        raise ImageLoadError(name, "empty file")
+    return _decode_bounded(io.BytesIO(data), name, max_pixels=max_pixels, target_size=None, max_side=max_side)
 
 
 def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -209,15 +246,62 @@ def _decode(
     max_pixels: int,
     target_size: int | None,
 ) -> np.ndarray:
+    return _decode_bounded(source, name, max_pixels=max_pixels, target_size=target_size, max_side=None).rgb
+
+
+def _decode_bounded(
+    source: Path | IO[bytes],
+    name: PathLike,
+    *,
+    max_pixels: int,
+    target_size: int | None,
+    max_side: int | None,
+) -> DecodedImage:
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     with _open_lazily(source, name) as img:
-        _check_pixel_count(img, name, max_pixels)
-        if target_size is not None and img.format == "JPEG":
-            img.draft("RGB", (target_size, target_size))
+        stored_size = img.size
+        if max_side is None:
+            _check_pixel_count(img, name, max_pixels)
+        if img.format == "JPEG":
+            _draft_jpeg(img, target_size, max_side)
+        if max_side is not None:  # checked after JPEG scaling: what the decoder will really allocate
+            _check_pixel_count(img, name, max_pixels, stored_size)
         _load_pixels(img, name)
-        upright = _apply_exif_orientation(img, name)
-        return _to_rgb_array(upright, name)
+        decoded_size = img.size
+        _apply_exif_orientation(img, name)
+        turned = img.size != decoded_size  # EXIF rotated by 90 or 270 degrees
+        original_size = stored_size[::-1] if turned else stored_size
+        upright = img if max_side is None else _reduce_to_fit(img, max_side)
+        return DecodedImage(_to_rgb_array(upright, name), original_size)
+
+
+def _draft_jpeg(img: Image.Image, target_size: int | None, max_side: int | None) -> None:
+    """Ask libjpeg to decode at 1/2, 1/4 or 1/8 scale, never below what the caller needs."""
+    width, height = img.size
+    wanted = []
+    if target_size is not None:
+        wanted.append((target_size, target_size))
+    if max_side is not None:  # keep the longer side >= max_side; _reduce_to_fit does the rest
+        ratio = min(1.0, max_side / max(width, height))
+        wanted.append((math.ceil(width * ratio), math.ceil(height * ratio)))
+    if wanted:
+        img.draft("RGB", (max(w for w, _ in wanted), max(h for _, h in wanted)))
+
+
+# Image.reduce averages stored values: palette indices and 1-bit pixels must become colours first,
+# and 16-bit grayscale is not supported by it (I keeps the 0..65535 range that _gray16_to_rgb expects).
+_REDUCIBLE_AS = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
+
+
+def _reduce_to_fit(img: Image.Image, max_side: int) -> Image.Image:
+    """Shrink by the smallest integer factor that brings the longer side to <= max_side."""
+    factor = math.ceil(max(img.size) / max_side)
+    if factor <= 1:
+        return img
+    if img.mode in _REDUCIBLE_AS:
+        img = img.convert(_REDUCIBLE_AS[img.mode])
+    return img.reduce(factor)
 
 
 def _open_lazily(source: Path | IO[bytes], name: PathLike) -> Image.Image:
@@ -238,13 +322,18 @@ def _open_lazily(source: Path | IO[bytes], name: PathLike) -> Image.Image:
         raise ImageLoadError(name, f"truncated or corrupt image data ({exc})") from exc
 
 
-def _check_pixel_count(img: Image.Image, name: PathLike, max_pixels: int) -> None:
+def _check_pixel_count(
+    img: Image.Image, name: PathLike, max_pixels: int, stored_size: tuple[int, int] | None = None
+) -> None:
+    """`img.size` is what the decoder will allocate; `stored_size`, when given, is named in the error."""
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageLoadError(name, f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
+        stored_width, stored_height = stored_size or img.size
+        scaled = "" if (width, height) == (stored_width, stored_height) else f", {width}x{height} when scaled"
         raise ImageLoadError(
-            name, f"image too large: {width}x{height} pixels (limit {max_pixels})"
+            name, f"image too large: {stored_width}x{stored_height} pixels{scaled} (limit {max_pixels})"
         )
 
 
@@ -257,9 +346,10 @@ def _load_pixels(img: Image.Image, name: PathLike) -> None:
         raise ImageLoadError(name, f"truncated or corrupt image data ({exc})") from exc
 
 
-def _apply_exif_orientation(img: Image.Image, name: PathLike) -> Image.Image:
+def _apply_exif_orientation(img: Image.Image, name: PathLike) -> None:
+    """Turn `img` upright in place: no full-size copy when there is nothing to turn."""
     try:
-        return ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception as exc:  # malformed EXIF blocks raise assorted errors
         raise ImageLoadError(name, f"corrupt EXIF metadata ({exc})") from exc
 

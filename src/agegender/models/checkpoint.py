@@ -4,6 +4,7 @@ label statistics, package version). Loading never unpickles anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +244,74 @@ def load_state_strictly(model: nn.Module, state: dict[str, torch.Tensor], path: 
             parts.append(f"shape of {key} is {tuple(state[key].shape)}, model has {tuple(expected[key].shape)}")
         raise CheckpointError(f"{path}: weights do not match the model ({'; '.join(parts)})")
     model.load_state_dict(state)
+
+
+def file_sha256(path: Path) -> str | None:
+    """Hex SHA-256 of a file's bytes; None when there is no such file."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
+def save_resume_point(
+    weights_path: Path, state_path: Path, model: nn.Module, meta: dict[str, Any], state: dict[str, Any]
+) -> None:
+    """An epoch's last weights and training state, written so that a kill anywhere leaves a consistent pair.
+
+    The weights file comes first; the training state follows with its own copy of the same weights
+    and the SHA-256 of that file. A kill between the two writes leaves the new weights file beside
+    the previous epoch's state, which `load_resume_point` recognises by the digest and resumes
+    from, using the weights inside the state.
+    """
+    save_checkpoint(weights_path, model, meta)
+    weights = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+    save_training_state(state_path, {**state, "weights": weights, "weights_sha256": file_sha256(weights_path)})
+
+
+def load_resume_point(model: nn.Module, weights_path: Path, state_path: Path) -> tuple[dict[str, Any], str | None]:
+    """Load the weights that belong to the training state into `model`; return the state and a note.
+
+    The note (None when all is well) says what was repaired: a weights file from a later epoch
+    than the state (killed between the two writes of `save_resume_point`), or a state saved before
+    it carried its weights, whose pairing cannot be checked.
+    """
+    state = load_training_state(state_path)
+    if "weights" not in state:  # saved by an older version: the weights file is all there is
+        load_weights(model, weights_path)
+        note = f"{state_path}: saved by an older version, so its match with {weights_path.name} cannot be checked"
+        return state, note
+    load_state_strictly(model, state["weights"], state_path)
+    if file_sha256(weights_path) == state.get("weights_sha256"):
+        return state, None
+    return state, (
+        f"{weights_path} is not the file the training state of epoch {state.get('epoch')} was saved with "
+        f"(the run stopped between the two writes): resuming after epoch {state.get('epoch')} "
+        "from the weights inside the training state"
+    )
+
+
+def repair_best(best_path: Path, last_path: Path, evaluated: nn.Module, best_epoch: int, epoch: int) -> str | None:
+    """Write `best_path` from a resumed state's validated weights if a kill left it behind.
+
+    Training writes the best checkpoint AFTER `save_resume_point`, so the best file is never ahead
+    of the training state; a kill between the two leaves it behind exactly when the state's own
+    epoch was its best, and then `evaluated` (the state's validated weights) is what belongs there.
+    Returns a note when it rewrote the file.
+    """
+    if best_epoch != epoch or best_epoch == 0:
+        return None
+    try:
+        if read_meta(best_path).get("epoch") == best_epoch:
+            return None
+    except CheckpointError:  # missing: killed before the run's first best checkpoint
+        pass
+    save_checkpoint(best_path, evaluated, {**read_meta(last_path), "epoch": best_epoch})
+    return f"{best_path}: rewritten with the weights of epoch {best_epoch} (the run stopped before writing it)"
 
 
 def save_training_state(path: Path, state: dict[str, Any]) -> None:

@@ -34,10 +34,11 @@ from agegender.errors import UserInputError
 from agegender.models.checkpoint import (
     build_meta,
     init_from_checkpoint,
-    load_training_state,
+    load_resume_point,
     load_weights,
+    repair_best,
     save_checkpoint,
-    save_training_state,
+    save_resume_point,
 )
 from agegender.models.heads import ModelOutput
 from agegender.models.pretrained import BACKBONES, load_pretrained_weights
@@ -296,11 +297,12 @@ def training_state(progress: Progress, run: PhaseRun) -> dict[str, Any]:
     }
 
 
-def restore_progress(model: nn.Module, run_dir: Path) -> Progress:
+def restore_progress(model: nn.Module, run_dir: Path, console: Console) -> Progress:
     from agegender.training.fit import LAST, STATE, RunError
 
-    load_weights(model, run_dir / LAST)
-    state = load_training_state(run_dir / STATE)
+    state, note = load_resume_point(model, run_dir / LAST, run_dir / STATE)
+    if note:
+        console.print(note)
     if state.get("kind") != "two_phase":
         raise RunError(f"{run_dir}: training state is not from a two-phase (pretrained) run; cannot resume it here")
     return Progress(
@@ -378,10 +380,9 @@ def run_phase(
         history.append(history_row(progress.epoch, train, val, lr, phase=phase.name))
         console.print(f"{phase.name} " + epoch_line(progress.epoch, train, val, lr, is_best))
         meta = build_meta(model, config, **meta_base, epoch=progress.epoch, phase=phase.name)
-        if is_best:  # the validated weights: the phase's average when train.ema_decay keeps one
+        save_resume_point(run_dir / LAST, run_dir / STATE, model, meta, training_state(progress, run))
+        if is_best:  # the validated weights: the phase's average when train.ema_decay keeps one; after the state
             save_checkpoint(run_dir / BEST, run.average.evaluated, meta)
-        save_checkpoint(run_dir / LAST, model, meta)
-        save_training_state(run_dir / STATE, training_state(progress, run))
     summary["stopped_epoch"] = progress.epoch
     summary["early_stopped"] = run.stopper.should_stop
     summary["best_epoch_in_phase"] = run.stopper.best_epoch
@@ -408,7 +409,7 @@ def fit_two_phase(
     context: DistributedContext | None = None,
 ):  # fmt: skip
     """fit() for a pretrained backbone: phase 1 (heads) then phase 2 (last blocks); see the module doc."""
-    from agegender.training.fit import BEST, finish_run
+    from agegender.training.fit import BEST, LAST, finish_run
 
     with torch.random.fork_rng(devices=[]):  # same seed, same head initialisation; global RNG untouched
         torch.manual_seed(config.data.seed)
@@ -419,7 +420,7 @@ def fit_two_phase(
     phases = plan_phases(model, config)
     history = HistoryCSV(run_dir / "history.csv")
     if resume:
-        progress = restore_progress(model, run_dir)
+        progress = restore_progress(model, run_dir, console)
         history.truncate_after(progress.epoch)
         console.print(f"resumed {run_dir} after epoch {progress.epoch} ({phases[progress.phase_index].name})")
     else:
@@ -435,7 +436,7 @@ def fit_two_phase(
     console.print(summary.line())
     meta_base = dict(label_stats=label_stats(data.train))
 
-    phase_summaries, pending = [], {}
+    phase_summaries, pending, first_phase = [], {}, progress.phase_index
     for index, phase in enumerate(phases):
         if index < progress.phase_index:  # finished before this --resume
             phase_summaries.append({"name": phase.name, "lr": phase.lr, "first_trained_block": phase.first_trained_block})
@@ -444,6 +445,11 @@ def fit_two_phase(
             load_weights(model, run_dir / BEST)
             progress.phase_index, progress.phase_epoch, progress.saved = index, 0, {}
         run = start_phase(model, phase, config, progress)
+        if resume and index == first_phase:  # the resumed state's own validated weights are known only now
+            evaluated = run.average.evaluated
+            note = repair_best(run_dir / BEST, run_dir / LAST, evaluated, progress.best_epoch, progress.epoch)
+            if note:
+                console.print(note)
         later = tuple(p.first_trained_block for p in phases[index + 1 :])
         summary_of_phase = run_phase(model, run, progress, data, config, run_dir, history, meta_base, console, pending, later)
         phase_summaries.append(summary_of_phase)

@@ -20,6 +20,7 @@ from torch import nn
 
 from agegender.config import RunConfig, apply_mapping, load_config, save_config
 from agegender.data.dataset import PreparedData, label_stats, prepare_data
+from agegender.data.transforms import check_augment
 from agegender.errors import UserInputError
 from agegender.evaluation.plots import plot_learning_curves
 from agegender.evaluation.report import build_report, report_to_dict
@@ -27,10 +28,11 @@ from agegender.models.checkpoint import (
     CheckpointError,
     build_meta,
     init_from_checkpoint,
-    load_training_state,
+    load_resume_point,
     load_weights,
+    repair_best,
     save_checkpoint,
-    save_training_state,
+    save_resume_point,
 )
 from agegender.models.pretrained import BACKBONES, is_pretrained, resolve_weights_path
 from agegender.models.registry import create_model
@@ -151,9 +153,14 @@ def resume_config(
     return apply_mapping(config, {"train": changes})  # checked like any setting: bounds, device names
 
 
-def restore_last(state: TrainingState, run_dir: Path) -> None:
-    load_weights(state.model, run_dir / LAST)
-    state.load_state_dict(load_training_state(run_dir / STATE))
+def restore_last(state: TrainingState, run_dir: Path, console: Console) -> None:
+    saved, note = load_resume_point(state.model, run_dir / LAST, run_dir / STATE)
+    if note:
+        console.print(note)
+    state.load_state_dict(saved)
+    note = repair_best(run_dir / BEST, run_dir / LAST, state.average.evaluated, state.stopper.best_epoch, state.epoch)
+    if note:
+        console.print(note)
 
 
 def make_progress(console: Console) -> Progress:
@@ -303,6 +310,7 @@ def _train_seeded(
         raise RunError("two-phase fine-tuning of pretrained backbones runs in one process; start it without torchrun")
     check_pretrained_options(config, resume)
     check_mixup_alpha(config.train.mixup_alpha)
+    check_augment(config.augment)
     check_warmup_steps(config.train.warmup_steps)
     check_ema_decay(config.train.ema_decay)
     data = data or prepare_data(config.data)
@@ -324,7 +332,7 @@ def _train_seeded(
     meta_base = dict(label_stats=label_stats(data.train))
     history = HistoryCSV(run_dir / "history.csv")
     if resume:
-        restore_last(state, run_dir)
+        restore_last(state, run_dir, console)
         if context.is_main:
             history.truncate_after(state.epoch)
         console.print(f"resumed {run_dir} after epoch {state.epoch}")
@@ -358,11 +366,10 @@ def train_epochs(state, data, loss_fn, config, run_dir, history, meta_base, cons
             continue
         history.append(history_row(state.epoch, train_metrics, val_metrics, lr))
         meta = build_meta(state.model, config, **meta_base, epoch=state.epoch)
-        if is_best:  # the validated weights: the average when train.ema_decay keeps one
+        save_resume_point(run_dir / LAST, run_dir / STATE, state.model, meta, state.state_dict())
+        # The validated weights (the average when train.ema_decay keeps one), after the state: see repair_best
+        if is_best:
             save_checkpoint(run_dir / BEST, state.average.evaluated, meta)
-        # weights first, then optimizer state: a kill between them resumes from a consistent older state
-        save_checkpoint(run_dir / LAST, state.model, meta)
-        save_training_state(run_dir / STATE, state.state_dict())
     if state.stopper.should_stop:
         console.print(f"early stopping at epoch {state.epoch}; best epoch {state.stopper.best_epoch}")
 

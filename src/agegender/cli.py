@@ -108,7 +108,7 @@ def evaluate(
     tta: bool = typer.Option(False, "--tta", help="average each face with its mirror image"),
     age_groups: Optional[str] = typer.Option(None, help=AGE_GROUPS_HELP),
     detect: bool = typer.Option(False, "--detect", help="photos, not crops: detect, score the largest face per image"),
-    detector: str = typer.Option("auto", help="--detect: auto (mediapipe if installed, else haar) | haar | mediapipe"),
+    detector: str = typer.Option("auto", help="--detect: auto (= blazeface) | blazeface | haar | mediapipe"),
     crop: Optional[str] = typer.Option(None, help=f"--detect: {CROP_HELP}"),
     margin: Optional[float] = typer.Option(None, help=f"--detect: {MARGIN_HELP}"),
 ) -> None:

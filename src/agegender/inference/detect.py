@@ -8,13 +8,13 @@ All three run offline on models that ship inside PyPI wheels:
   MediaPipe's own to 1e-4 pixel on all 2,348 lfw_dev photos. One forward pass per batch.
 * ``haar``: OpenCV's frontal-face Haar cascade (``cv2.data.haarcascades``; opencv 4.x wheels
   bundle it, opencv 5.0 does not, hence the ``<5`` pin). No keypoints.
-* ``mediapipe``: the same BlazeFace run by MediaPipe itself (``model_selection=1``: its full-range
-  model), bundled in mediapipe 0.10.x wheels up to 0.10.21. Optional and imported lazily: its
+* ``mediapipe``: the same BlazeFace run by MediaPipe itself (``model_selection`` 0, the default: the
+  short-range model; 1: its full-range model), bundled in mediapipe 0.10.x wheels up to 0.10.21. Optional and imported lazily: its
   normal dependency set (jax, opencv-contrib, protobuf<5; about 1 GB) would clobber this
   package's OpenCV, so it is installed without dependencies, see `MEDIAPIPE_INSTALL`.
 
 The default, ``auto``, is blazeface, the first of AUTO_ORDER that loads (a broken bundled
-weights file is an error, not a quiet fallback to Haar). Measured with `benchmarks/bench_detectors.py --lfw /work/shared/data/lfw_dev`
+weights file is an error, not a quiet fallback to Haar). Measured with `benchmarks/bench_detectors.py --lfw ../shared/data/lfw_dev`
 (200 UTKFace crops pasted into 640x480 grey frames, and the 2,348 lfw_dev photos; one thread,
 2 CPUs shared with other jobs at load average 7.9, so wall times are pessimistic; "CPU" is the
 process CPU time per frame, all threads):

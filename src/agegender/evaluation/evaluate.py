@@ -5,18 +5,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agegender.config import ConfigError, DataConfig
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.dataset import decode_split, make_splits
 from agegender.data.readers import DataError, ReadResult, Skipped, read_folder
 from agegender.evaluation.age_groups import score_age_groups
-from agegender.evaluation.report import EvaluationReport, build_report
+from agegender.evaluation.report import DetectionSummary, EvaluationReport, build_report
 from agegender.inference.predictor import Predictor
-
-if TYPE_CHECKING:
-    from agegender.evaluation.photos import DetectionSummary
 
 SPLITS = ("all", "train", "val", "test")
 

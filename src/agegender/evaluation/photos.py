@@ -23,27 +23,12 @@ from agegender.data.readers import DataError, Skipped, read_folder
 from agegender.data.samples import GENDER_NAMES, FaceSample
 from agegender.evaluation.evaluate import Evaluation, select_split
 from agegender.evaluation.metrics import GENDER_THRESHOLD
-from agegender.evaluation.report import build_report
+from agegender.evaluation.report import DetectionSummary, build_report
 from agegender.inference.detect import Detection
 from agegender.inference.predictor import Predictor
 
 BATCH_FACES = 256  # crops per forward pass
 SHOWN_FILES = 20  # no-face file names kept in the summary
-
-
-@dataclass(frozen=True)
-class DetectionSummary:
-    """What detection did to a photo evaluation; `report` of the Evaluation covers the faces found."""
-
-    detector: str
-    crop: dict  # the FaceCropSpec used (method, template, margin)
-    images: int  # readable images searched
-    no_face: int  # images without a detected face: errors end to end
-    several_faces: int  # images with more than one face (the largest was scored)
-    box_fallbacks: int  # scored faces box-cropped because an aligned crop had no usable keypoints
-    end_to_end_gender_accuracy: float | None  # correct / labelled images, a missed face counting as wrong
-    end_to_end_per_gender: dict[str, float | None]  # the same per true gender
-    no_face_files: tuple[str, ...]  # the first SHOWN_FILES of them
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,21 @@ from agegender.evaluation.metrics import (
 
 
 @dataclass(frozen=True)
+class DetectionSummary:
+    """What detection did to a photo evaluation; `report` of the Evaluation covers the faces found."""
+
+    detector: str
+    crop: dict  # the FaceCropSpec used (method, template, margin)
+    images: int  # readable images searched
+    no_face: int  # images without a detected face: errors end to end
+    several_faces: int  # images with more than one face (the largest was scored)
+    box_fallbacks: int  # scored faces box-cropped because an aligned crop had no usable keypoints
+    end_to_end_gender_accuracy: float | None  # correct / labelled images, a missed face counting as wrong
+    end_to_end_per_gender: dict[str, float | None]  # the same per true gender
+    no_face_files: tuple[str, ...]  # the first SHOWN_FILES of them
+
+
+@dataclass(frozen=True)
 class EvaluationReport:
     """Metrics over a whole evaluation set; None where no sample carried the label."""
 

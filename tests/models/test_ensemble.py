@@ -114,6 +114,19 @@ def test_member_weights_choose_which_member_answers_each_task(members):
     torch.testing.assert_close(only_large_gender.age, 0.75 * small_out.age + 0.25 * large_out.age)
 
 
+def test_members_weighted_zero_for_both_tasks_are_left_out(members, tmp_path):
+    (small_path, _), (large_path, _) = members
+    pair = save_ensemble_checkpoint([small_path, large_path], tmp_path / "pair.safetensors")
+    out = save_ensemble_checkpoint(
+        [pair, large_path], tmp_path / "two.safetensors", gender_weights=[0, 1, 1], age_weights=[0, 1, 3]
+    )
+    loaded = load_checkpoint(out)
+    assert [m["source"] for m in loaded.meta["ensemble"]] == [str(large_path), str(large_path)]
+    assert loaded.meta["ensemble_weights"] == {"gender": [0.5, 0.5], "age": [0.25, 0.75]}
+    with pytest.raises(CheckpointError, match="two or more checkpoints"):
+        save_ensemble_checkpoint([pair], tmp_path / "one.safetensors", gender_weights=[0, 1], age_weights=[0, 1])
+
+
 def test_an_ensemble_extends_another_with_its_members_and_keeps_the_weights(members, tmp_path):
     (small_path, _), (large_path, _) = members
     pair = save_ensemble_checkpoint([small_path, large_path], tmp_path / "pair.safetensors")

@@ -158,6 +158,17 @@ def expand_members(source: Path) -> list[tuple[dict, nn.Module]]:
     return list(zip(loaded.meta["ensemble"], loaded.model.members))
 
 
+def drop_unweighted(members: list, gender_weights: list[float] | None, age_weights: list[float] | None):
+    """(members, gender_weights, age_weights) without the members weighted 0 for both tasks."""
+    n = len(members)
+    for weights in (gender_weights, age_weights):
+        if weights is not None and len(weights) != n:
+            raise ValueError(f"need {n} non-negative member weights with a positive sum, got {weights}")
+    used = [i for i in range(n) if (gender_weights or [1] * n)[i] != 0 or (age_weights or [1] * n)[i] != 0]
+    kept = [members[i] for i in used]
+    return kept, *(None if w is None else [w[i] for i in used] for w in (gender_weights, age_weights))
+
+
 def save_ensemble_checkpoint(
     sources: list[Path],
     out: Path,
@@ -168,13 +179,18 @@ def save_ensemble_checkpoint(
     """One checkpoint holding several trained checkpoints that averages their predictions.
 
     A source that is itself an ensemble contributes its members (so the bundled model can be extended).
-    `gender_weights` / `age_weights`: one weight per member, in that expanded order (None: equal).
+    `gender_weights` / `age_weights`: one weight per member, in that expanded order (None: equal); a
+    member weighted 0 for both tasks is left out (it would cost time and change nothing).
     The ensemble's config and data split are those of its largest-input member; every member
     must have been trained on the same split, so no member has seen the ensemble's test images.
     """
     members = [member for source in sources for member in expand_members(Path(source))]
+    try:
+        members, gender_weights, age_weights = drop_unweighted(members, gender_weights, age_weights)
+    except ValueError as error:
+        raise CheckpointError(f"{out}: {error} (members: {', '.join(m['source'] for m, _ in members)})") from error
     if len(members) < 2:
-        raise CheckpointError("an ensemble needs two or more checkpoints")
+        raise CheckpointError("an ensemble needs two or more checkpoints (members weighted 0 for both tasks are left out)")
     metas = [meta for meta, _ in members]
     configs = [config_from_dict(meta["config"]) for meta in metas]
     largest = max(range(len(members)), key=lambda i: configs[i].data.image_size)

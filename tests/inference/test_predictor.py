@@ -99,15 +99,17 @@ def test_bundled_model_loads_and_predicts(trained_run):
 
 
 @pytest.mark.skipif(not bundled_model_path().is_file(), reason="bundled model not present")
-def test_bundled_model_is_the_documented_ensemble_and_ages_the_example_face_plausibly():
+def test_bundled_model_is_the_documented_ensemble_and_reads_the_example_photo_right():
     predictor = Predictor.from_checkpoint()
-    members = [(m["config"]["model"]["name"], m["config"]["data"]["image_size"]) for m in predictor.checkpoint.meta["ensemble"]]
-    assert members == [("custom", 64), ("efficientnet_lite0", 160)]  # Model A and Model B, as the README reports
-    assert predictor.image_size == 160 and predictor.checkpoint.meta["weights_dtype"] == "float16"
-    assert bundled_model_path().stat().st_size < 11 * 2**20  # float16 keeps the package small
-    face = Path(__file__).parents[2] / "examples" / "astronaut_face.jpg"
-    age = predictor.predict_cropped_file(face).faces[0].age
-    assert 25 <= age <= 60  # Eileen Collins was about 42 in the photo
+    meta = predictor.checkpoint.meta
+    members = [(m["config"]["model"]["name"], m["config"]["data"]["image_size"]) for m in meta["ensemble"]]
+    assert members == [("efficientnet_lite0", 160), ("dlib_resnet", 150)]  # as benchmarks/build_bundled_model.sh builds it
+    assert meta["ensemble_weights"]["gender"] == pytest.approx([0.5, 0.5])
+    assert meta["ensemble_weights"]["age"] == pytest.approx([1 / 3, 2 / 3])
+    assert predictor.image_size == 160 and meta["weights_dtype"] == "float16"
+    assert bundled_model_path().stat().st_size < 20 * 2**20  # float16 keeps the package small
+    (face,) = predictor.predict(Path(__file__).parents[2] / "examples" / "astronaut.jpg").faces
+    assert face.gender == "female" and 30 <= face.age <= 55  # Eileen Collins, about 42 in the photo
 
 
 def test_predict_aligns_faces_and_marks_box_fallbacks(trained_run, stub_detector):

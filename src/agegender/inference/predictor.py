@@ -30,7 +30,7 @@ from agegender.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from agegender.results import FacePrediction, Prediction
 from agegender.training.loop import ArrayPredictions, predict_arrays, predict_outputs
 
-BUNDLED_MODEL = "model_ab.safetensors"  # ensemble of Model A and Model B, both trained on all data; float16
+BUNDLED_MODEL = "bundled_model.safetensors"  # Model B on EfficientNet-Lite0 and on dlib's face recogniser, weighted; float16
 MARGIN = Bound(0, 2)  # crop margin per side, as a fraction of the face box
 
 

@@ -148,6 +148,14 @@ def test_evaluate_crop_needs_detect_and_a_known_method(run_cli, trained_run, pho
     assert_one_error_line(err, "unknown crop method 'tight'")
 
 
+def test_evaluate_detect_refuses_age_groups_instead_of_dropping_them(run_cli, trained_run, photo_folder, stub_registered):
+    code, _, err = run_cli(
+        "evaluate", "--data", photo_folder.path, "--model", trained_run.best, "--detect", "--age-groups", "adience"
+    )
+    assert code == 2
+    assert_one_error_line(err, "--age-groups scores face crops: evaluate --detect does not take it yet")
+
+
 def test_predict_summary_counts_box_fallbacks(run_cli, trained_run, photo_folder, stub_registered):
     photo = photo_folder.path / "p0.png"
     code, out, err = run_cli("predict", photo, "--model", trained_run.best, "--detector", "stub", "--json")

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from agegender.config import ConfigError, load_config
 from agegender.errors import UserInputError
-from agegender.inference.detect import DetectorUnavailableError
+from agegender.inference.detection import DetectorUnavailableError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Age and gender estimation from face images.")
 console = Console(stderr=True, soft_wrap=True)
@@ -119,6 +119,8 @@ def evaluate(
 
     if not detect and (crop is not None or margin is not None):
         raise ConfigError("--crop and --margin apply to photos: add --detect")
+    if detect and age_groups is not None:
+        raise ConfigError("--age-groups scores face crops: evaluate --detect does not take it yet")
     scheme = _age_group_scheme(age_groups)
     predictor = load_predictor(model, runtime=runtime, tta=tta, detector=detector, crop=crop, margin=margin)
     result = _evaluate_photos(predictor, data, split) if detect else run_evaluation(predictor, data, split, age_groups=scheme)

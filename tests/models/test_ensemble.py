@@ -99,8 +99,8 @@ def test_bad_ensembles_get_one_clear_error(members, tmp_path):
     ensemble = save_ensemble_checkpoint([small_path, large_path], tmp_path / "ensemble.safetensors")
     with pytest.raises(CheckpointError, match="cannot start a run"):
         init_from_checkpoint(create_model(ModelConfig(widths=(8, 16))), ensemble, "custom")
-    for weights in ([1.0], [1.0, -1.0], [0.0, 0.0]):
-        with pytest.raises(CheckpointError, match=r"weighted.safetensors: need 2 non-negative member weights"):
+    for weights in ([1.0], [1.0, -1.0], [0.0, 0.0], [float("nan"), 1.0], [float("inf"), 1.0]):
+        with pytest.raises(CheckpointError, match=r"weighted.safetensors: need 2 finite non-negative member weights"):
             save_ensemble_checkpoint([small_path, large_path], tmp_path / "weighted.safetensors", age_weights=weights)
 
 

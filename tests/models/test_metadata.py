@@ -78,6 +78,9 @@ HOSTILE = [
     (_set("config", "model", "name", "resnet9000"), "field 'config': model.name: unknown value 'resnet9000'"),
     (_set("config", "train", "optimizer", "adamx"), "field 'config': train.optimizer: unknown value 'adamx'"),
     (_set("config", "model", 5), "field 'config': config section 'model' must be a mapping, got 5"),
+    (_set("preprocessing", "face_crop", {"method": "tight"}), "field 'preprocessing.face_crop': unknown crop method 'tight'"),
+    (_set("preprocessing", "face_crop", {"method": "aligned", "template": "dlib_9"}), "field 'preprocessing.face_crop': unknown face template 'dlib_9'"),
+    (_set("preprocessing", "face_crop", "aligned"), "field 'preprocessing.face_crop': expected dict, got str 'aligned'"),
 ]
 
 

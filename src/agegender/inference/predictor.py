@@ -21,7 +21,7 @@ import torch
 
 from agegender.config import Bound, ConfigError
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
-from agegender.data.align import CROP_METHODS, FaceCrop, FaceCropSpec
+from agegender.data.align import FaceCrop, FaceCropSpec
 from agegender.data.images import load_rgb, resize_square
 from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, Detection, FaceDetector, create_detector, crop_faces
 from agegender.inference.sources import Frame
@@ -223,9 +223,7 @@ def resolve_face_crop(stored: FaceCropSpec, crop: str | FaceCropSpec | None, mar
     if isinstance(crop, FaceCropSpec):
         spec = crop
     elif crop is not None and crop != stored.method:
-        if crop not in CROP_METHODS:
-            raise ConfigError(f"unknown crop method '{crop}'; choose one of {', '.join(CROP_METHODS)}")
-        spec = FaceCropSpec(crop, stored.template)  # the stored margin meant the other method
+        spec = FaceCropSpec(crop, stored.template)  # checks the method; the stored margin meant the other method
     return spec if margin is None else replace(spec, margin=margin)
 
 

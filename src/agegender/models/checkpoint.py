@@ -45,12 +45,7 @@ def read_face_crop(meta: dict[str, Any]) -> FaceCropSpec:
     """The crop a checkpoint's model expects; checkpoints saved before face_crop existed (the
     bundled model among them) get DEFAULT_FACE_CROP, the crop measured best for them."""
     stored = meta.get("preprocessing", {}).get("face_crop")
-    if stored is None:
-        return DEFAULT_FACE_CROP
-    try:
-        return FaceCropSpec.from_dict(stored)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint preprocessing.face_crop is not usable ({error})") from error
+    return DEFAULT_FACE_CROP if stored is None else FaceCropSpec.from_dict(stored)  # checked by validate_meta
 
 
 def face_crop_for(config: RunConfig) -> FaceCropSpec:
@@ -163,7 +158,7 @@ def drop_unweighted(members: list, gender_weights: list[float] | None, age_weigh
     n = len(members)
     for weights in (gender_weights, age_weights):
         if weights is not None and len(weights) != n:
-            raise ValueError(f"need {n} non-negative member weights with a positive sum, got {weights}")
+            raise ValueError(f"need {n} finite non-negative member weights with a positive sum, got {weights}")
     used = [i for i in range(n) if (gender_weights or [1] * n)[i] != 0 or (age_weights or [1] * n)[i] != 0]
     kept = [members[i] for i in used]
     return kept, *(None if w is None else [w[i] for i in used] for w in (gender_weights, age_weights))

@@ -10,6 +10,8 @@ returned is the logit of the mean probability.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -45,8 +47,8 @@ def normalised_weights(weights: list[float] | None, n: int) -> torch.Tensor:
     """(n,) weights summing to 1; None -> equal weights."""
     if weights is None:
         return torch.full((n,), 1.0 / n)
-    if len(weights) != n or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"need {n} non-negative member weights with a positive sum, got {weights}")
+    if len(weights) != n or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"need {n} finite non-negative member weights with a positive sum, got {weights}")
     tensor = torch.tensor(weights, dtype=torch.float32)
     return tensor / tensor.sum()
 

@@ -6,7 +6,7 @@ A checkpoint (and an exported ONNX file, which carries the same JSON) describes 
     package_version   text                               config            a RunConfig mapping (config.py
                                                                            checks its types, bounds, names)
     preprocessing     image_size (int, = config.data.image_size), mean and std (3 numbers each, std > 0),
-                      input (text, optional)
+                      input (text, optional), face_crop (optional: {method, template, margin}, data.align)
     label_stats       n_train (int >= 0), age_mean, age_std (years), female_share (0-1); each optional or null
     epoch (int >= 0), phase ("phase1" | "phase2"), weights_dtype ("float32" | "float16"),
     source (text), onnx ({input, outputs, quantized}): optional
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agegender.config import BOUNDS, Bound, ConfigError, RunConfig, config_from_dict
+from agegender.data.align import FaceCropSpec
 from agegender.data.samples import MAX_AGE
 from agegender.errors import UserInputError
 
@@ -102,6 +103,12 @@ def _check_preprocessing(preprocessing: dict, prefix: str, config: RunConfig) ->
         for index in range(CHANNELS):
             _number(dict(enumerate(values)), index, f"{prefix}{key}", bound)
     _field(preprocessing, "input", prefix, str, required=False)
+    face_crop = _field(preprocessing, "face_crop", prefix, dict, required=False)
+    if face_crop is not None:
+        try:
+            FaceCropSpec.from_dict(face_crop)
+        except (TypeError, ValueError) as error:  # unknown method, template or key; a bad margin
+            raise _Invalid(f"{prefix}face_crop", str(error)) from None
 
 
 def _check_label_stats(stats: dict, prefix: str) -> None:

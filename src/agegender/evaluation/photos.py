@@ -24,7 +24,7 @@ from agegender.data.samples import GENDER_NAMES, FaceSample
 from agegender.evaluation.evaluate import Evaluation, select_split
 from agegender.evaluation.metrics import GENDER_THRESHOLD
 from agegender.evaluation.report import DetectionSummary, build_report
-from agegender.inference.detect import Detection
+from agegender.inference.detection import Detection
 from agegender.inference.predictor import Predictor
 
 BATCH_FACES = 256  # crops per forward pass
@@ -34,7 +34,7 @@ SHOWN_FILES = 20  # no-face file names kept in the summary
 @dataclass(frozen=True)
 class _Found:
     sample: FaceSample
-    crop: FaceCrop | None  # None: no face found
+    crop_method: str | None  # how its largest face was cropped ("aligned" or "box"); None: no face found
     faces: int
 
 
@@ -44,8 +44,9 @@ def largest_detection(detections: list[Detection]) -> Detection | None:
 
 def _detect_each(
     predictor: Predictor, samples: list[FaceSample], undecodable: list[Skipped], progress: Callable[[int], None] | None
-) -> Iterator[_Found]:
-    """Per readable image: the crop of its largest face (unreadable images go to `undecodable`)."""
+) -> Iterator[tuple[_Found, FaceCrop | None]]:
+    """Per readable image: what was found and the crop of its largest face (unreadable images go to
+    `undecodable`). One image at a time, so only the crops waiting for the model are in memory."""
     for sample in samples:
         try:
             rgb = load_rgb(sample.path)
@@ -58,7 +59,7 @@ def _detect_each(
         detections = predictor.detector.detect(rgb)
         largest = largest_detection(detections)
         crop = None if largest is None else predictor.crop_detections(rgb, [largest])[0]
-        yield _Found(sample, crop, len(detections))
+        yield _Found(sample, crop and crop.method, len(detections)), crop
 
 
 def _predict_batched(predictor: Predictor, crops: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -98,31 +99,38 @@ def evaluate_photos(
     read = read_folder(data_dir)
     samples = select_split(read, split, predictor.checkpoint.config.data)
     undecodable: list[Skipped] = []
-    found = list(_detect_each(predictor, samples, undecodable, progress))  # crops only of images with a face
+    found: list[_Found] = []
+
+    def crops() -> Iterator[np.ndarray]:  # streamed into the model's batches as the images are searched
+        for image_found, crop in _detect_each(predictor, samples, undecodable, progress):
+            found.append(image_found)
+            if crop is not None:
+                yield crop.image
+
+    ages, p_female = _predict_batched(predictor, crops())
     if not found:
         raise DataError(f"{data_dir}: no readable images to evaluate")
-    with_face = [f for f in found if f.crop is not None]
-    ages, p_female = _predict_batched(predictor, (f.crop.image for f in with_face))
+    with_face = [f for f in found if f.crop_method is not None]
     report = build_report([f.sample for f in with_face], ages, p_female)
     return Evaluation(report, read, undecodable, split, _summarise(predictor, found, p_female))
 
 
 def _summarise(predictor: Predictor, found: list[_Found], p_female: np.ndarray) -> DetectionSummary:
     per_image = np.full(len(found), math.nan)  # P(female) per readable image, NaN where no face
-    per_image[[i for i, f in enumerate(found) if f.crop is not None]] = p_female
+    per_image[[i for i, f in enumerate(found) if f.crop_method is not None]] = p_female
     genders = [f.sample.gender for f in found]
     per_gender = {
         name: end_to_end_accuracy([g if g == label else None for g in genders], per_image)
         for label, name in enumerate(GENDER_NAMES)
     }
-    missed = [str(f.sample.path) for f in found if f.crop is None]
+    missed = [str(f.sample.path) for f in found if f.crop_method is None]
     return DetectionSummary(
         detector=predictor.detector.name,
         crop=predictor.face_crop.to_dict(),
         images=len(found),
         no_face=len(missed),
         several_faces=sum(f.faces > 1 for f in found),
-        box_fallbacks=sum(f.crop is not None and f.crop.method != predictor.face_crop.method for f in found),
+        box_fallbacks=sum(f.crop_method not in (None, predictor.face_crop.method) for f in found),
         end_to_end_gender_accuracy=end_to_end_accuracy(genders, per_image),
         end_to_end_per_gender={k: v for k, v in per_gender.items() if v is not None},
         no_face_files=tuple(Path(m).name for m in missed[:SHOWN_FILES]),

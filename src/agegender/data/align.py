@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agegender.data.images import crop_with_margin
+from agegender.data.images import check_rgb, crop_with_margin
 from agegender.errors import UserInputError
 
 # Facial keypoints, in this order (the subject's right eye appears on the image's left).
@@ -138,7 +138,7 @@ def align_face(rgb: np.ndarray, keypoints: Points, template: FaceTemplate, margi
     """
     import cv2
 
-    _check_frame(rgb)
+    check_rgb(rgb)
     height, width = rgb.shape[:2]
     points = usable_keypoints(keypoints, width, height)
     if points is None:
@@ -177,11 +177,6 @@ def _shrink_region(
     new_size = (max(1, round((x1 - x0) * ratio)), max(1, round((y1 - y0) * ratio)))  # (w, h)
     shrunk = cv2.resize(rgb[y0:y1, x0:x1], new_size, interpolation=cv2.INTER_AREA)
     return shrunk, (points - [x0, y0]) * [new_size[0] / (x1 - x0), new_size[1] / (y1 - y0)]
-
-
-def _check_frame(rgb: np.ndarray) -> None:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 array, got {getattr(rgb, 'shape', type(rgb))}")
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     area average like cv2.INTER_AREA, so downscaled faces do not alias;
     anything else uses BICUBIC (Pillow antialiases per axis when shrinking).
     """
-    _check_rgb(rgb)
+    check_rgb(rgb)
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
     height, width = rgb.shape[:2]
@@ -162,7 +162,7 @@ def crop_with_margin(
     constant, which would give the network a hard edge that real faces lack.
     This is the one function that owns crop margins.
     """
-    _check_rgb(rgb)
+    check_rgb(rgb)
     x1, y1, x2, y2 = (float(v) for v in box)
     if x2 <= x1 or y2 <= y1:
         raise ValueError(f"box must have x2 > x1 and y2 > y1, got {box}")
@@ -378,9 +378,11 @@ def _composite_on_background(rgba: np.ndarray) -> np.ndarray:
     return blended.astype(np.uint8)
 
 
-def _check_rgb(rgb: np.ndarray) -> None:
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 array, got shape {rgb.shape} dtype {rgb.dtype}")
+def check_rgb(rgb: np.ndarray, who: str = "expected") -> None:
+    """The one check of an HxWx3 uint8 RGB array (a programming error otherwise, hence ValueError)."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        found = f"shape {rgb.shape} dtype {rgb.dtype}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ValueError(f"{who} an HxWx3 uint8 RGB array, got {found}")
 
 
 def _round_half_up(value: float) -> int:

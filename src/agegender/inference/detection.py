@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from agegender.data.images import check_rgb
 from agegender.results import Box
 
 
@@ -47,8 +48,7 @@ class FaceDetector(Protocol):
 
 
 def check_frame(rgb: np.ndarray) -> None:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"detectors take an HxWx3 uint8 RGB array, got {getattr(rgb, 'shape', type(rgb))}")
+    check_rgb(rgb, "detectors take")
 
 
 def clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> Box | None:

@@ -63,7 +63,7 @@ def test_two_phase_run_killed_between_its_writes_resumes_consistently(
     killed_at, make_config, utkface, cache_dir, lite0_weights, tmp_path, monkeypatch
 ):
     from agegender.training import finetune
-    from tests.training.test_fit import assert_same_weights, kill_before_state_write
+    from tests.training.test_fit import assert_same_weights, kill_before_best_write, kill_before_state_write
 
     config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
     fit(config, tmp_path / "straight", console=QUIET)
@@ -71,14 +71,7 @@ def test_two_phase_run_killed_between_its_writes_resumes_consistently(
         kill_before_state_write(monkeypatch, at_call=2)
         expected_note = "is not the file the training state of epoch 1 was saved with"
     else:  # phase 1's state written, its best checkpoint (which phase 2 starts from) not
-        real_save = finetune.save_checkpoint
-
-        def die_at_best(path, model, meta):
-            if path.name == "best.safetensors":
-                raise SystemExit("killed before the best checkpoint")
-            real_save(path, model, meta)
-
-        monkeypatch.setattr(finetune, "save_checkpoint", die_at_best)
+        kill_before_best_write(monkeypatch, finetune)
         expected_note = "best.safetensors: rewritten with the weights of epoch 1"
     with pytest.raises(SystemExit):
         fit(config, tmp_path / "killed", console=QUIET)

@@ -228,6 +228,18 @@ def test_kill_between_weights_and_state_resumes_from_the_state_and_says_so(
         assert_same_weights(load_file(str(run_dir / name)), load_file(str(tmp_path / "straight" / name)))
 
 
+def kill_before_best_write(monkeypatch, module) -> None:
+    """Make `module`'s save_checkpoint die when it comes to best.safetensors (a kill just before it)."""
+    real_save = module.save_checkpoint
+
+    def die_at_best(path, model, meta):
+        if path.name == "best.safetensors":
+            raise SystemExit("killed before the best checkpoint")
+        real_save(path, model, meta)
+
+    monkeypatch.setattr(module, "save_checkpoint", die_at_best)
+
+
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_kill_before_the_best_checkpoint_is_repaired_from_the_state(
     ema_decay, utkface, cache_dir, make_config, tmp_path, monkeypatch
@@ -236,14 +248,7 @@ def test_kill_before_the_best_checkpoint_is_repaired_from_the_state(
     # epoch that was the best without its best file (here: epoch 1, the first best, never written).
     config = make_config(utkface.path, cache_dir, epochs=2, ema_decay=ema_decay)
     fit(config, tmp_path / "straight", console=quiet())
-    real_save = fit_module.save_checkpoint
-
-    def die_at_best(path, model, meta):
-        if path.name == "best.safetensors":
-            raise SystemExit("killed before the best checkpoint")
-        real_save(path, model, meta)
-
-    monkeypatch.setattr(fit_module, "save_checkpoint", die_at_best)
+    kill_before_best_write(monkeypatch, fit_module)
     run_dir = tmp_path / "killed"
     with pytest.raises(SystemExit):
         fit(config, run_dir, console=quiet())

@@ -50,9 +50,9 @@ print(f"levi_hassner: val gender {100 * m['val']['gender_accuracy']:.1f}%, val M
 PY
 }
 
-compare() {  # Model A and B runs of train_model_a.sh / train_model_b.sh 5k, where they exist
+compare() {  # Model A and B 5k runs (train_model_a.sh, train_model_b.sh, train_face_models.sh dlib-5k-lr), where they exist
   local runs=("$RUNS/levi_hassner_5k")
-  for run in model_a_5k_mix60 model_b_5k_192 groups_a_exact; do
+  for run in model_a_5k_mix60 model_b_5k_192 dlib_5k_lr2e-5 groups_a_exact; do
     [[ -f "$RUNS/$run/metrics.json" ]] && runs+=("$RUNS/$run")
   done
   agegender compare "${runs[@]}" --out "$RUNS/compare_levi_hassner" --data "$DATA" --age-groups "$SCHEME"

@@ -140,14 +140,11 @@ def evaluate(
 def _evaluate_photos(predictor, data: Path, split: str):
     from rich.progress import Progress
 
-    from agegender.data.readers import read_folder
-    from agegender.evaluation.evaluate import select_split
     from agegender.evaluation.photos import evaluate_photos
 
-    total = len(select_split(read_folder(data), split, predictor.checkpoint.config.data))
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("detecting", total=total)
-        return evaluate_photos(predictor, data, split, progress=lambda n: bar.advance(task, n))
+        task = bar.add_task("detecting", total=None)  # evaluate_photos tells the total: the folder is read once
+        return evaluate_photos(predictor, data, split, progress=lambda n, total: bar.update(task, total=total, advance=n))
 
 
 def _print_evaluation(result) -> None:

@@ -43,7 +43,10 @@ def largest_detection(detections: list[Detection]) -> Detection | None:
 
 
 def _detect_each(
-    predictor: Predictor, samples: list[FaceSample], undecodable: list[Skipped], progress: Callable[[int], None] | None
+    predictor: Predictor,
+    samples: list[FaceSample],
+    undecodable: list[Skipped],
+    progress: Callable[[int, int], None] | None,
 ) -> Iterator[tuple[_Found, FaceCrop | None]]:
     """Per readable image: what was found and the crop of its largest face (unreadable images go to
     `undecodable`). One image at a time, so only the crops waiting for the model are in memory."""
@@ -55,7 +58,7 @@ def _detect_each(
             continue
         finally:
             if progress:
-                progress(1)
+                progress(1, len(samples))
         detections = predictor.detector.detect(rgb)
         largest = largest_detection(detections)
         crop = None if largest is None else predictor.crop_detections(rgb, [largest])[0]
@@ -93,9 +96,15 @@ def end_to_end_accuracy(genders: list[int | None], p_female: np.ndarray) -> floa
 
 
 def evaluate_photos(
-    predictor: Predictor, data_dir: Path, split: str = "all", progress: Callable[[int], None] | None = None
+    predictor: Predictor,
+    data_dir: Path,
+    split: str = "all",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
-    """Detect, crop the largest face, predict in batches, score; see the module docstring."""
+    """Detect, crop the largest face, predict in batches, score; see the module docstring.
+
+    `progress(images_done, images_in_all)` is called after each image is read.
+    """
     read = read_folder(data_dir)
     samples = select_split(read, split, predictor.checkpoint.config.data)
     undecodable: list[Skipped] = []

@@ -5,7 +5,7 @@
 
 Both variants train the same heads for the same epochs on the same N UTKFace images, with the
 EfficientNet-Lite0 ImageNet backbone frozen (BatchNorm in eval mode in both):
-  cached  training/finetune.py: backbone features computed once per view (`--views`: original,
+  cached  training/sources.py: backbone features computed once per view (`--views`: original,
           mirrored, augmented), then every epoch is heads-only work on (N, 1280) features;
   naive   every batch is augmented and sent through the frozen backbone, every epoch.
 Wall time includes the one-off caching (about `--views` frozen forward passes), so the speed-up grows
@@ -30,17 +30,14 @@ from agegender.data.readers import read_folder
 from agegender.data.transforms import augment_batch, to_model_input
 from agegender.models import create_model
 from agegender.models.pretrained import load_pretrained_weights
-from agegender.training.finetune import (
-    Phase,
-    build_caches,
-    plan_phases,
-    set_train_mode,
-    set_trainable,
-    train_cached_epoch,
-)
+from agegender.training.averaging import WeightAverage
+from agegender.training.callbacks import EarlyStopping
+from agegender.training.distributed import DistributedContext
+from agegender.training.engine import Phase, PhaseRun, plan_phases, set_trainable, train_epoch
 from agegender.training.loop import batch_indices
 from agegender.training.losses import MultiTaskLoss
-from agegender.training.schedule import create_optimizer
+from agegender.training.schedule import EpochScheduler, Warmup, create_optimizer
+from agegender.training.sources import FromBlock, build_cached_sources
 
 
 def load_images(path: Path, n: int, image_size: int) -> LabelledArrays:
@@ -60,7 +57,7 @@ def fresh_model(config: RunConfig, data: LabelledArrays) -> torch.nn.Module:
 
 
 def naive_epoch(model, data: LabelledArrays, loss_fn, optimizer, augment: AugmentConfig, batch_size: int, generator) -> None:
-    set_train_mode(model)
+    FromBlock(model, len(model.backbone)).train()  # BatchNorm in eval mode, the heads' dropout trains
     for index in batch_indices(len(data), batch_size, generator):
         x = augment_batch(to_model_input(data.images[index.numpy()]), augment, generator)
         output = model(x)
@@ -86,15 +83,20 @@ def time_cached(config: RunConfig, data: LabelledArrays, epochs: int) -> tuple[f
     phase: Phase = plan_phases(model, config)[0]
     optimizer = create_optimizer([p for p in model.parameters() if p.requires_grad], config.train)
     few = LabelledArrays(data.images[:8], data.age[:8], data.gender[:8], data.samples[:8])  # val: not timed apart
-    prepared = SimpleNamespace(train=data, val=few)  # build_caches reads .train and .val only
+    prepared = SimpleNamespace(train=data, val=few)  # build_cached_sources reads .train and .val only
     start = time.perf_counter()
-    caches = build_caches(model, (phase.first_trained_block,), prepared, config)[phase.first_trained_block]
+    point = phase.first_trained_block
+    source, _ = build_cached_sources(model, (point,), prepared, config, DistributedContext())[point]
     cache_seconds = time.perf_counter() - start
-    generator, seconds = torch.Generator().manual_seed(0), []
+    run = PhaseRun(
+        phase=phase, optimizer=optimizer, scheduler=EpochScheduler(optimizer, config.train, epochs),
+        stopper=EarlyStopping(epochs, 0.0), generator=torch.Generator().manual_seed(0), warmup=Warmup(0),
+        average=WeightAverage(model, 0.0), train_module=FromBlock(model, point),
+    )  # fmt: skip
+    seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
-        train_cached_epoch(model, phase, caches.train, data, loss_fn, optimizer,
-                           batch_size=config.train.batch_size, generator=generator, channels_last=True)  # fmt: skip
+        train_epoch(run, source.train_batches(config.train.batch_size, run.generator), loss_fn, 0.0, run.generator)
         seconds.append(time.perf_counter() - start)
     return cache_seconds, seconds
 

@@ -39,5 +39,5 @@ def test_levi_hassner_trains_in_one_phase(make_config, utkface, cache_dir, tmp_p
     config = make_config(utkface.path, cache_dir)
     config = replace(config, model=replace(config.model, name="levi_hassner"))
     result = fit(config, tmp_path / "run", console=Console(file=io.StringIO()))
-    assert result.metrics["model"]["name"] == "levi_hassner"
-    assert "ms_per_step_by_phase" not in result.metrics["timing"]
+    assert result.metrics.model.name == "levi_hassner"
+    assert "ms_per_step_by_phase" not in result.metrics.timing

@@ -16,10 +16,10 @@ from agegender.config import ModelConfig
 from agegender.data.dataset import prepare_data
 from agegender.models.checkpoint import load_checkpoint, load_training_state
 from agegender.training.callbacks import HistoryCSV
-from agegender.training.finetune import FinetuneError, Phase, cache_activations, evaluate_cached, plan_phases
+from agegender.training.engine import evaluate, plan_phases
 from agegender.training.fit import RunError, fit, resume
-from agegender.training.loop import evaluate_epoch
 from agegender.training.losses import MultiTaskLoss
+from agegender.training.sources import CachedBatches, FinetuneError, FromBlock, ImageBatches, cache_activations
 from tests.models.test_pretrained import write_random_weights
 from tests.training.test_fit import averaged_weights, steps_per_epoch
 
@@ -62,7 +62,7 @@ def test_two_phase_run_writes_phases_and_a_loadable_checkpoint(make_config, utkf
 def test_two_phase_run_killed_between_its_writes_resumes_consistently(
     killed_at, make_config, utkface, cache_dir, lite0_weights, tmp_path, monkeypatch
 ):
-    from agegender.training import finetune
+    from agegender.training import fit as fit_module
     from tests.training.test_fit import assert_same_weights, kill_before_best_write, kill_before_state_write
 
     config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
@@ -71,7 +71,7 @@ def test_two_phase_run_killed_between_its_writes_resumes_consistently(
         kill_before_state_write(monkeypatch, at_call=2)
         expected_note = "is not the file the training state of epoch 1 was saved with"
     else:  # phase 1's state written, its best checkpoint (which phase 2 starts from) not
-        kill_before_best_write(monkeypatch, finetune)
+        kill_before_best_write(monkeypatch, fit_module)
         expected_note = "best.safetensors: rewritten with the weights of epoch 1"
     with pytest.raises(SystemExit):
         fit(config, tmp_path / "killed", console=QUIET)
@@ -157,11 +157,10 @@ def test_cached_evaluation_equals_the_full_model(make_config, utkface, cache_dir
 
     model = create_model(ModelConfig(name="efficientnet_lite0", head_hidden=8)).eval()
     loss_fn = MultiTaskLoss(1.0, 0.1, 0.0)
-    phase = Phase("phase2", first_trained_block, 1, 1e-3)
     cache = cache_activations(model, data.val.images, (first_trained_block,), 1, config.augment, torch.Generator(), True)
-    cache = cache[first_trained_block]
-    cached = evaluate_cached(model, phase, cache, data.val, loss_fn, channels_last=True)
-    full = evaluate_epoch(model, data.val, loss_fn, channels_last=True)
+    cached_source = CachedBatches(cache[first_trained_block], data.val, True, torch.device("cpu"))
+    cached = evaluate(FromBlock(model, first_trained_block), cached_source, loss_fn)
+    full = evaluate(model, ImageBatches(data.val, None, True, torch.device("cpu")), loss_fn)
     assert cached.loss == pytest.approx(full.loss, rel=1e-5)
     assert cached.age_mae == pytest.approx(full.age_mae, rel=1e-5)
 

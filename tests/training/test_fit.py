@@ -4,6 +4,7 @@ import io
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +14,10 @@ from safetensors.torch import load_file
 from agegender.config import ConfigError, load_config
 from agegender.data.dataset import prepare_data
 from agegender.models.checkpoint import CheckpointError, load_checkpoint, load_training_state, read_meta
+from agegender.training import engine, results
 from agegender.training import fit as fit_module
 from agegender.training.callbacks import HISTORY_COLUMNS, HistoryCSV
+from agegender.training.distributed import DistributedContext
 from agegender.training.fit import RunError, fit, resume
 from agegender.training.loop import batch_indices
 
@@ -89,16 +92,16 @@ def test_early_stopping_restores_the_best_weights(utkface, cache_dir, make_confi
     # min_delta so large that nothing after epoch 1 counts as an improvement: stop after epoch 2, best is 1
     config = make_config(utkface.path, cache_dir, epochs=3, early_stopping_patience=1, min_delta=1e9)
     measured = []
-    real_split_report = fit_module.split_report
+    real_split_report = results.split_report
 
     def recording_split_report(model, arrays, channels_last):
         measured.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return real_split_report(model, arrays, channels_last)
 
-    monkeypatch.setattr(fit_module, "split_report", recording_split_report)
+    monkeypatch.setattr(results, "split_report", recording_split_report)
     result = fit(config, tmp_path / "run", console=quiet())
     assert (result.best_epoch, result.stopped_epoch) == (1, 2)
-    assert result.metrics["early_stopped"] is True
+    assert result.metrics.early_stopped is True
     assert [r["epoch"] for r in history(tmp_path / "run")] == ["1", "2"]
     best = load_file(str(tmp_path / "run" / "best.safetensors"))
     last = load_file(str(tmp_path / "run" / "last.safetensors"))
@@ -164,16 +167,16 @@ def test_interrupted_run_resumes_to_the_same_weights(ema_decay, utkface, cache_d
     config = make_config(utkface.path, cache_dir, epochs=2, ema_decay=ema_decay)
     fit(config, tmp_path / "straight", console=quiet())
 
-    real_train_one_epoch = fit_module.train_one_epoch
+    real_train_epoch = engine.train_epoch
     calls = []
 
     def interrupted_in_epoch_2(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:  # after the first optimizer step of epoch 2, as if Ctrl-C arrived
             kwargs["on_batch"] = lambda n, means: (_ for _ in ()).throw(KeyboardInterrupt())
-        return real_train_one_epoch(*args, **kwargs)
+        return real_train_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted_in_epoch_2)
+    monkeypatch.setattr(engine, "train_epoch", interrupted_in_epoch_2)
     run_dir = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         fit(config, run_dir, console=quiet())
@@ -181,7 +184,7 @@ def test_interrupted_run_resumes_to_the_same_weights(ema_decay, utkface, cache_d
     assert load_training_state(run_dir / "last_state.pt")["epoch"] == 1
     assert not (run_dir / "metrics.json").exists()
 
-    monkeypatch.setattr(fit_module, "train_one_epoch", real_train_one_epoch)
+    monkeypatch.setattr(engine, "train_epoch", real_train_epoch)
     result = resume(run_dir, console=quiet())
     assert result.stopped_epoch == 2
     assert [r["epoch"] for r in history(run_dir)] == ["1", "2"]
@@ -385,13 +388,18 @@ def test_compiled_training_learns_what_eager_training_learns(utkface, cache_dir,
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-3, atol=1e-3, msg=key)
 
 
+def start_training_phase(config) -> tuple[fit_module.Training, engine.PhaseRun]:
+    training = fit_module.Training(config, Path(config.data.path), prepare_data(config.data), DistributedContext(), quiet())
+    return training, training.start_phase(0, engine.plan_phases(training.model, config)[0])
+
+
 def test_compile_wraps_the_training_module_only(utkface, cache_dir, make_config):
     config = make_config(utkface.path, cache_dir, compile=True)
-    state = fit_module.create_training_state(config)
-    assert isinstance(state.train_model, torch._dynamo.eval_frame.OptimizedModule)
-    assert state.train_model._orig_mod is state.model  # evaluation and checkpoints use the same weights
-    plain = fit_module.create_training_state(replace(config, train=replace(config.train, compile=False)))
-    assert plain.train_model is plain.model
+    training, phase_run = start_training_phase(config)
+    assert isinstance(phase_run.train_module, torch._dynamo.eval_frame.OptimizedModule)
+    assert phase_run.train_module._orig_mod is training.model  # evaluation and checkpoints use the same weights
+    training, phase_run = start_training_phase(replace(config, train=replace(config.train, compile=False)))
+    assert phase_run.train_module is training.model
 
 
 def make_groups_folder(folder, face_bytes, n: int = 30, exact_every: int = 0):

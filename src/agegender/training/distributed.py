@@ -1,18 +1,18 @@
-"""Data-parallel training under `torchrun --nproc_per_node N` (gloo on CPU, NCCL on GPUs).
+"""Data-parallel training under `torchrun --nproc_per_node N` (gloo on CPU, NCCL on GPUs), for every model.
 
 fit() is unchanged for the user: torchrun's RANK / WORLD_SIZE / LOCAL_RANK variables switch this on.
 Every epoch the training images are permuted with the run's generator (identical on every rank),
-padded to a multiple of the world size and dealt out rank::world (what DistributedSampler does),
-each rank trains on its shard with `batch_size // world` images per step so the global batch stays
-`train.batch_size`, gradients are averaged by DistributedDataParallel, and epoch metrics are summed
-across ranks. Only rank 0 writes files or prints.
+padded to a multiple of the world size and dealt out rank::world (what DistributedSampler does);
+cached activations (Model B) are dealt out once, when cached (sources.py). Each rank trains on its
+shard with `batch_size // world` images per step so the global batch stays `train.batch_size`,
+gradients are averaged by DistributedDataParallel, and epoch metrics are summed across ranks.
+Only rank 0 writes files or prints.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import time
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -24,9 +24,7 @@ from torch import nn
 
 from agegender.config import ConfigError
 from agegender.data.dataset import LabelledArrays
-from agegender.data.transforms import to_model_input
-from agegender.training.loop import EpochMetrics, RunningMeans, batch_indices
-from agegender.training.losses import MultiTaskLoss
+from agegender.training.loop import EpochMetrics, RunningMeans
 
 
 @dataclass(frozen=True)
@@ -132,33 +130,15 @@ def _finite(value: float) -> float:
     return 0.0 if np.isnan(value) else value
 
 
-@torch.no_grad()
-def evaluate_sharded(
-    model: nn.Module, data: LabelledArrays, loss_fn: MultiTaskLoss, context: DistributedContext,
-    batch_size: int = 256, channels_last: bool = True,
-) -> EpochMetrics:  # fmt: skip
-    """evaluate_epoch over rank::world of `data` (no padding), with sums and counts added across ranks.
-
-    The result equals a single-process evaluation of the same weights (up to float summation order).
-    """
-    broadcast_buffers(model, context)
-    model.eval()
-    start, means = time.perf_counter(), RunningMeans()
-    shard = take(data, torch.arange(context.rank, len(data), context.world_size))
-    for index in batch_indices(len(shard), batch_size, None):
-        picked = index.numpy()
-        x = to_model_input(shard.images[picked], channels_last).to(context.device)
-        age = torch.from_numpy(shard.age_targets(picked)).to(context.device)
-        gender = torch.from_numpy(shard.gender[picked]).to(context.device)
-        output = model(x)
-        means.update(loss_fn(output, age, gender), output, age, gender)
-    if context.enabled:
-        keys_sum, keys_count = list(means.sums), list(means.counts)
-        totals = torch.tensor([means.sums[k] for k in keys_sum] + [means.counts[k] for k in keys_count], dtype=torch.float64)
-        dist.all_reduce(totals)
-        means.sums = {k: float(v) for k, v in zip(keys_sum, totals[: len(keys_sum)])}
-        means.counts = {k: int(v) for k, v in zip(keys_count, totals[len(keys_sum) :])}
-    return means.result(time.perf_counter() - start)
+def reduce_running_means(means: RunningMeans, context: DistributedContext) -> None:
+    """Add every rank's sums and counts, in place: each rank then holds the totals over all shares."""
+    if not context.enabled:
+        return
+    keys_sum, keys_count = list(means.sums), list(means.counts)
+    totals = torch.tensor([means.sums[k] for k in keys_sum] + [means.counts[k] for k in keys_count], dtype=torch.float64)
+    dist.all_reduce(totals)
+    means.sums = {k: float(v) for k, v in zip(keys_sum, totals[: len(keys_sum)])}
+    means.counts = {k: int(v) for k, v in zip(keys_count, totals[len(keys_sum) :])}
 
 
 def broadcast_buffers(model: nn.Module, context: DistributedContext) -> None:
@@ -170,5 +150,6 @@ def broadcast_buffers(model: nn.Module, context: DistributedContext) -> None:
 
 
 def barrier(context: DistributedContext) -> None:
+    """Wait for every rank (e.g. for rank 0's best.safetensors before a new phase starts from it)."""
     if context.enabled:
         dist.barrier()

@@ -1,22 +1,16 @@
-"""One training epoch and one evaluation pass; each returns averaged metrics."""
+"""Epoch bookkeeping (metrics, running means, batch order and labels) and prediction over arrays."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from agegender.config import AugmentConfig
 from agegender.data.dataset import LabelledArrays
-from agegender.data.transforms import augment_batch, to_model_input
-from agegender.training.averaging import WeightAverage
-from agegender.training.losses import MultiTaskLoss, as_age_range
-from agegender.training.mixup import forward_and_loss
-from agegender.training.schedule import Warmup, optimizer_step
+from agegender.data.transforms import to_model_input
+from agegender.training.losses import as_age_range
 
 
 @dataclass(frozen=True)
@@ -101,41 +95,6 @@ def batch_labels(
     return torch.from_numpy(data.age_targets(picked)).to(device), torch.from_numpy(data.gender[picked]).to(device)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    data: LabelledArrays,
-    loss_fn: MultiTaskLoss,
-    optimizer: torch.optim.Optimizer,
-    *,
-    augment: AugmentConfig | None,
-    batch_size: int,
-    generator: torch.Generator,
-    channels_last: bool = True,
-    on_batch: Callable[[int, RunningMeans], None] | None = None,
-    mixup_alpha: float = 0.0,
-    warmup: Warmup | None = None,
-    average: WeightAverage | None = None,
-) -> EpochMetrics:
-    model.train()
-    start, means, device = time.perf_counter(), RunningMeans(), model_device(model)
-    for batch in batch_indices(len(data), batch_size, generator):
-        if len(batch) < 2:  # BatchNorm cannot train on a single image
-            continue
-        x = to_model_input(data.images[batch.numpy()], channels_last)
-        age, gender = batch_labels(data, batch)
-        if augment is not None:
-            x = augment_batch(x, augment, generator)  # on the CPU, where the generator lives
-        x, age, gender = x.to(device), age.to(device), gender.to(device)
-        output, parts = forward_and_loss(model, x, age, gender, loss_fn, alpha=mixup_alpha, generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        parts.total.backward()
-        optimizer_step(optimizer, warmup, average)
-        means.update(parts, output, age, gender)
-        if on_batch is not None:
-            on_batch(len(batch), means)
-    return means.result(time.perf_counter() - start)
-
-
 @dataclass(frozen=True)
 class ArrayPredictions:
     age: np.ndarray  # (N,) years
@@ -165,16 +124,3 @@ def predict_arrays(
     """(age in years, P(female)) for uint8 (N, S, S, 3) faces, without augmentation."""
     predictions = predict_outputs(model, images, batch_size, channels_last)
     return predictions.age, predictions.p_female
-
-
-@torch.no_grad()
-def evaluate_epoch(
-    model: nn.Module, data: LabelledArrays, loss_fn: MultiTaskLoss, batch_size: int = 256, channels_last: bool = True
-) -> EpochMetrics:
-    model.eval()
-    start, means, device = time.perf_counter(), RunningMeans(), model_device(model)
-    for batch in batch_indices(len(data), batch_size, None):
-        output = model(to_model_input(data.images[batch.numpy()], channels_last).to(device))
-        age, gender = batch_labels(data, batch, device)
-        means.update(loss_fn(output, age, gender), output, age, gender)
-    return means.result(time.perf_counter() - start)

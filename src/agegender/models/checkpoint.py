@@ -30,7 +30,7 @@ METADATA_KEY = "agegender"
 class LoadedCheckpoint:
     model: nn.Module
     config: RunConfig
-    meta: dict[str, Any]  # preprocessing, label_stats, epoch, metrics, package_version
+    meta: dict[str, Any]  # format, config, preprocessing, label_stats, package_version, epoch (build_meta)
 
     @property
     def image_size(self) -> int:

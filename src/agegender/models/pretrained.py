@@ -1,11 +1,12 @@
 """Model B: pretrained backbones (ImageNet: EfficientNet-Lite0/1/2, MobileNetV2; ResNet-18/34/50 and
-VGG16 in classic_backbones.py; faces: dlib's face recognition ResNet in dlib_resnet.py), written here
-without torchvision or timm, with their weights read from local files (nothing is downloaded).
+VGG16 in classic_backbones.py; Xception and EfficientNet-B0 in imagenet_backbones.py; faces: dlib's
+face recognition ResNet in dlib_resnet.py, Cydral's age ResNet-10 in cydral_resnet.py), written here without torchvision
+or timm, with their weights read from local files (nothing is downloaded).
 
 Every backbone is an `nn.Sequential` of "blocks" (e.g. stem, inverted-residual blocks, 1x1 head conv), so
 fine-tuning can freeze a prefix, cache its activations and train only the last N blocks.
 
-Weights are loaded only for a fresh training run (`load_pretrained_weights`, called by fit());
+Weights are loaded only when a training run starts (`load_pretrained_weights`, training/fit.py);
 `create_model` builds the architecture alone, so a checkpoint of a pretrained model loads without
 the ImageNet weights file.
 """
@@ -402,7 +403,6 @@ def create_pretrained_net(config: ModelConfig) -> AgeGenderNet:
         dropout=config.dropout,
         age_head=config.age_head,
     )
-    net.pretrained_backbone = True  # fit() trains such models in two phases (training/finetune.py)
     net.min_input_size = spec.min_input_size  # smaller images do not fit the architecture
     return net
 

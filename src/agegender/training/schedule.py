@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from agegender.config import OPTIMIZERS, SCHEDULERS, ConfigError, TrainConfig
 from agegender.training.averaging import WeightAverage
@@ -153,7 +152,3 @@ class Stepping:
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
-
-
-def trainable(model: nn.Module):
-    return [p for p in model.parameters() if p.requires_grad]

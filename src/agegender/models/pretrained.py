@@ -1,7 +1,7 @@
 """Model B: pretrained backbones (ImageNet: EfficientNet-Lite0/1/2, MobileNetV2; ResNet-18/34/50 and
 VGG16 in classic_backbones.py; Xception and EfficientNet-B0 in imagenet_backbones.py; faces: dlib's
-face recognition ResNet in dlib_resnet.py, Cydral's age ResNet-10 in cydral_resnet.py), written here without torchvision
-or timm, with their weights read from local files (nothing is downloaded).
+face recognition ResNet in dlib_resnet.py, Cydral's age ResNet-10 in cydral_resnet.py), written here
+without torchvision or timm, with their weights read from local files (nothing is downloaded).
 
 Every backbone is an `nn.Sequential` of "blocks" (e.g. stem, inverted-residual blocks, 1x1 head conv), so
 fine-tuning can freeze a prefix, cache its activations and train only the last N blocks.

@@ -12,7 +12,7 @@ import torch
 from agegender.config import AugmentConfig, TrainConfig
 from agegender.training.averaging import WeightAverage
 from agegender.training.callbacks import EarlyStopping
-from agegender.training.engine import Phase, PhaseRun, RunPosition, evaluate, train_epoch
+from agegender.training.engine import Phase, PhaseRun, RunPosition, evaluate, set_trainable, train_epoch
 from agegender.training.loop import predict_arrays
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.schedule import EpochScheduler, Warmup
@@ -70,3 +70,13 @@ def test_position_keeps_the_best_across_phases():
     assert not position.record(1.5, min_delta=0.0) and (position.epoch, position.phase_epoch) == (5, 1)
     assert position.record(0.9, min_delta=0.0) and position.best_epoch == 6
     assert RunPosition().record(math.nan, min_delta=0.0)  # a run's first epoch is its first best
+
+
+def test_set_trainable_freezes_the_backbone_before_the_first_trained_block():
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model.head = torch.nn.Linear(2, 1)
+    trained = set_trainable(model, 2)
+    assert trained == [*model.backbone[2].parameters(), *model.head.parameters()]
+    assert not any(p.requires_grad for p in model.backbone[:2].parameters())
+    assert set_trainable(model, None) == list(model.parameters())  # one phase trains everything

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from agegender.config import ConfigError, load_config
 from agegender.data.dataset import prepare_data
 from agegender.models.checkpoint import CheckpointError, load_checkpoint, load_training_state, read_meta
-from agegender.training import engine, results
+from agegender.training import engine
 from agegender.training import fit as fit_module
 from agegender.training.callbacks import HISTORY_COLUMNS, HistoryCSV
 from agegender.training.distributed import DistributedContext
@@ -92,13 +92,13 @@ def test_early_stopping_restores_the_best_weights(utkface, cache_dir, make_confi
     # min_delta so large that nothing after epoch 1 counts as an improvement: stop after epoch 2, best is 1
     config = make_config(utkface.path, cache_dir, epochs=3, early_stopping_patience=1, min_delta=1e9)
     measured = []
-    real_split_report = results.split_report
+    real_split_report = fit_module.split_report
 
     def recording_split_report(model, arrays, channels_last):
         measured.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return real_split_report(model, arrays, channels_last)
 
-    monkeypatch.setattr(results, "split_report", recording_split_report)
+    monkeypatch.setattr(fit_module, "split_report", recording_split_report)
     result = fit(config, tmp_path / "run", console=quiet())
     assert (result.best_epoch, result.stopped_epoch) == (1, 2)
     assert result.metrics.early_stopped is True

@@ -15,7 +15,6 @@ from agegender.training.schedule import (
     create_optimizer,
     current_lr,
     optimizer_step,
-    trainable,
 )
 
 
@@ -98,12 +97,6 @@ def test_unknown_scheduler():
     config = TrainConfig(scheduler="onecycle")
     with pytest.raises(ValueError, match="unknown scheduler 'onecycle'; choose one of plateau, step, cosine, none"):
         EpochScheduler(create_optimizer(parameters(), config), config, epochs=3)
-
-
-def test_trainable_skips_frozen_parameters():
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
-    model[0].requires_grad_(False)
-    assert trainable(model) == list(model[1].parameters())
 
 
 def sgd_steps(warmup: Warmup | None, steps: int, lr: float = 1.0) -> list[float]:

@@ -5,7 +5,7 @@ Every epoch the training images are permuted with the run's generator (identical
 padded to a multiple of the world size and dealt out rank::world (what DistributedSampler does);
 cached activations (Model B) are dealt out once, when cached (sources.py). Each rank trains on its
 shard with `batch_size // world` images per step so the global batch stays `train.batch_size`,
-gradients are averaged by DistributedDataParallel, and epoch metrics are summed across ranks.
+gradients are averaged by DistributedDataParallel, and metrics' sums and counts are added across ranks.
 Only rank 0 writes files or prints.
 """
 
@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
@@ -24,7 +23,7 @@ from torch import nn
 
 from agegender.config import ConfigError
 from agegender.data.dataset import LabelledArrays
-from agegender.training.loop import EpochMetrics, RunningMeans
+from agegender.training.loop import RunningMeans
 
 
 @dataclass(frozen=True)
@@ -112,22 +111,6 @@ def rank_generator(seed: int, epoch: int, context: DistributedContext) -> torch.
 
 def per_rank_batch_size(batch_size: int, context: DistributedContext) -> int:
     return max(2, batch_size // context.world_size)
-
-
-def reduce_epoch_metrics(metrics: EpochMetrics, context: DistributedContext) -> EpochMetrics:
-    """Image-weighted means over ranks (exact when every image carries both labels)."""
-    if not context.enabled:
-        return metrics
-    fields = ("loss", "gender_loss", "age_loss", "gender_acc", "age_mae")
-    values = torch.tensor([metrics.images * _finite(getattr(metrics, f)) for f in fields] + [metrics.images], dtype=torch.float64)
-    dist.all_reduce(values)
-    images = float(values[-1])
-    means = {f: float(v) / images if images else float("nan") for f, v in zip(fields, values[:-1])}
-    return EpochMetrics(**means, seconds=metrics.seconds, images=int(images))
-
-
-def _finite(value: float) -> float:
-    return 0.0 if np.isnan(value) else value
 
 
 def reduce_running_means(means: RunningMeans, context: DistributedContext) -> None:

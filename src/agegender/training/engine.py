@@ -32,7 +32,6 @@ from agegender.training.distributed import (
     broadcast_buffers,
     per_rank_batch_size,
     rank_generator,
-    reduce_epoch_metrics,
     reduce_running_means,
 )
 from agegender.training.loop import EpochMetrics, RunningMeans
@@ -151,9 +150,10 @@ class PhaseRun(Stepping):
 OnBatch = Callable[[int, RunningMeans], None]
 
 
-def train_epoch(run: PhaseRun, batches: Iterable[Batch], loss_fn: MultiTaskLoss, mixup_alpha: float,
-                generator: torch.Generator, on_batch: OnBatch | None = None) -> EpochMetrics:  # fmt: skip
-    """One pass over the batches: forward (mixup blends when alpha > 0), backward, one optimizer step each."""
+def train_epoch(run: PhaseRun, batches: Iterable[Batch], loss_fn: MultiTaskLoss, mixup_alpha: float, generator: torch.Generator,
+                on_batch: OnBatch | None = None, context: DistributedContext = DistributedContext()) -> EpochMetrics:  # fmt: skip
+    """One pass over the batches: forward (mixup blends when alpha > 0), backward, one optimizer step each;
+    under torchrun the metrics of every rank's batches together."""
     run.train_module.train()
     start, means = time.perf_counter(), RunningMeans()
     for x, age, gender in batches:
@@ -164,6 +164,7 @@ def train_epoch(run: PhaseRun, batches: Iterable[Batch], loss_fn: MultiTaskLoss,
         means.update(parts, output, age, gender)
         if on_batch is not None:
             on_batch(len(x), means)
+    reduce_running_means(means, context)
     return means.result(time.perf_counter() - start)
 
 
@@ -183,16 +184,8 @@ def evaluate(model: nn.Module, source: BatchSource, loss_fn: MultiTaskLoss,
 
 
 def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"))
+    return Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
 
 
 @dataclass(frozen=True)
@@ -214,11 +207,11 @@ def run_epoch(run: PhaseRun, epoch: int, settings: EpochSettings) -> tuple[Epoch
         train = train.epoch_shard(run.generator, context)
         batch_size, generator = per_rank_batch_size(batch_size, context), rank_generator(settings.seed, epoch, context)
     with progress_bar(settings.console) as progress:
-        task = progress.add_task(f"epoch {epoch}/{run.phase.epochs}", total=len(train), stats="")
+        named = "" if run.phase.first_trained_block is None else f"{run.phase.name} "  # epochs count on across phases
+        task = progress.add_task(f"{named}epoch {epoch}", total=len(train), stats="")
         batches = train.train_batches(batch_size, generator)
-        train_metrics = train_epoch(run, batches, settings.loss_fn, settings.mixup_alpha, generator,
+        train_metrics = train_epoch(run, batches, settings.loss_fn, settings.mixup_alpha, generator, context=context,
                                     on_batch=lambda n, means: progress.update(task, advance=n, stats=means.short()))  # fmt: skip
-    train_metrics = reduce_epoch_metrics(train_metrics, context)
     return train_metrics, evaluate(run.evaluated, run.val, settings.loss_fn, context)
 
 

@@ -50,7 +50,16 @@ from agegender.training.engine import (
 )
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.mixup import check_mixup_alpha
-from agegender.training.results import FitMetrics, FitResult, PhaseSummary, RunOutcome, final_val_line, measure_run
+from agegender.training.results import (
+    FitMetrics,
+    FitResult,
+    PhaseSummary,
+    final_val_line,
+    split_report,
+    timing_summary,
+    train_at_best,
+    write_metrics,
+)
 from agegender.training.rundir import (
     BEST,
     CONFIG,
@@ -313,9 +322,16 @@ class Training:
             raise CheckpointError(f"{best_path}: no best checkpoint was written")
         set_trainable(self.model, None)
         load_weights(self.model, best_path)
+        rows, position, data, cl = self.history.rows(), self.position, self.data, self.config.train.channels_last
         two_phase = is_pretrained(self.config.model.name)
-        outcome = RunOutcome(self.position.best_epoch, self.position.epoch, self.early_stopped,
-                             tuple(phases) if two_phase else None, self.position.cache_seconds if two_phase else None)  # fmt: skip
-        metrics = measure_run(self.model, self.data, self.config, self.run_dir, summary, outcome)
+        metrics = FitMetrics(
+            model=summary, best_epoch=position.best_epoch, stopped_epoch=position.epoch, early_stopped=self.early_stopped,
+            split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+            data_summary=data.summary_line(), train_at_best=train_at_best(rows, position.best_epoch),
+            val=split_report(self.model, data.val, cl), test=split_report(self.model, data.test, cl),
+            timing=timing_summary(rows, position.best_epoch, len(data.train), self.config.train.batch_size),
+            phases=tuple(phases) if two_phase else None, feature_cache_seconds=position.cache_seconds if two_phase else None,
+        )  # fmt: skip
+        write_metrics(metrics, self.run_dir, self.config.model.name)
         self.console.print(f"best epoch {metrics.best_epoch}: {final_val_line(metrics.val)}; wrote {self.run_dir}")
         return FitResult(self.run_dir, metrics.best_epoch, metrics.stopped_epoch, metrics)

@@ -11,11 +11,10 @@ from typing import Any
 
 from torch import nn
 
-from agegender.data.dataset import LabelledArrays, PreparedData
+from agegender.data.dataset import LabelledArrays
 from agegender.evaluation.plots import plot_learning_curves
 from agegender.evaluation.report import build_report, report_to_dict
 from agegender.models.summary import ModelSummary
-from agegender.training.callbacks import HistoryCSV
 from agegender.training.loop import predict_arrays
 from agegender.training.rundir import CURVES, HISTORY, METRICS
 
@@ -114,37 +113,12 @@ def final_val_line(val: dict) -> str:
     return ", ".join(parts)
 
 
-@dataclass(frozen=True)
-class RunOutcome:
-    """How training ended, for measure_run."""
-
-    best_epoch: int
-    stopped_epoch: int
-    early_stopped: bool
-    phases: tuple[PhaseSummary, ...] | None
-    feature_cache_seconds: float | None
+def train_at_best(rows: list[dict[str, str]], best_epoch: int) -> dict[str, float]:
+    best_row = next(r for r in rows if int(r["epoch"]) == best_epoch)
+    return {k: float(v) for k, v in best_row.items() if k.startswith("train_")}
 
 
-def measure_run(model: nn.Module, data: PreparedData, config, run_dir: Path, summary: ModelSummary,
-                outcome: RunOutcome) -> FitMetrics:  # fmt: skip
-    """`model` holds the best weights: measure them on val and test, write metrics.json and the curves."""
-    rows = HistoryCSV(run_dir / HISTORY).rows()
-    best_row = next(r for r in rows if int(r["epoch"]) == outcome.best_epoch)
-    cl = config.train.channels_last
-    metrics = FitMetrics(
-        model=summary,
-        best_epoch=outcome.best_epoch,
-        stopped_epoch=outcome.stopped_epoch,
-        early_stopped=outcome.early_stopped,
-        split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        data_summary=data.summary_line(),
-        train_at_best={k: float(v) for k, v in best_row.items() if k.startswith("train_")},
-        val=split_report(model, data.val, cl),
-        test=split_report(model, data.test, cl),
-        timing=timing_summary(rows, outcome.best_epoch, len(data.train), config.train.batch_size),
-        phases=outcome.phases,
-        feature_cache_seconds=outcome.feature_cache_seconds,
-    )
+def write_metrics(metrics: FitMetrics, run_dir: Path, model_name: str) -> None:
+    """metrics.json, and the learning curves drawn from history.csv."""
     (run_dir / METRICS).write_text(json.dumps(metrics.to_dict(), indent=2))
-    plot_learning_curves(run_dir / HISTORY, run_dir / CURVES, title=f"{config.model.name} ({run_dir.name})")
-    return metrics
+    plot_learning_curves(run_dir / HISTORY, run_dir / CURVES, title=f"{model_name} ({run_dir.name})")

@@ -115,7 +115,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile Model A's training steps (not two-phase runs); no gain measured on CPU
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     device: str = "cpu"
-    # Pretrained backbones (two-phase fine-tuning, training/finetune.py); train.epochs bounds phase 1.
+    # Pretrained backbones (two-phase fine-tuning, training/engine.py); train.epochs bounds phase 1.
     finetune_epochs: int | None = None  # phase-2 max epochs; None -> train.epochs
     finetune_lr: float | None = None  # phase-2 learning rate; None -> train.lr / 10
     feature_views: int = 4  # cached views per training image: original, flipped, then augmented ones

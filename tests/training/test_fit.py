@@ -448,3 +448,19 @@ def test_init_from_a_run_on_exact_ages_into_a_run_on_age_groups(trained_run, tmp
     finished = load_file(str(result.run_dir / "last.safetensors"))
     assert started.keys() == finished.keys()
     assert any(not torch.equal(started[k], finished[k]) for k in started)  # it trained on from there
+
+
+def test_a_one_phase_state_saved_by_77dbc71_resumes_like_a_new_one(utkface, cache_dir, make_config, tmp_path):
+    """Model A's last_state.pt had no phase fields before the phase runner; such runs still resume."""
+    from agegender.models.checkpoint import save_training_state
+
+    fit(make_config(utkface.path, cache_dir, epochs=1), tmp_path / "new", console=quiet())
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    state = load_training_state(tmp_path / "old" / "last_state.pt")
+    for key in ("phase_index", "phase_epoch", "best_val_loss", "best_epoch", "cache_seconds"):
+        del state[key]
+    save_training_state(tmp_path / "old" / "last_state.pt", state)
+    for run in ("new", "old"):
+        assert resume(tmp_path / run, epochs=2, console=quiet()).stopped_epoch == 2
+    for name in ("last.safetensors", "best.safetensors"):
+        assert_same_weights(load_file(str(tmp_path / "old" / name)), load_file(str(tmp_path / "new" / name)))

@@ -196,7 +196,10 @@ class Training:
 
     def run(self, resume: bool) -> FitResult:
         phases = plan_phases(self.model, self.config)
-        self.restore() if resume else self.initialise()
+        if resume:
+            self.restore()
+        else:
+            self.initialise()
         set_trainable(self.model, phases[-1].first_trained_block)
         summary = summarize_model(self.model, self.config.model.name, self.config.data.image_size)  # trainable in any phase
         self.console.print(summary.line())

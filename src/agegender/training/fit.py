@@ -20,6 +20,7 @@ from torch import nn
 
 from agegender.config import RunConfig, apply_mapping, load_config, save_config
 from agegender.data.dataset import PreparedData, label_stats, prepare_data
+from agegender.training.distill import with_teacher_targets
 from agegender.data.transforms import check_augment
 from agegender.errors import UserInputError
 from agegender.evaluation.plots import plot_learning_curves
@@ -319,6 +320,7 @@ def _train_seeded(
         raise RunError(f"{config.data.path}: too few images to train ({data.summary_line()})")
     check_age_labels(data, config.data.path)
     run_dir.mkdir(parents=True, exist_ok=True)
+    data = with_teacher_targets(data, config, run_dir, console)
     if context.is_main:
         save_config(config, run_dir / "config.yaml")
     if is_pretrained(config.model.name):  # two phases: heads on cached features, then the last blocks

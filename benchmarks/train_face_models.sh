@@ -7,6 +7,7 @@
 #   benchmarks/train_face_models.sh dlib-full     # all data, grayscale augmentation, phase 2 at 1e-5
 #   benchmarks/train_face_models.sh dlib-full2    # all data, 7 blocks at 2e-5, grayscale and box jitter
 #   benchmarks/train_face_models.sh cydral-full   # all data, Cydral ResNet-10 at 64 px
+#   benchmarks/train_face_models.sh dlib-distill  # dlib-full's run with targets blended 50/50 with the bundled model's
 # dlib's weights are small (mean |w| about 3e-3 in the last blocks), so Adam's steps of Model B's 2e-4
 # wipe out its features in phase 2's first epoch (val gender 93.6% -> 47.9%); 1e-5 to 2e-5 keeps them.
 set -euo pipefail
@@ -29,5 +30,9 @@ case "${1:-}" in
                  --set augment.grayscale=0.25 --set augment.box_jitter=0.5 --threads "$THREADS" ;;
   cydral-full) agegender train --data "$DATA" --out "$RUNS/cydral_full" "${CYDRAL[@]}" \
                  --set train.feature_views=4 --set train.finetune_epochs=10 --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full" >&2; exit 2 ;;
+  dlib-distill) agegender train --data "$DATA" --out "$RUNS/dlib_distill" "${DLIB[@]}" --set train.feature_views=4 \
+                 --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 --set augment.grayscale=0.25 \
+                 --set train.teacher="${TEACHER:-src/agegender/assets/bundled_model.safetensors}" \
+                 --set train.teacher_weight=0.5 --threads "$THREADS" ;;
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-distill" >&2; exit 2 ;;
 esac

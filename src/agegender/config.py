@@ -122,6 +122,9 @@ class TrainConfig:
     # Start a new run from a checkpoint's weights (same model settings) with a fresh optimizer and
     # schedule: a warm restart that continues an earlier run for more epochs.
     init_from: str | None = None
+    # Distillation (training/distill.py): blend each training target with this checkpoint's prediction.
+    teacher: str | None = None
+    teacher_weight: float = 0.5  # share of the teacher in each blended target
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,7 @@ BOUNDS: dict[str, Bound] = {
     "train.age_weight": _WEIGHT, "train.age_distribution_weight": _WEIGHT,
     "train.age_sigma": Bound(0, 100, low_open=True), "train.threads": Bound(1, 1024),
     "train.finetune_epochs": _EPOCHS, "train.finetune_lr": _LEARNING_RATE, "train.feature_views": Bound(1, 64),
+    "train.teacher_weight": _PROBABILITY,
 }  # fmt: skip
 LENGTHS = {"model.widths": Bound(1, 8)}  # custom CNN blocks; each halves the image
 

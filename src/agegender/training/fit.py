@@ -15,6 +15,7 @@ from torch import nn
 
 from agegender.config import RunConfig, save_config
 from agegender.data.dataset import PreparedData, label_stats, prepare_data
+from agegender.training.distill import with_teacher_targets
 from agegender.data.transforms import check_augment
 from agegender.models.checkpoint import (
     CheckpointError,
@@ -120,8 +121,10 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data: PreparedData
         console.print(data.summary_line())
         if len(data.train) < 2 or len(data.val) < 1:
             raise RunError(f"{config.data.path}: too few images to train ({data.summary_line()})")
-        check_age_labels(data, config.data.path)
+        if not config.train.teacher:  # a teacher gives every unlabelled image an age
+            check_age_labels(data, config.data.path)
         run_dir.mkdir(parents=True, exist_ok=True)
+        data = with_teacher_targets(data, config, run_dir, console)
         if context.is_main:
             save_config(config, run_dir / CONFIG)
         return Training(config, run_dir, data, context, console).run(resume)

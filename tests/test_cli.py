@@ -478,3 +478,34 @@ def test_train_without_any_age_label_is_one_error_line(run_cli, tmp_path, face_b
     code, _, err = run_cli("train", "--data", folder, "--out", tmp_path / "run", "--epochs", "1", *TINY)
     assert code == 2
     assert err.splitlines()[-1].startswith("error: ") and "no training image has an age or an age_group label" in err
+
+
+def make_gender_only_folder(folder: Path, face_bytes) -> Path:
+    """LFW-like: gender and identity, no age; 6 people with 2 photos each."""
+    folder.mkdir()
+    rows = ["filename,gender,identity"]
+    for i in range(12):
+        (folder / f"g{i}.jpg").write_bytes(face_bytes(30, i % 2, seed=900 + i))
+        rows.append(f"g{i}.jpg,{'female' if i % 2 else 'male'},person{i // 2}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_train_and_evaluate_on_two_folders(run_cli, utkface, face_bytes, tmp_path):
+    """UTKFace plus a gender-only folder: one split over both, ages of the second simply missing."""
+    lfw = make_gender_only_folder(tmp_path / "lfw", face_bytes)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(
+        "train", "--data", utkface.path, "--data", lfw, "--out", run_dir, "--epochs", "1", *TINY,
+        "--set", f"data.cache_dir={tmp_path / 'cache'}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "from 2 folders" in err and "lfw: 12 labelled images (labels.csv), none skipped; labels: gender 12, identity 12" in err
+    assert "(utkface 35 / 3 / 4; lfw 8 / 2 / 2)" in err  # each folder's share of the split
+    assert load_config(run_dir / "config.yaml").data.folders() == (str(utkface.path), str(lfw))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert sum(metrics["split_sizes"].values()) == len(utkface.parsed) - 2 + 12
+    code, out, err = run_cli("evaluate", "--data", utkface.path, "--data", lfw, "--model", run_dir / "best.safetensors",
+                             "--split", "test", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["n"] == metrics["split_sizes"]["test"]

@@ -30,12 +30,22 @@ def _train_overrides(**options) -> list[str]:
         "scheduler": "train.scheduler", "threads": "train.threads", "device": "train.device",
         "init": "train.init_from",
     }  # fmt: skip
-    return [f"{names[k]}={v}" for k, v in options.items() if v is not None]
+    return [f"{names[k]}={_override_value(v)}" for k, v in options.items() if v is not None]
+
+
+def _override_value(value) -> str:
+    """--data folders as JSON (valid YAML) text, so a path with a colon or comma stays one string;
+    several folders become a list."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(str(value[0])) if len(value) == 1 else json.dumps([str(v) for v in value])
+    return str(value)
 
 
 @app.command()
 def train(
-    data: Optional[Path] = typer.Option(None, help="UTKFace folder or folder with labels.csv"),
+    data: Optional[list[Path]] = typer.Option(
+        None, help="UTKFace folder or folder with labels.csv; repeat to train on several (split together)"
+    ),
     model: Optional[str] = typer.Option(None, help="model name (see `agegender models`); default custom"),
     out: Optional[Path] = typer.Option(None, help="run directory to create"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
@@ -75,7 +85,7 @@ def train(
         return
     settings += _train_overrides(model=model, epochs=epochs, threads=threads, device=device)
     run_config = load_config(config, [*settings, *set_])
-    if not run_config.data.path:
+    if not run_config.data.folders():
         raise typer.BadParameter("--data DIR is required for a new run")
     fit(run_config, out, console=console)
 
@@ -100,7 +110,9 @@ MARGIN_HELP = (
 
 @app.command()
 def evaluate(
-    data: Path = typer.Option(..., help="labelled folder (UTKFace or labels.csv)"),
+    data: list[Path] = typer.Option(
+        ..., help="labelled folder (UTKFace or labels.csv); repeat to score several together (--split: the folders trained on)"
+    ),
     model: Optional[Path] = typer.Option(None, help="checkpoint; default: the bundled model"),
     split: str = typer.Option("all", help="all | train | val | test (recomputed with the model's own split seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),

@@ -1,7 +1,10 @@
 """Seeded, stratified, duplicate-safe train/val/test splits.
 
 Byte-identical files (UTKFace has ~375 such groups, some with conflicting labels) are kept
-together as one unit, so no image appears in two splits.
+together as one unit, so no image appears in two splits; so are all photos of one identity
+(labels.csv's identity column, compared as text across folders), so no person appears in two.
+Samples are hashed together whichever folder they come from: a photo copied into two folders is
+one unit too.
 """
 
 from __future__ import annotations
@@ -46,10 +49,27 @@ def stratum(sample: FaceSample) -> tuple[object, object]:
 
 
 def group_duplicates(samples: list[FaceSample]) -> list[list[FaceSample]]:
-    """Groups of byte-identical files, in first-seen order."""
-    groups: dict[str, list[FaceSample]] = defaultdict(list)
-    for sample in samples:
-        groups[file_digest(sample)].append(sample)
+    """Groups of samples that must stay together: byte-identical files and photos of one identity,
+    joined transitively (a duplicate of one person's photo pulls in all of them). Groups come in the
+    order of their first sample, members in sample order."""
+    root = list(range(len(samples)))  # union-find over sample indices
+
+    def find(index: int) -> int:
+        while root[index] != index:
+            root[index] = root[root[index]]
+            index = root[index]
+        return index
+
+    first_with: dict[tuple[str, str], int] = {}
+    for index, sample in enumerate(samples):
+        keys = [("file", file_digest(sample))] + ([("identity", sample.identity)] if sample.identity else [])
+        for key in keys:
+            other = first_with.setdefault(key, index)
+            low, high = sorted((find(index), find(other)))
+            root[high] = low  # the root is always a group's first sample
+    groups: dict[int, list[FaceSample]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        groups[find(index)].append(sample)
     return list(groups.values())
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from agegender.config import RunConfig, load_config
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.dataset import LabelledArrays, decode_split
-from agegender.data.readers import read_folder
+from agegender.data.readers import read_folders
 from agegender.errors import UserInputError
 from agegender.evaluation import compare_figures as figures
 from agegender.evaluation.age_groups import AgeGroupReport, score_age_groups
@@ -88,12 +88,13 @@ def predict_split(run: Run, split: str, data_dir: Path | None, max_images: int) 
     """The run with its best checkpoint's predictions on (part of) its own `split`."""
     from agegender.evaluation.evaluate import select_split
 
-    data_dir = Path(data_dir or run.config.data.path)
-    if not data_dir.is_dir():
-        return dataclasses.replace(run, predictions_note=f"data folder {data_dir} not found (pass --data)")
+    folders = [Path(data_dir)] if data_dir else [Path(f) for f in run.config.data.folders()]
+    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    if missing or not folders:
+        return dataclasses.replace(run, predictions_note=f"data folder {', '.join(missing)} not found (pass --data)")
     checkpoint = load_checkpoint(run.run_dir / "best.safetensors")
-    samples = select_split(read_folder(data_dir), split, run.config.data)[:max_images]
-    data_config = dataclasses.replace(run.config.data, path=str(data_dir), image_size=checkpoint.image_size)
+    samples = select_split(read_folders(folders), split, run.config.data)[:max_images]
+    data_config = dataclasses.replace(run.config.data, image_size=checkpoint.image_size)
     arrays, _ = decode_split(samples, data_config)
     if len(arrays) == 0:
         return dataclasses.replace(run, predictions_note=f"no readable {split} images in {data_dir}")

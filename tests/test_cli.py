@@ -509,3 +509,18 @@ def test_train_and_evaluate_on_two_folders(run_cli, utkface, face_bytes, tmp_pat
                              "--split", "test", "--json")  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["n"] == metrics["split_sizes"]["test"]
+
+
+def test_crop_writes_chips_and_lists_photos_without_one(run_cli, photo_folder, stub_registered, tmp_path):
+    code, _, err = run_cli("crop", photo_folder.path, "--out", tmp_path / "chips", "--template", "dlib_150", "--detector", "stub")
+    assert code == 0, err
+    assert "no chip for 3 photos" in err and "p5.png" in err and "broken.png" in err
+    assert "5 chips in" in err and "(dlib_150 template, 150x150): 5 made" in err
+    assert len(list((tmp_path / "chips").glob("*.jpg"))) == 5
+
+
+def test_crop_unknown_template_is_one_error_line(run_cli, photo_folder, tmp_path):
+    code, _, err = run_cli("crop", photo_folder.path, "--out", tmp_path / "chips", "--template", "dlib")
+    assert code == 2
+    assert_one_error_line(err, "unknown face template 'dlib'")
+    assert not (tmp_path / "chips").exists()

@@ -170,6 +170,35 @@ def _print_evaluation(result) -> None:
 
 
 @app.command()
+def crop(
+    source: Path = typer.Argument(..., help="labelled photos: a folder with labels.csv, or UTKFace-named files"),
+    out: Path = typer.Option(..., help="folder for the chips, their labels.csv and skipped.csv"),
+    template: str = typer.Option("utkface", help="face template the chips are aligned to: utkface | dlib_150"),
+    size: Optional[int] = typer.Option(None, min=16, max=1024, help="chip side in pixels; default: the template's"),
+    detector: str = typer.Option("auto", help="auto (= blazeface) | blazeface | mediapipe (haar gives no keypoints)"),
+) -> None:
+    """Aligned chips of the largest face in each labelled photo, labels carried over (training data)."""
+    from rich.progress import Progress
+
+    from agegender.data.align import get_template
+    from agegender.inference.detect import create_detector
+    from agegender.inference.face_chips import crop_folder
+
+    get_template(template)  # an unknown name: one error line before any photo is read
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("cropping", total=None)
+        run = crop_folder(source, out, create_detector(detector), template=template, size=size,
+                          progress=lambda n, total: bar.update(task, total=total, advance=n))  # fmt: skip
+    if run.unlabelled:
+        console.print(f"{len(run.unlabelled)} source files skipped for their labels: " + "; ".join(
+            f"{Path(s.path).name}: {s.reason}" for s in run.unlabelled[:5]))
+    if run.skipped:
+        console.print(f"no chip for {len(run.skipped)} photos (listed in {out / 'skipped.csv'}): " + ", ".join(
+            Path(s.path).name for s in run.skipped[:10]) + (" ..." if len(run.skipped) > 10 else ""))
+    console.print(run.summary_line())
+
+
+@app.command()
 def predict(
     paths: list[Path] = typer.Argument(None, help="images, folders (searched recursively) or one video file"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),

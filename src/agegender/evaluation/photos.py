@@ -24,7 +24,7 @@ from agegender.data.samples import GENDER_NAMES, FaceSample
 from agegender.evaluation.evaluate import Evaluation, select_split
 from agegender.evaluation.metrics import GENDER_THRESHOLD
 from agegender.evaluation.report import DetectionSummary, build_report
-from agegender.inference.detection import Detection
+from agegender.inference.detection import largest_detection  # noqa: F401  (re-exported: tests and callers)
 from agegender.inference.predictor import Predictor
 
 BATCH_FACES = 256  # crops per forward pass
@@ -36,10 +36,6 @@ class _Found:
     sample: FaceSample
     crop_method: str | None  # how its largest face was cropped ("aligned" or "box"); None: no face found
     faces: int
-
-
-def largest_detection(detections: list[Detection]) -> Detection | None:
-    return max(detections, key=lambda d: d.box.width * d.box.height, default=None)
 
 
 def _detect_each(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -524,3 +525,21 @@ def test_crop_unknown_template_is_one_error_line(run_cli, photo_folder, tmp_path
     assert code == 2
     assert_one_error_line(err, "unknown face template 'dlib'")
     assert not (tmp_path / "chips").exists()
+
+
+def test_evaluate_detect_report_is_a_column_of_compare(run_cli, trained_run, photo_folder, stub_registered, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    report = run_dir / "evaluations" / "lfw_photos.json"
+    args = ("evaluate", "--data", photo_folder.path, "--model", run_dir / "best.safetensors", "--detect", "--detector", "stub")
+    code, out, err = run_cli(*args, "--report", report, "--json")
+    assert code == 0, err
+    assert json.loads(report.read_text()) == json.loads(out)
+    assert json.loads(out)["data"] == [str(photo_folder.path)]
+    code, _, err = run_cli("compare", run_dir, "--out", tmp_path / "compare", "--max-images", "8")
+    assert code == 0, err
+    markdown = (tmp_path / "compare" / "report.md").read_text()
+    detection = json.loads(out)["detection"]
+    women, men = (f"{100 * detection['end_to_end_per_gender'][g]:.1f}%" for g in ("female", "male"))
+    assert "lfw_photos photos: gender (women / men)" in markdown
+    assert f"{100 * detection['end_to_end_gender_accuracy']:.1f}% ({women} / {men})" in markdown

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, load_config
 from agegender.errors import UserInputError
 from agegender.inference.detection import DetectorUnavailableError
@@ -123,6 +124,9 @@ def evaluate(
     detector: str = typer.Option("auto", help="--detect: auto (= blazeface) | blazeface | haar | mediapipe"),
     crop: Optional[str] = typer.Option(None, help=f"--detect: {CROP_HELP}"),
     margin: Optional[float] = typer.Option(None, help=f"--detect: {MARGIN_HELP}"),
+    report: Optional[Path] = typer.Option(
+        None, help="also write the JSON report here; RUN_DIR/evaluations/NAME.json is a column of `agegender compare`"
+    ),
 ) -> None:
     """Gender accuracy, age MAE, CS@5 and per-race / gender / age-band breakdowns."""
     from agegender.evaluation.evaluate import evaluate as run_evaluation
@@ -140,11 +144,13 @@ def evaluate(
     if result.undecodable:
         console.print(f"{len(result.undecodable)} unreadable images skipped: " + "; ".join(
             f"{Path(s.path).name}: {s.reason}" for s in result.undecodable[:5]))
+    as_dict = {"split": split, "model": str(predictor.source), "data": [str(d) for d in data], **report_to_dict(result.report)}
+    if result.detection is not None:
+        as_dict["detection"] = report_to_dict(result.detection)
+    if report is not None:
+        write_atomically(report, lambda temporary: Path(temporary).write_text(json.dumps(as_dict, indent=2)))
     if as_json:
-        report = report_to_dict(result.report)
-        if result.detection is not None:
-            report["detection"] = report_to_dict(result.detection)
-        print(json.dumps({"split": split, "model": str(predictor.source), **report}, indent=2))
+        print(json.dumps(as_dict, indent=2))
     else:
         _print_evaluation(result)
 

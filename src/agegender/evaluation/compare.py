@@ -25,6 +25,7 @@ from agegender.data.readers import read_folders
 from agegender.errors import UserInputError
 from agegender.evaluation import compare_figures as figures
 from agegender.evaluation.age_groups import AgeGroupReport, score_age_groups
+from agegender.evaluation.compare_backbones import backbone_table, load_evaluations, measure_faces_per_second
 from agegender.evaluation.metrics import AGE_BAND_NAMES, age_band
 from agegender.evaluation.plots import read_history
 from agegender.models.checkpoint import load_checkpoint
@@ -57,6 +58,8 @@ class Run:
     checkpoint_bytes: int
     predictions: Predictions | None = None
     predictions_note: str = ""
+    evaluations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # evaluations/*.json
+    faces_per_second: float | None = None  # the model alone on its re-predicted crops (compare_backbones)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ def load_run(run_dir: Path) -> Run:
         metrics=json.loads((run_dir / "metrics.json").read_text()),
         history=read_history(run_dir / "history.csv"),
         checkpoint_bytes=(run_dir / "best.safetensors").stat().st_size,
+        evaluations=load_evaluations(run_dir),
     )
 
 
@@ -99,7 +103,9 @@ def predict_split(run: Run, split: str, data_dir: Path | None, max_images: int) 
     if len(arrays) == 0:
         return dataclasses.replace(run, predictions_note=f"no readable {split} images in {data_dir}")
     predicted = predict_outputs(checkpoint.model, arrays.images)
-    return dataclasses.replace(run, predictions=Predictions(arrays, predicted.age, predicted.p_female, predicted.age_probs))
+    speed = measure_faces_per_second(checkpoint.model, arrays.images)
+    predictions = Predictions(arrays, predicted.age, predicted.p_female, predicted.age_probs)
+    return dataclasses.replace(run, predictions=predictions, faces_per_second=speed)
 
 
 def score_run_groups(run: Run, scheme: AgeGroupScheme) -> AgeGroupReport | None:
@@ -356,6 +362,8 @@ def compare_runs(
         ("Architecture", architecture_table(runs)),
         ("Training", training_table(runs)),
         ("Performance", performance_table(runs)),
+        ("Backbones (photo columns: evaluate --detect --report RUN/evaluations/NAME.json; faces/s: the model "
+         f"alone on up to {max_images} decoded crops, batches of 256, measured by this compare)", backbone_table(runs)),
         (f"Per group ({split} split; gender accuracy / age MAE in years)", group_table(runs, split)),
     ]
     if age_groups is not None:  # on the re-predicted images, like the figures

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -502,7 +503,10 @@ def test_train_and_evaluate_on_two_folders(run_cli, utkface, face_bytes, tmp_pat
     )  # fmt: skip
     assert code == 0, err
     assert "from 2 folders" in err and "lfw: 12 labelled images (labels.csv), none skipped; labels: gender 12, identity 12" in err
-    assert "(utkface 35 / 3 / 4; lfw 8 / 2 / 2)" in err  # each folder's share of the split
+    shares = re.search(r"\(utkface (\d+) / (\d+) / (\d+); lfw (\d+) / (\d+) / (\d+)\)", err)  # each folder's split
+    assert shares, err
+    lfw_shares = [int(n) for n in shares.groups()[3:]]
+    assert sum(lfw_shares) == 12 and all(n % 2 == 0 for n in lfw_shares)  # two photos a person, never apart
     assert load_config(run_dir / "config.yaml").data.folders() == (str(utkface.path), str(lfw))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert sum(metrics["split_sizes"].values()) == len(utkface.parsed) - 2 + 12
@@ -510,6 +514,9 @@ def test_train_and_evaluate_on_two_folders(run_cli, utkface, face_bytes, tmp_pat
                              "--split", "test", "--json")  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["n"] == metrics["split_sizes"]["test"]
+    code, out, err = run_cli("evaluate", "--data", lfw, "--model", run_dir / "best.safetensors", "--split", "train", "--json")
+    assert code == 0, err
+    assert json.loads(out)["n"] == lfw_shares[0]  # one folder of the run: its part of the run's split
 
 
 def test_crop_writes_chips_and_lists_photos_without_one(run_cli, photo_folder, stub_registered, tmp_path):

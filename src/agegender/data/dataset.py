@@ -12,7 +12,7 @@ from agegender.data.age_groups import group_interval, resolve_age_groups
 from agegender.data.cache import decode_samples
 from agegender.data.readers import ReadResult, Skipped, read_folders
 from agegender.data.samples import FaceSample
-from agegender.data.splits import Splits, split_samples
+from agegender.data.splits import Splits, split_folders
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,9 @@ def hide_exact_ages(samples: list[FaceSample], scheme_text: str) -> list[FaceSam
 
 
 def make_splits(read: ReadResult, config: DataConfig) -> Splits:
-    return split_samples(
-        read.samples,
+    """The run's split; several folders are split one by one (data.splits.split_folders)."""
+    return split_folders(
+        [part.samples for _, part in read.parts] if read.parts else [read.samples],
         val_fraction=config.resolved_val_fraction(),
         test_fraction=config.test_fraction,
         seed=config.seed,

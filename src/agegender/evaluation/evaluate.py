@@ -43,9 +43,9 @@ def evaluate(
     cache_dir: Path | None = None,
     age_groups: AgeGroupScheme | None = None,
 ) -> Evaluation:
-    """Score the predictor on `split` of a labelled folder (or of several read together, split as
-    training splits them: give the folders it was trained on); with `age_groups`, also on that
-    scheme's groups (evaluation/age_groups.py)."""
+    """Score the predictor on `split` of a labelled folder, or of several read together; with
+    `age_groups`, also on that scheme's groups (evaluation/age_groups.py). Folders are split one by
+    one, so `split` of one folder of a several-folder run is that folder's part of the run's split."""
     read = read_folders(as_folders(data_dir))
     trained_on = predictor.checkpoint.config.data
     samples = select_split(read, split, trained_on)

@@ -550,3 +550,27 @@ def test_evaluate_detect_report_is_a_column_of_compare(run_cli, trained_run, pho
     women, men = (f"{100 * detection['end_to_end_per_gender'][g]:.1f}%" for g in ("female", "male"))
     assert "lfw_photos photos: gender (women / men)" in markdown
     assert f"{100 * detection['end_to_end_gender_accuracy']:.1f}% ({women} / {men})" in markdown
+
+
+def test_compare_shows_an_evaluated_ensemble_in_the_backbone_table(run_cli, trained_run, tmp_path):
+    bundle = tmp_path / "bundle"
+    code, _, err = run_cli("ensemble", trained_run.best, trained_run.best, "--out", bundle / "best.safetensors")
+    assert code == 0, err
+    args = ("evaluate", "--data", trained_run.data.path, "--model", bundle / "best.safetensors", "--split", "test")
+    code, out, err = run_cli(*args, "--json", "--report", bundle / "evaluations" / "utkface_test.json")
+    assert code == 0, err
+    test = json.loads(out)
+    code, _, err = run_cli("compare", trained_run.run_dir, bundle, "--out", tmp_path / "compare", "--max-images", "8")
+    assert code == 0, err
+    markdown = (tmp_path / "compare" / "report.md").read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| ensemble (bundle) |"))
+    assert f"| {100 * test['gender_accuracy']:.1f}% / {test['age_mae']:.2f} |" in row  # full: test
+    architecture = markdown.split("## Architecture")[1].split("##")[0]
+    assert "custom (run)" in architecture and "bundle" not in architecture
+
+
+def test_compare_refuses_a_folder_that_is_neither_run_nor_evaluated_checkpoint(run_cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("compare", tmp_path / "empty", "--out", tmp_path / "compare")
+    assert code == 2
+    assert_one_error_line(err, "not a finished run", "evaluations/ folder")

@@ -25,7 +25,12 @@ from agegender.data.readers import read_folders
 from agegender.errors import UserInputError
 from agegender.evaluation import compare_figures as figures
 from agegender.evaluation.age_groups import AgeGroupReport, score_age_groups
-from agegender.evaluation.compare_backbones import backbone_table, load_evaluations, measure_faces_per_second
+from agegender.evaluation.compare_backbones import (
+    EVALUATIONS_DIR,
+    backbone_table,
+    load_evaluations,
+    measure_faces_per_second,
+)
 from agegender.evaluation.metrics import AGE_BAND_NAMES, age_band
 from agegender.evaluation.plots import read_history
 from agegender.models.checkpoint import load_checkpoint
@@ -60,6 +65,8 @@ class Run:
     predictions_note: str = ""
     evaluations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # evaluations/*.json
     faces_per_second: float | None = None  # the model alone on its re-predicted crops (compare_backbones)
+    model_name: str = ""  # the registry name, or "ensemble" for an ensemble checkpoint
+    trained: bool = True  # False: a checkpoint with evaluations only (load_evaluated_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,13 @@ def load_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
     needed = ("config.yaml", "history.csv", "metrics.json", "best.safetensors")
     missing = [name for name in needed if not (run_dir / name).is_file()]
+    if missing and (run_dir / "best.safetensors").is_file() and (run_dir / EVALUATIONS_DIR).is_dir():
+        return load_evaluated_checkpoint(run_dir)
     if missing:
-        raise CompareError(f"{run_dir}: not a finished run (missing {', '.join(missing)})")
+        raise CompareError(
+            f"{run_dir}: not a finished run (missing {', '.join(missing)}), nor a best.safetensors with an "
+            f"{EVALUATIONS_DIR}/ folder"
+        )
     config = load_config(run_dir / "config.yaml")
     return Run(
         label=f"{config.model.name} ({run_dir.name})",
@@ -85,7 +97,26 @@ def load_run(run_dir: Path) -> Run:
         history=read_history(run_dir / "history.csv"),
         checkpoint_bytes=(run_dir / "best.safetensors").stat().st_size,
         evaluations=load_evaluations(run_dir),
+        model_name=config.model.name,
     )
+
+
+def load_evaluated_checkpoint(run_dir: Path) -> Run:
+    """A folder with best.safetensors (an ensemble, say, which no training run wrote) and its
+    `evaluate --report` files: its val and test numbers come from the crop evaluations (no --detect)
+    of those splits, its config from the checkpoint. Only the per-backbone table shows it."""
+    checkpoint = load_checkpoint(run_dir / "best.safetensors")
+    evaluations = load_evaluations(run_dir)
+    on_crops = [e for e in evaluations.values() if "detection" not in e]
+    metrics: dict[str, Any] = {"model": {"parameters": sum(p.numel() for p in checkpoint.model.parameters())}}
+    for split in ("val", "test"):
+        metrics[split] = next((e for e in on_crops if e.get("split") == split), None)
+    name = "ensemble" if "ensemble" in checkpoint.meta else checkpoint.config.model.name
+    return Run(
+        label=f"{name} ({run_dir.name})", run_dir=run_dir, config=checkpoint.config, metrics=metrics, history=[],
+        checkpoint_bytes=(run_dir / "best.safetensors").stat().st_size, evaluations=evaluations,
+        model_name=name, trained=False,
+    )  # fmt: skip
 
 
 def predict_split(run: Run, split: str, data_dir: Path | None, max_images: int) -> Run:
@@ -346,33 +377,35 @@ def compare_runs(
         raise CompareError("give at least one run directory")
     if split not in ("val", "test"):
         raise CompareError(f"split must be val or test, got '{split}'")
-    runs = [load_run(d) for d in run_dirs]
-    runs = [predict_split(run, split, data_dir, max_images) for run in runs]
-    notes = [f"{run.label}: figures from predictions skipped, {run.predictions_note}" for run in runs if run.predictions_note]
+    every_run = [predict_split(load_run(d), split, data_dir, max_images) for d in run_dirs]
+    runs = [run for run in every_run if run.trained]  # evaluated-only checkpoints: the backbone table alone
+    notes = [f"{run.label}: figures from predictions skipped, {run.predictions_note}" for run in every_run if run.predictions_note]
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
-    pictures = figures.draw_all(runs, split, band_mae)
+    pictures = figures.draw_all(runs, split, band_mae) if runs else {}
     paths = {}
     for name, (title, png) in pictures.items():
         paths[name] = out / "figures" / f"{name}.png"
         paths[name].write_bytes(png)
 
-    sections = [
-        ("Architecture", architecture_table(runs)),
-        ("Training", training_table(runs)),
-        ("Performance", performance_table(runs)),
-        ("Backbones (photo columns: evaluate --detect --report RUN/evaluations/NAME.json; faces/s: the model "
-         f"alone on up to {max_images} decoded crops, batches of 256, measured by this compare)", backbone_table(runs)),
-        (f"Per group ({split} split; gender accuracy / age MAE in years)", group_table(runs, split)),
-    ]
-    if age_groups is not None:  # on the re-predicted images, like the figures
+    backbones = (
+        "Backbones (photo columns: evaluate --detect --report RUN/evaluations/NAME.json; faces/s: the model "
+        f"alone on up to {max_images} decoded crops, batches of 256, measured by this compare)"
+    )
+    sections = [(backbones, backbone_table(every_run))]
+    if runs:
+        sections[:0] = [("Architecture", architecture_table(runs)), ("Training", training_table(runs)),
+                        ("Performance", performance_table(runs))]  # fmt: skip
+        sections.append((f"Per group ({split} split; gender accuracy / age MAE in years)", group_table(runs, split)))
+    if age_groups is not None and runs:  # on the re-predicted images, like the figures
         reports = [score_run_groups(run, age_groups) for run in runs]
         sections.append((f"Age groups ({age_groups.name}; {split} split, up to {max_images} images)", age_group_table(runs, reports)))
         sections += [(f"Age-group confusion: {run.label}", confusion_table(r)) for run, r in zip(runs, reports) if r]
-    title = "Model comparison: " + " vs ".join(run.label for run in runs)
+    title = "Model comparison: " + " vs ".join(run.label for run in every_run)
     intro = (
-        f"Runs: {', '.join(str(r.run_dir) for r in runs)}. Tables come from each run's metrics.json and history.csv; "
+        f"Runs: {', '.join(str(r.run_dir) for r in every_run)}. Tables come from each run's metrics.json and history.csv "
+        f"(a checkpoint without a run: from its {EVALUATIONS_DIR}/ files, in the backbone table only); "
         f"figures that need predictions re-ran each best checkpoint on up to {max_images} images of its {split} split."
     )
     markdown = [f"# {title}", "", intro, ""] + [f"- {n}" for n in notes]

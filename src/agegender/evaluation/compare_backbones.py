@@ -1,6 +1,6 @@
 """The per-backbone table of `agegender compare`: one row per model, its runs' numbers side by side.
 
-A row joins the runs of one model name: a run trained on a subset (`--limit`, the 5k protocol)
+A row joins the runs of one model name (an ensemble checkpoint with evaluations only is a row of its own): a run trained on a subset (`--limit`, the 5k protocol)
 gives the "subset val" and "subset test" columns, a run on all images the "full test" column.
 Photo columns come from `agegender evaluate --detect --report RUN_DIR/evaluations/NAME.json`:
 the end-to-end gender accuracy on those photos (no face found counts as wrong), women / men.
@@ -36,6 +36,7 @@ class Run(Protocol):
     metrics: dict[str, Any]
     evaluations: dict[str, dict[str, Any]]
     faces_per_second: float | None
+    model_name: str
 
 
 class EvaluationFileError(UserInputError):
@@ -82,9 +83,9 @@ def group_by_backbone(runs: list[Run]) -> list[BackboneRow]:
     rows: list[BackboneRow] = []
     for run in runs:
         kind = "subset" if run.config.data.limit else "full"
-        row = next((r for r in rows if r.model == run.config.model.name and kind not in r.runs), None)
+        row = next((r for r in rows if r.model == run.model_name and kind not in r.runs), None)
         if row is None:
-            row = BackboneRow(run.config.model.name)
+            row = BackboneRow(run.model_name)
             rows.append(row)
         row.runs[kind] = run
     return rows

@@ -8,6 +8,11 @@
 #   benchmarks/train_face_models.sh dlib-full2    # all data, 7 blocks at 2e-5, grayscale and box jitter
 #   benchmarks/train_face_models.sh cydral-full   # all data, Cydral ResNet-10 at 64 px
 #   benchmarks/train_face_models.sh dlib-distill  # dlib-full's run with targets blended 50/50 with the bundled model's
+#   benchmarks/train_face_models.sh dlib-full-lfw # dlib-full2's recipe on UTKFace + the lfw_select half's chips
+# dlib-full-lfw adds gender-only training photos: lfw_dev split by identity (split_photos_by_identity.py, the
+# lfw_select half; lfw_report stays untouched for reporting), each photo's largest face aligned to dlib's
+# 150x150 template by `agegender crop` (resumable: a second call only checks). The LFW chips have no age, so
+# they count for gender only; each folder is split on its own, so UTKFace's val/test images are the other runs'.
 # dlib's weights are small (mean |w| about 3e-3 in the last blocks), so Adam's steps of Model B's 2e-4
 # wipe out its features in phase 2's first epoch (val gender 93.6% -> 47.9%); 1e-5 to 2e-5 keeps them.
 set -euo pipefail
@@ -28,11 +33,21 @@ case "${1:-}" in
   dlib-full2)  agegender train --data "$DATA" --out "$RUNS/dlib_full2" "${DLIB[@]}" --set model.unfreeze_blocks=7 \
                  --set train.feature_views=4 --set train.finetune_lr=0.00002 --set train.finetune_epochs=10 \
                  --set augment.grayscale=0.25 --set augment.box_jitter=0.5 --threads "$THREADS" ;;
+  dlib-full-lfw)
+               LFW=${LFW:-../shared/data/lfw_dev}
+               [ -f "$RUNS/lfw_select/labels.csv" ] || \
+                 python benchmarks/split_photos_by_identity.py "$LFW" "$RUNS/lfw_select" "$RUNS/lfw_report"
+               agegender crop "$RUNS/lfw_select" --out "$RUNS/lfw_select_crops_dlib150" --template dlib_150
+               agegender train --data "$DATA" --data "$RUNS/lfw_select_crops_dlib150" --out "$RUNS/dlib_full_lfw" \
+                 "${DLIB[@]}" --set model.unfreeze_blocks=7 --set train.feature_views=4 --set train.finetune_lr=0.00002 \
+                 --set train.finetune_epochs=10 --set augment.grayscale=0.25 --set augment.box_jitter=0.5 \
+                 --threads "$THREADS" ;;
   cydral-full) agegender train --data "$DATA" --out "$RUNS/cydral_full" "${CYDRAL[@]}" \
                  --set train.feature_views=4 --set train.finetune_epochs=10 --threads "$THREADS" ;;
   dlib-distill) agegender train --data "$DATA" --out "$RUNS/dlib_distill" "${DLIB[@]}" --set train.feature_views=4 \
                  --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 --set augment.grayscale=0.25 \
                  --set train.teacher="${TEACHER:-src/agegender/assets/bundled_model.safetensors}" \
                  --set train.teacher_weight=0.5 --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-distill" >&2; exit 2 ;;
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill" >&2
+               exit 2 ;;
 esac

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -478,3 +480,97 @@ def test_train_without_any_age_label_is_one_error_line(run_cli, tmp_path, face_b
     code, _, err = run_cli("train", "--data", folder, "--out", tmp_path / "run", "--epochs", "1", *TINY)
     assert code == 2
     assert err.splitlines()[-1].startswith("error: ") and "no training image has an age or an age_group label" in err
+
+
+def make_gender_only_folder(folder: Path, face_bytes) -> Path:
+    """LFW-like: gender and identity, no age; 6 people with 2 photos each."""
+    folder.mkdir()
+    rows = ["filename,gender,identity"]
+    for i in range(12):
+        (folder / f"g{i}.jpg").write_bytes(face_bytes(30, i % 2, seed=900 + i))
+        rows.append(f"g{i}.jpg,{'female' if i % 2 else 'male'},person{i // 2}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_train_and_evaluate_on_two_folders(run_cli, utkface, face_bytes, tmp_path):
+    """UTKFace plus a gender-only folder: one split over both, ages of the second simply missing."""
+    lfw = make_gender_only_folder(tmp_path / "lfw", face_bytes)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(
+        "train", "--data", utkface.path, "--data", lfw, "--out", run_dir, "--epochs", "1", *TINY,
+        "--set", f"data.cache_dir={tmp_path / 'cache'}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "from 2 folders" in err and "lfw: 12 labelled images (labels.csv), none skipped; labels: gender 12, identity 12" in err
+    shares = re.search(r"\(utkface (\d+) / (\d+) / (\d+); lfw (\d+) / (\d+) / (\d+)\)", err)  # each folder's split
+    assert shares, err
+    lfw_shares = [int(n) for n in shares.groups()[3:]]
+    assert sum(lfw_shares) == 12 and all(n % 2 == 0 for n in lfw_shares)  # two photos a person, never apart
+    assert load_config(run_dir / "config.yaml").data.folders() == (str(utkface.path), str(lfw))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert sum(metrics["split_sizes"].values()) == len(utkface.parsed) - 2 + 12
+    code, out, err = run_cli("evaluate", "--data", utkface.path, "--data", lfw, "--model", run_dir / "best.safetensors",
+                             "--split", "test", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["n"] == metrics["split_sizes"]["test"]
+    code, out, err = run_cli("evaluate", "--data", lfw, "--model", run_dir / "best.safetensors", "--split", "train", "--json")
+    assert code == 0, err
+    assert json.loads(out)["n"] == lfw_shares[0]  # one folder of the run: its part of the run's split
+
+
+def test_crop_writes_chips_and_lists_photos_without_one(run_cli, photo_folder, stub_registered, tmp_path):
+    code, _, err = run_cli("crop", photo_folder.path, "--out", tmp_path / "chips", "--template", "dlib_150", "--detector", "stub")
+    assert code == 0, err
+    assert "no chip for 3 photos" in err and "p5.png" in err and "broken.png" in err
+    assert "5 chips in" in err and "(dlib_150 template, 150x150): 5 made" in err
+    assert len(list((tmp_path / "chips").glob("*.jpg"))) == 5
+
+
+def test_crop_unknown_template_is_one_error_line(run_cli, photo_folder, tmp_path):
+    code, _, err = run_cli("crop", photo_folder.path, "--out", tmp_path / "chips", "--template", "dlib")
+    assert code == 2
+    assert_one_error_line(err, "unknown face template 'dlib'")
+    assert not (tmp_path / "chips").exists()
+
+
+def test_evaluate_detect_report_is_a_column_of_compare(run_cli, trained_run, photo_folder, stub_registered, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    report = run_dir / "evaluations" / "lfw_photos.json"
+    args = ("evaluate", "--data", photo_folder.path, "--model", run_dir / "best.safetensors", "--detect", "--detector", "stub")
+    code, out, err = run_cli(*args, "--report", report, "--json")
+    assert code == 0, err
+    assert json.loads(report.read_text()) == json.loads(out)
+    assert json.loads(out)["data"] == [str(photo_folder.path)]
+    code, _, err = run_cli("compare", run_dir, "--out", tmp_path / "compare", "--max-images", "8")
+    assert code == 0, err
+    markdown = (tmp_path / "compare" / "report.md").read_text()
+    detection = json.loads(out)["detection"]
+    women, men = (f"{100 * detection['end_to_end_per_gender'][g]:.1f}%" for g in ("female", "male"))
+    assert "lfw_photos photos: gender (women / men)" in markdown
+    assert f"{100 * detection['end_to_end_gender_accuracy']:.1f}% ({women} / {men})" in markdown
+
+
+def test_compare_shows_an_evaluated_ensemble_in_the_backbone_table(run_cli, trained_run, tmp_path):
+    bundle = tmp_path / "bundle"
+    code, _, err = run_cli("ensemble", trained_run.best, trained_run.best, "--out", bundle / "best.safetensors")
+    assert code == 0, err
+    args = ("evaluate", "--data", trained_run.data.path, "--model", bundle / "best.safetensors", "--split", "test")
+    code, out, err = run_cli(*args, "--json", "--report", bundle / "evaluations" / "utkface_test.json")
+    assert code == 0, err
+    test = json.loads(out)
+    code, _, err = run_cli("compare", trained_run.run_dir, bundle, "--out", tmp_path / "compare", "--max-images", "8")
+    assert code == 0, err
+    markdown = (tmp_path / "compare" / "report.md").read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| ensemble (bundle) |"))
+    assert f"| {100 * test['gender_accuracy']:.1f}% / {test['age_mae']:.2f} |" in row  # full: test
+    architecture = markdown.split("## Architecture")[1].split("##")[0]
+    assert "custom (run)" in architecture and "bundle" not in architecture
+
+
+def test_compare_refuses_a_folder_that_is_neither_run_nor_evaluated_checkpoint(run_cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("compare", tmp_path / "empty", "--out", tmp_path / "compare")
+    assert code == 2
+    assert_one_error_line(err, "not a finished run", "evaluations/ folder")

@@ -306,3 +306,24 @@ def test_choices_are_the_names_the_factories_build():
         EpochScheduler(optimizer, TrainConfig(scheduler=name), epochs=2)
     for name in AGE_HEADS:
         create_age_head(name, in_features=4, hidden=2, dropout=0.0)
+
+
+def test_data_path_takes_one_folder_or_a_list(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("data:\n  path: /data/utkface\n")
+    assert load_config(old).data.path == "/data/utkface"  # configs written before lists still load as they were
+    assert load_config(old).data.folders() == ("/data/utkface",)
+    several = load_config(None, ['data.path=["/a", "/b, with comma"]']).data
+    assert several.path == ("/a", "/b, with comma") and several.folders() == ("/a", "/b, with comma")
+    assert DataConfig().folders() == ()
+
+
+def test_data_path_list_round_trips_through_a_saved_config(tmp_path):
+    config = load_config(None, ["data.path=[/a, /b]"])
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml").data.folders() == ("/a", "/b")
+
+
+def test_data_path_list_items_must_be_text():
+    with pytest.raises(ConfigError, match="data.path: expected text"):
+        load_config(None, ["data.path=[/a, [nested]]"])

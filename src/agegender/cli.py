@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, load_config
 from agegender.errors import UserInputError
 from agegender.inference.detection import DetectorUnavailableError
@@ -30,12 +31,22 @@ def _train_overrides(**options) -> list[str]:
         "scheduler": "train.scheduler", "threads": "train.threads", "device": "train.device",
         "init": "train.init_from",
     }  # fmt: skip
-    return [f"{names[k]}={v}" for k, v in options.items() if v is not None]
+    return [f"{names[k]}={_override_value(v)}" for k, v in options.items() if v is not None]
+
+
+def _override_value(value) -> str:
+    """--data folders as JSON (valid YAML) text, so a path with a colon or comma stays one string;
+    several folders become a list."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps(str(value[0])) if len(value) == 1 else json.dumps([str(v) for v in value])
+    return str(value)
 
 
 @app.command()
 def train(
-    data: Optional[Path] = typer.Option(None, help="UTKFace folder or folder with labels.csv"),
+    data: Optional[list[Path]] = typer.Option(
+        None, help="UTKFace folder or folder with labels.csv; repeat to train on several (split together)"
+    ),
     model: Optional[str] = typer.Option(None, help="model name (see `agegender models`); default custom"),
     out: Optional[Path] = typer.Option(None, help="run directory to create"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory"),
@@ -75,7 +86,7 @@ def train(
         return
     settings += _train_overrides(model=model, epochs=epochs, threads=threads, device=device)
     run_config = load_config(config, [*settings, *set_])
-    if not run_config.data.path:
+    if not run_config.data.folders():
         raise typer.BadParameter("--data DIR is required for a new run")
     fit(run_config, out, console=console)
 
@@ -100,7 +111,9 @@ MARGIN_HELP = (
 
 @app.command()
 def evaluate(
-    data: Path = typer.Option(..., help="labelled folder (UTKFace or labels.csv)"),
+    data: list[Path] = typer.Option(
+        ..., help="labelled folder (UTKFace or labels.csv); repeat to score several together (--split: the folders trained on)"
+    ),
     model: Optional[Path] = typer.Option(None, help="checkpoint; default: the bundled model"),
     split: str = typer.Option("all", help="all | train | val | test (recomputed with the model's own split seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
@@ -111,6 +124,9 @@ def evaluate(
     detector: str = typer.Option("auto", help="--detect: auto (= blazeface) | blazeface | haar | mediapipe"),
     crop: Optional[str] = typer.Option(None, help=f"--detect: {CROP_HELP}"),
     margin: Optional[float] = typer.Option(None, help=f"--detect: {MARGIN_HELP}"),
+    report: Optional[Path] = typer.Option(
+        None, help="also write the JSON report here; RUN_DIR/evaluations/NAME.json is a column of `agegender compare`"
+    ),
 ) -> None:
     """Gender accuracy, age MAE, CS@5 and per-race / gender / age-band breakdowns."""
     from agegender.evaluation.evaluate import evaluate as run_evaluation
@@ -128,11 +144,13 @@ def evaluate(
     if result.undecodable:
         console.print(f"{len(result.undecodable)} unreadable images skipped: " + "; ".join(
             f"{Path(s.path).name}: {s.reason}" for s in result.undecodable[:5]))
+    as_dict = {"split": split, "model": str(predictor.source), "data": [str(d) for d in data], **report_to_dict(result.report)}
+    if result.detection is not None:
+        as_dict["detection"] = report_to_dict(result.detection)
+    if report is not None:
+        write_atomically(report, lambda temporary: Path(temporary).write_text(json.dumps(as_dict, indent=2)))
     if as_json:
-        report = report_to_dict(result.report)
-        if result.detection is not None:
-            report["detection"] = report_to_dict(result.detection)
-        print(json.dumps({"split": split, "model": str(predictor.source), **report}, indent=2))
+        print(json.dumps(as_dict, indent=2))
     else:
         _print_evaluation(result)
 
@@ -155,6 +173,35 @@ def _print_evaluation(result) -> None:
     if result.detection is not None:
         print_detection_summary(result.detection, out)
     print_report(result.report, out)
+
+
+@app.command()
+def crop(
+    source: Path = typer.Argument(..., help="labelled photos: a folder with labels.csv, or UTKFace-named files"),
+    out: Path = typer.Option(..., help="folder for the chips, their labels.csv and skipped.csv"),
+    template: str = typer.Option("utkface", help="face template the chips are aligned to: utkface | dlib_150"),
+    size: Optional[int] = typer.Option(None, min=16, max=1024, help="chip side in pixels; default: the template's"),
+    detector: str = typer.Option("auto", help="auto (= blazeface) | blazeface | mediapipe (haar gives no keypoints)"),
+) -> None:
+    """Aligned chips of the largest face in each labelled photo, labels carried over (training data)."""
+    from rich.progress import Progress
+
+    from agegender.data.align import get_template
+    from agegender.inference.detect import create_detector
+    from agegender.inference.face_chips import crop_folder
+
+    get_template(template)  # an unknown name: one error line before any photo is read
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("cropping", total=None)
+        run = crop_folder(source, out, create_detector(detector), template=template, size=size,
+                          progress=lambda n, total: bar.update(task, total=total, advance=n))  # fmt: skip
+    if run.unlabelled:
+        console.print(f"{len(run.unlabelled)} source files skipped for their labels: " + "; ".join(
+            f"{Path(s.path).name}: {s.reason}" for s in run.unlabelled[:5]))
+    if run.skipped:
+        console.print(f"no chip for {len(run.skipped)} photos (listed in {out / 'skipped.csv'}): " + ", ".join(
+            Path(s.path).name for s in run.skipped[:10]) + (" ..." if len(run.skipped) > 10 else ""))
+    console.print(run.summary_line())
 
 
 @app.command()

@@ -31,7 +31,8 @@ _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = ""
+    # One labelled folder, or a list of them read together (data.readers.read_folders).
+    path: str | tuple[str, ...] = ""
     image_size: int = 64
     # Fractions of the train/val pool; None -> 0.2 with --limit (classic 4,000/1,000 protocol), else 0.1.
     val_fraction: float | None = None
@@ -42,6 +43,12 @@ class DataConfig:
     # Train/val age labels replaced by the groups of this scheme (adience | fairface | "0-12,13-19,20+"),
     # test labels kept: measures training on group labels against exact ages on the same split.
     hide_ages: str | None = None
+
+    def folders(self) -> tuple[str, ...]:
+        """The data folders, one or several ("" reads as none)."""
+        if isinstance(self.path, tuple):
+            return self.path
+        return (self.path,) if self.path else ()
 
     def resolved_val_fraction(self) -> float:
         if self.val_fraction is not None:
@@ -212,7 +219,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        # A list goes to the tuple alternative where there is one (data.path: one folder or several).
+        listed = [a for a in inner if typing.get_origin(a) is tuple]
+        return _coerce(value, listed[0] if listed and isinstance(value, (list, tuple)) else inner[0], key)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

@@ -12,6 +12,7 @@ from agegender.data.readers import (
     gender_name,
     parse_utkface_name,
     read_folder,
+    read_folders,
     read_labels_csv,
     read_utkface,
 )
@@ -261,3 +262,34 @@ def test_labels_csv_that_is_not_text(tmp_path):
     (tmp_path / "labels.csv").write_bytes(b"filename,age\n\xff\xfe\x00\x81 binary")
     with pytest.raises(DataError, match=r"labels.csv: cannot read as CSV text \("):
         read_folder(tmp_path)
+
+
+def test_labels_csv_identity_is_read(photo_folder):
+    samples = read_folder(photo_folder.path).samples
+    assert {s.path.name: s.identity for s in samples}["p3.png"] == "person_3"
+
+
+def test_read_folders_keeps_each_folders_labels(utkface, photo_folder):
+    read = read_folders([utkface.path, photo_folder.path])
+    assert len(read.samples) == len(utkface.parsed) + 8  # 7 photos and broken.png (decoding, not reading, finds it broken)
+    photos = [s for s in read.samples if s.path.parent == photo_folder.path]
+    assert photos and all(s.race is None and s.identity for s in photos)  # no race there: left missing, never guessed
+    assert read.format == "utkface + labels.csv"
+    line = read.summary_line()
+    assert line.startswith(f"{len(read.samples)} labelled images from 2 folders")
+    assert f"{utkface.path}: {len(utkface.parsed)} labelled images (utkface)" in line
+    assert "labels: age 8, gender 8, identity 8" in line and "race 0" not in line
+
+
+def test_read_folders_of_one_folder_is_read_folder(utkface):
+    assert read_folders([utkface.path]) == read_folder(utkface.path)
+
+
+def test_read_folders_refuses_a_folder_given_twice(utkface):
+    with pytest.raises(DataError, match="given twice"):
+        read_folders([utkface.path, utkface.path / ".." / utkface.path.name])
+
+
+def test_read_folders_names_a_bad_folder(utkface, tmp_path):
+    with pytest.raises(DataError, match="nowhere: data folder not found"):
+        read_folders([utkface.path, tmp_path / "nowhere"])

@@ -9,7 +9,7 @@ from agegender.config import DataConfig
 from agegender.data.dataset import make_splits
 from agegender.data.readers import ReadResult
 from agegender.data.samples import FaceSample
-from agegender.data.splits import group_duplicates, split_samples, stratum
+from agegender.data.splits import group_duplicates, split_folders, split_samples, stratum
 
 # One age per stratum band: 0-12, 13-19, 20-29, 30-39, 40-49 (STRATUM_AGE_EDGES).
 BAND_AGES = (5.0, 15.0, 25.0, 35.0, 45.0)
@@ -152,3 +152,80 @@ def test_a_file_that_cannot_be_read_gets_a_group_of_its_own(samples, tmp_path):
     assert [looping] in [[s.path for s in group] for group in groups]
     splits = split_samples(samples, val_fraction=0.2, test_fraction=0.1, seed=0)
     assert sorted(names(splits.train + splits.val + splits.test)) == sorted(names(samples))
+
+
+def split_of(splits) -> dict[str, str]:
+    return {s.path.name: name for name in ("train", "val", "test") for s in getattr(splits, name)}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_identity_in_two_splits(tmp_path, seed):
+    samples = make_samples(tmp_path, per_stratum=6)
+    for person in range(12):  # 12 people with 4 photos each, genders and ages mixed within a person
+        for photo in range(4):
+            path = tmp_path / f"person{person}_{photo}.jpg"
+            path.write_bytes(f"photo {person} {photo}".encode())
+            samples.append(FaceSample(path, gender=photo % 2, identity=f"person{person}"))
+    where = split_of(split_samples(samples, val_fraction=0.3, test_fraction=0.3, seed=seed))
+    for person in range(12):
+        assert len({where[f"person{person}_{photo}.jpg"] for photo in range(4)}) == 1, person
+
+
+def test_a_duplicate_pulls_in_every_photo_of_its_identity(tmp_path):
+    a, b, c = (tmp_path / f"{name}.jpg" for name in "abc")
+    a.write_bytes(b"same")
+    b.write_bytes(b"same")
+    c.write_bytes(b"other")
+    samples = [FaceSample(a, gender=0), FaceSample(b, gender=0, identity="x"), FaceSample(c, gender=0, identity="x")]
+    assert [names(group) for group in group_duplicates(samples)] == [["a.jpg", "b.jpg", "c.jpg"]]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_file_copied_into_two_folders_stays_in_one_split(tmp_path, seed):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    samples = make_samples(first, per_stratum=4)
+    copies = []
+    for sample in samples[::3]:  # every third file copied into the second folder, with its labels
+        copy = second / sample.path.name
+        copy.write_bytes(sample.path.read_bytes())
+        copies.append(FaceSample(copy, age=sample.age, gender=sample.gender))
+    splits = split_samples(samples + copies, val_fraction=0.3, test_fraction=0.3, seed=seed)
+    where = {s.path: name for name in ("train", "val", "test") for s in getattr(splits, name)}
+    assert all(where[copy.path] == where[first / copy.path.name] for copy in copies)
+
+
+def test_groups_without_identities_are_the_byte_duplicates(tmp_path):
+    samples = make_samples(tmp_path, per_stratum=2, duplicate_groups=2)
+    groups = group_duplicates(samples)
+    assert len(groups) == 20 + 2 and [len(g) for g in groups[-2:]] == [3, 3]
+    assert [g[0] for g in groups] == [s for s in samples if not s.path.name.startswith("dup_")] + [samples[20], samples[23]]
+
+
+def test_adding_a_folder_leaves_the_first_folders_split_alone(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    alone = make_samples(first, duplicate_groups=2)
+    others = make_samples(second, per_stratum=3)
+    for sample in others:  # make_samples writes the same bytes in every folder: no copies here
+        sample.path.write_bytes(b"second " + sample.path.read_bytes())
+    together = split_folders([alone, others], val_fraction=0.2, test_fraction=0.1, seed=3, limit=60)
+    by_itself = split_samples(alone, val_fraction=0.2, test_fraction=0.1, seed=3, limit=60)
+    for name in ("train", "val", "test"):
+        assert [s for s in getattr(together, name) if s.path.parent == first] == getattr(by_itself, name), name
+    assert sum(s.path.parent == second for s in together.train + together.val) == 27  # limit: per folder (30 - 3 test)
+
+
+def test_a_copy_in_a_later_folder_goes_with_the_first(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    samples = make_samples(first, per_stratum=4)
+    copy = second / "copy.jpg"
+    copy.write_bytes(samples[7].path.read_bytes())
+    for seed in range(4):
+        splits = split_folders([samples, [FaceSample(copy, gender=1)]], val_fraction=0.3, test_fraction=0.3, seed=seed)
+        where = {s.path: name for name in ("train", "val", "test") for s in getattr(splits, name)}
+        assert where[copy] == where[samples[7].path]

@@ -82,3 +82,43 @@ def test_compare_command(trained_run, tmp_path):
     result = CliRunner().invoke(app, ["compare", str(trained_run.run_dir), "--out", str(tmp_path / "r"), "--max-images", "8"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "report.md").is_file()
+
+
+def test_backbone_table_joins_a_models_subset_and_full_runs(trained_run, lite0_run, tmp_path):
+    from agegender.evaluation.compare import load_run
+    from agegender.evaluation.compare_backbones import backbone_table
+
+    full = load_run(trained_run.run_dir)
+    subset = replace(full, run_dir=tmp_path / "custom_5k", config=replace(full.config, data=replace(full.config.data, limit=5000)))
+    other = load_run(lite0_run)
+    header, rows = backbone_table([subset, full, other, full])
+    assert header[1:4] == ["5,000 images: val gender / MAE", "5,000 images: test gender / MAE", "full: test gender / MAE"]
+    assert [row[0] for row in rows] == ["custom (custom_5k, run)", "efficientnet_lite0 (run)", "custom (run)"]
+    test = full.metrics["test"]
+    assert rows[0][3] == f"{100 * test['gender_accuracy']:.1f}% / {test['age_mae']:.2f}"  # full test beside the subset's
+    assert rows[1][2] == rows[1][1] == "-"  # lite0: no subset run
+    assert rows[0][-2] == f"{full.metrics['model']['parameters'] / 1e6:.2f} M"
+
+
+def test_faces_per_second_is_timed_on_enough_faces_only():
+    import numpy as np
+
+    from agegender.evaluation.compare_backbones import measure_faces_per_second
+    from agegender.models import create_model
+
+    model = create_model(ModelConfig(widths=(8, 16), head_hidden=8))
+    images = np.zeros((64, 32, 32, 3), np.uint8)
+    assert measure_faces_per_second(model, images) > 0
+    assert measure_faces_per_second(model, images[:63]) is None
+
+
+def test_a_broken_evaluation_file_names_itself(trained_run, tmp_path):
+    from agegender.evaluation.compare import load_run
+    from agegender.evaluation.compare_backbones import EvaluationFileError
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, copy)
+    (copy / "evaluations").mkdir()
+    (copy / "evaluations" / "lfw.json").write_text("[1, 2]")
+    with pytest.raises(EvaluationFileError, match=r"lfw.json: not an `evaluate --report` JSON object"):
+        load_run(copy)

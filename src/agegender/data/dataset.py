@@ -10,9 +10,9 @@ import numpy as np
 from agegender.config import DataConfig
 from agegender.data.age_groups import group_interval, resolve_age_groups
 from agegender.data.cache import decode_samples
-from agegender.data.readers import ReadResult, Skipped, read_folder
+from agegender.data.readers import ReadResult, Skipped, read_folders
 from agegender.data.samples import FaceSample
-from agegender.data.splits import Splits, split_samples
+from agegender.data.splits import Splits, split_folders
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,18 @@ class PreparedData:
             names = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in self.undecodable[:5])
             line += f"; {len(self.undecodable)} unreadable images skipped ({names})"
         sizes = f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}"
-        return f"{line}; split {sizes}"
+        return f"{line}; split {sizes}" + self._split_per_folder()
+
+    def _split_per_folder(self) -> str:
+        """Several folders: each one's share of every split, e.g. " (utkface 900 / 100 / 100; lfw 90 / 10 / 10)"."""
+        if not self.read.parts:
+            return ""
+        shares = []
+        for folder, part in self.read.parts:
+            paths = {sample.path for sample in part.samples}
+            counts = [sum(s.path in paths for s in split.samples) for split in (self.train, self.val, self.test)]
+            shares.append(f"{Path(folder).name} " + " / ".join(map(str, counts)))
+        return " (" + "; ".join(shares) + ")"
 
 
 def label_arrays(samples: list[FaceSample]) -> tuple[np.ndarray, np.ndarray]:
@@ -86,8 +97,9 @@ def hide_exact_ages(samples: list[FaceSample], scheme_text: str) -> list[FaceSam
 
 
 def make_splits(read: ReadResult, config: DataConfig) -> Splits:
-    return split_samples(
-        read.samples,
+    """The run's split; several folders are split one by one (data.splits.split_folders)."""
+    return split_folders(
+        [part.samples for _, part in read.parts] if read.parts else [read.samples],
         val_fraction=config.resolved_val_fraction(),
         test_fraction=config.test_fraction,
         seed=config.seed,
@@ -96,8 +108,8 @@ def make_splits(read: ReadResult, config: DataConfig) -> Splits:
 
 
 def prepare_data(config: DataConfig) -> PreparedData:
-    """Read, split and decode a data folder as `config` describes."""
-    read = read_folder(config.path)
+    """Read, split and decode the data folders as `config` describes."""
+    read = read_folders(config.folders())
     splits = make_splits(read, config)
     arrays, undecodable = {}, []
     for name in ("train", "val", "test"):

@@ -12,6 +12,7 @@ import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from agegender.data.age_groups import parse_age_group
 from agegender.data.images import list_image_files, unreadable_reason
@@ -40,14 +41,27 @@ class ReadResult:
     samples: list[FaceSample]
     skipped: list[Skipped] = field(default_factory=list)
     format: str = "utkface"
+    # Several folders read together (read_folders): each folder's own result, in the order given.
+    parts: tuple[tuple[str, "ReadResult"], ...] = ()
 
     def summary_line(self) -> str:
+        if self.parts:
+            return self._folders_line()
         line = f"{len(self.samples)} labelled images ({self.format})"
         if not self.skipped:
             return line + ", none skipped"
         shown = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in self.skipped[:5])
         more = f"; ... {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
         return f"{line}, {len(self.skipped)} skipped ({shown}{more})"
+
+    def label_counts(self) -> str:
+        """How many samples carry each label, e.g. "age 1,000, gender 1,000, race 990"."""
+        counts = {name: sum(getattr(s, name) is not None for s in self.samples) for name in (*LABEL_COLUMNS, "identity")}
+        return ", ".join(f"{name} {count:,}" for name, count in counts.items() if count)
+
+    def _folders_line(self) -> str:
+        each = " | ".join(f"{folder}: {part.summary_line()}; labels: {part.label_counts()}" for folder, part in self.parts)
+        return f"{len(self.samples)} labelled images from {len(self.parts)} folders: {each}"
 
 
 def parse_utkface_name(name: str) -> tuple[int, int, int] | str:
@@ -148,6 +162,7 @@ def _row_to_sample(row: dict[str, str], folder: Path) -> FaceSample:
         gender=_parse_gender(row.get("gender") or ""),
         race=_parse_race(row.get("race") or ""),
         age_group=_parse_age_group(row.get("age_group") or ""),
+        identity=(row.get("identity") or "").strip() or None,
     )
     if sample.age is None and sample.gender is None and sample.age_group is None:
         raise _BadRow("no age, gender or age_group label")
@@ -202,6 +217,31 @@ def read_folder(folder: Path | str) -> ReadResult:
     if not result.samples:
         raise DataError(f"{folder}: no usable labelled images ({len(result.skipped)} skipped)")
     return result
+
+
+def as_folders(data: Path | str | Sequence[Path | str]) -> list[Path]:
+    """One folder or several -> a list of folders (for functions that take either)."""
+    return [Path(data)] if isinstance(data, (str, Path)) else [Path(folder) for folder in data]
+
+
+def read_folders(folders: Sequence[Path | str]) -> ReadResult:
+    """Several labelled folders, each read by its own reader (read_folder), as one sample list.
+
+    A label a folder lacks stays None on its samples (LFW has no ages): losses and metrics then leave
+    those samples out of that task only. One folder gives exactly read_folder's result.
+    """
+    if not folders:
+        raise DataError("no data folder given")
+    if len(folders) == 1:
+        return read_folder(folders[0])
+    resolved = [Path(folder).resolve() for folder in folders]
+    twice = next((str(f) for f, r in zip(folders, resolved) if resolved.count(r) > 1), None)
+    if twice is not None:
+        raise DataError(f"{twice}: data folder given twice")
+    parts = tuple((str(folder), read_folder(folder)) for folder in folders)
+    samples = [sample for _, part in parts for sample in part.samples]
+    skipped = [skip for _, part in parts for skip in part.skipped]
+    return ReadResult(samples, skipped, " + ".join(part.format for _, part in parts), parts)
 
 
 def gender_name(gender: int | None) -> str | None:

@@ -19,3 +19,5 @@ class FaceSample:
     gender: int | None = None  # 0 = male, 1 = female
     race: int | None = None  # index into RACE_NAMES
     age_group: str | None = None  # e.g. "20-29" or "70+" (Adience-style)
+    # The person shown (labels.csv's identity column): splits keep every photo of a person on one side.
+    identity: str | None = None

@@ -1,7 +1,10 @@
 """Seeded, stratified, duplicate-safe train/val/test splits.
 
 Byte-identical files (UTKFace has ~375 such groups, some with conflicting labels) are kept
-together as one unit, so no image appears in two splits.
+together as one unit, so no image appears in two splits; so are all photos of one identity
+(labels.csv's identity column, compared as text across folders), so no person appears in two.
+Several folders (split_folders) are grouped together, so a photo copied into two folders is one
+unit too, then split folder by folder: adding a folder leaves the others' splits as they were.
 """
 
 from __future__ import annotations
@@ -46,10 +49,27 @@ def stratum(sample: FaceSample) -> tuple[object, object]:
 
 
 def group_duplicates(samples: list[FaceSample]) -> list[list[FaceSample]]:
-    """Groups of byte-identical files, in first-seen order."""
-    groups: dict[str, list[FaceSample]] = defaultdict(list)
-    for sample in samples:
-        groups[file_digest(sample)].append(sample)
+    """Groups of samples that must stay together: byte-identical files and photos of one identity,
+    joined transitively (a duplicate of one person's photo pulls in all of them). Groups come in the
+    order of their first sample, members in sample order."""
+    root = list(range(len(samples)))  # union-find over sample indices
+
+    def find(index: int) -> int:
+        while root[index] != index:
+            root[index] = root[root[index]]
+            index = root[index]
+        return index
+
+    first_with: dict[tuple[str, str], int] = {}
+    for index, sample in enumerate(samples):
+        keys = [("file", file_digest(sample))] + ([("identity", sample.identity)] if sample.identity else [])
+        for key in keys:
+            other = first_with.setdefault(key, index)
+            low, high = sorted((find(index), find(other)))
+            root[high] = low  # the root is always a group's first sample
+    groups: dict[int, list[FaceSample]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        groups[find(index)].append(sample)
     return list(groups.values())
 
 
@@ -86,6 +106,30 @@ def _flatten(groups: list[list[FaceSample]]) -> list[FaceSample]:
     return [sample for group in groups for sample in group]
 
 
+def _check_split_settings(val_fraction: float, test_fraction: float, limit: int | None) -> None:
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
+    if limit is not None and limit < 2:
+        raise ConfigError(f"--limit must be at least 2, got {limit}")
+
+
+def _split_groups(
+    groups: list[list[FaceSample]], val_fraction: float, test_fraction: float, seed: int, limit: int | None
+) -> tuple[list[list[FaceSample]], ...]:
+    """(train, val, test) groups; see split_samples."""
+    rng = random.Random(seed)
+    groups = sorted(groups, key=lambda g: str(g[0].path))
+    test, pool = _take_fraction(groups, test_fraction, rng)
+    if limit is not None:
+        # Draw from images without byte-identical twins so the subset has exactly `limit` images.
+        singles = [group for group in pool if len(group) == 1]
+        if limit < len(singles):
+            pool, _ = _take_fraction(singles, limit / len(singles), rng)
+    val, train = _take_fraction(pool, val_fraction, rng)
+    return train, val, test
+
+
 def split_samples(
     samples: list[FaceSample],
     *,
@@ -99,18 +143,27 @@ def split_samples(
     The test split does not depend on `limit`, so a model trained on the classic 5,000-image
     protocol is measured on the same held-out images as one trained on all of them.
     """
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= value < 1:
-            raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
-    rng = random.Random(seed)
-    groups = sorted(group_duplicates(samples), key=lambda g: str(g[0].path))
-    test, pool = _take_fraction(groups, test_fraction, rng)
-    if limit is not None:
-        if limit < 2:
-            raise ConfigError(f"--limit must be at least 2, got {limit}")
-        # Draw from images without byte-identical twins so the subset has exactly `limit` images.
-        singles = [group for group in pool if len(group) == 1]
-        if limit < len(singles):
-            pool, _ = _take_fraction(singles, limit / len(singles), rng)
-    val, train = _take_fraction(pool, val_fraction, rng)
-    return Splits(train=_flatten(train), val=_flatten(val), test=_flatten(test))
+    return split_folders([samples], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, limit=limit)
+
+
+def split_folders(
+    folders: list[list[FaceSample]],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    limit: int | None = None,
+) -> Splits:
+    """split_samples for several folders' samples: each folder is split on its own (`limit` images
+    at most from each), so a folder's test split is the one it has when trained alone and its part
+    of a run can be scored by itself. Groups are formed over all folders first: a file copied into
+    two folders (or one identity in both) goes with its first folder, never into two splits.
+    """
+    _check_split_settings(val_fraction, test_fraction, limit)
+    folder_of = {id(sample): index for index, samples in enumerate(folders) for sample in samples}
+    by_folder: list[list[list[FaceSample]]] = [[] for _ in folders]
+    for group in group_duplicates([sample for samples in folders for sample in samples]):
+        by_folder[folder_of[id(group[0])]].append(group)
+    parts = [_split_groups(groups, val_fraction, test_fraction, seed, limit) for groups in by_folder]
+    train, val, test = ([sample for part in parts for sample in _flatten(part[k])] for k in range(3))
+    return Splits(train=train, val=val, test=test)

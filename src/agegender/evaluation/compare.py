@@ -21,10 +21,16 @@ import numpy as np
 from agegender.config import RunConfig, load_config
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.dataset import LabelledArrays, decode_split
-from agegender.data.readers import read_folder
+from agegender.data.readers import read_folders
 from agegender.errors import UserInputError
 from agegender.evaluation import compare_figures as figures
 from agegender.evaluation.age_groups import AgeGroupReport, score_age_groups
+from agegender.evaluation.compare_backbones import (
+    EVALUATIONS_DIR,
+    backbone_table,
+    load_evaluations,
+    measure_faces_per_second,
+)
 from agegender.evaluation.metrics import AGE_BAND_NAMES, age_band
 from agegender.evaluation.plots import read_history
 from agegender.models.checkpoint import load_checkpoint
@@ -57,6 +63,10 @@ class Run:
     checkpoint_bytes: int
     predictions: Predictions | None = None
     predictions_note: str = ""
+    evaluations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # evaluations/*.json
+    faces_per_second: float | None = None  # the model alone on its re-predicted crops (compare_backbones)
+    model_name: str = ""  # the registry name, or "ensemble" for an ensemble checkpoint
+    trained: bool = True  # False: a checkpoint with evaluations only (load_evaluated_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -71,8 +81,13 @@ def load_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
     needed = ("config.yaml", "history.csv", "metrics.json", "best.safetensors")
     missing = [name for name in needed if not (run_dir / name).is_file()]
+    if missing and (run_dir / "best.safetensors").is_file() and (run_dir / EVALUATIONS_DIR).is_dir():
+        return load_evaluated_checkpoint(run_dir)
     if missing:
-        raise CompareError(f"{run_dir}: not a finished run (missing {', '.join(missing)})")
+        raise CompareError(
+            f"{run_dir}: not a finished run (missing {', '.join(missing)}), nor a best.safetensors with an "
+            f"{EVALUATIONS_DIR}/ folder"
+        )
     config = load_config(run_dir / "config.yaml")
     return Run(
         label=f"{config.model.name} ({run_dir.name})",
@@ -81,24 +96,47 @@ def load_run(run_dir: Path) -> Run:
         metrics=json.loads((run_dir / "metrics.json").read_text()),
         history=read_history(run_dir / "history.csv"),
         checkpoint_bytes=(run_dir / "best.safetensors").stat().st_size,
+        evaluations=load_evaluations(run_dir),
+        model_name=config.model.name,
     )
+
+
+def load_evaluated_checkpoint(run_dir: Path) -> Run:
+    """A folder with best.safetensors (an ensemble, say, which no training run wrote) and its
+    `evaluate --report` files: its val and test numbers come from the crop evaluations (no --detect)
+    of those splits, its config from the checkpoint. Only the per-backbone table shows it."""
+    checkpoint = load_checkpoint(run_dir / "best.safetensors")
+    evaluations = load_evaluations(run_dir)
+    on_crops = [e for e in evaluations.values() if "detection" not in e]
+    metrics: dict[str, Any] = {"model": {"parameters": sum(p.numel() for p in checkpoint.model.parameters())}}
+    for split in ("val", "test"):
+        metrics[split] = next((e for e in on_crops if e.get("split") == split), None)
+    name = "ensemble" if "ensemble" in checkpoint.meta else checkpoint.config.model.name
+    return Run(
+        label=f"{name} ({run_dir.name})", run_dir=run_dir, config=checkpoint.config, metrics=metrics, history=[],
+        checkpoint_bytes=(run_dir / "best.safetensors").stat().st_size, evaluations=evaluations,
+        model_name=name, trained=False,
+    )  # fmt: skip
 
 
 def predict_split(run: Run, split: str, data_dir: Path | None, max_images: int) -> Run:
     """The run with its best checkpoint's predictions on (part of) its own `split`."""
     from agegender.evaluation.evaluate import select_split
 
-    data_dir = Path(data_dir or run.config.data.path)
-    if not data_dir.is_dir():
-        return dataclasses.replace(run, predictions_note=f"data folder {data_dir} not found (pass --data)")
+    folders = [Path(data_dir)] if data_dir else [Path(f) for f in run.config.data.folders()]
+    missing = [str(folder) for folder in folders if not folder.is_dir()]
+    if missing or not folders:
+        return dataclasses.replace(run, predictions_note=f"data folder {', '.join(missing)} not found (pass --data)")
     checkpoint = load_checkpoint(run.run_dir / "best.safetensors")
-    samples = select_split(read_folder(data_dir), split, run.config.data)[:max_images]
-    data_config = dataclasses.replace(run.config.data, path=str(data_dir), image_size=checkpoint.image_size)
+    samples = select_split(read_folders(folders), split, run.config.data)[:max_images]
+    data_config = dataclasses.replace(run.config.data, image_size=checkpoint.image_size)
     arrays, _ = decode_split(samples, data_config)
     if len(arrays) == 0:
         return dataclasses.replace(run, predictions_note=f"no readable {split} images in {data_dir}")
     predicted = predict_outputs(checkpoint.model, arrays.images)
-    return dataclasses.replace(run, predictions=Predictions(arrays, predicted.age, predicted.p_female, predicted.age_probs))
+    speed = measure_faces_per_second(checkpoint.model, arrays.images)
+    predictions = Predictions(arrays, predicted.age, predicted.p_female, predicted.age_probs)
+    return dataclasses.replace(run, predictions=predictions, faces_per_second=speed)
 
 
 def score_run_groups(run: Run, scheme: AgeGroupScheme) -> AgeGroupReport | None:
@@ -339,31 +377,35 @@ def compare_runs(
         raise CompareError("give at least one run directory")
     if split not in ("val", "test"):
         raise CompareError(f"split must be val or test, got '{split}'")
-    runs = [load_run(d) for d in run_dirs]
-    runs = [predict_split(run, split, data_dir, max_images) for run in runs]
-    notes = [f"{run.label}: figures from predictions skipped, {run.predictions_note}" for run in runs if run.predictions_note]
+    every_run = [predict_split(load_run(d), split, data_dir, max_images) for d in run_dirs]
+    runs = [run for run in every_run if run.trained]  # evaluated-only checkpoints: the backbone table alone
+    notes = [f"{run.label}: figures from predictions skipped, {run.predictions_note}" for run in every_run if run.predictions_note]
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
-    pictures = figures.draw_all(runs, split, band_mae)
+    pictures = figures.draw_all(runs, split, band_mae) if runs else {}
     paths = {}
     for name, (title, png) in pictures.items():
         paths[name] = out / "figures" / f"{name}.png"
         paths[name].write_bytes(png)
 
-    sections = [
-        ("Architecture", architecture_table(runs)),
-        ("Training", training_table(runs)),
-        ("Performance", performance_table(runs)),
-        (f"Per group ({split} split; gender accuracy / age MAE in years)", group_table(runs, split)),
-    ]
-    if age_groups is not None:  # on the re-predicted images, like the figures
+    backbones = (
+        "Backbones (photo columns: evaluate --detect --report RUN/evaluations/NAME.json; faces/s: the model "
+        f"alone on up to {max_images} decoded crops, batches of 256, measured by this compare)"
+    )
+    sections = [(backbones, backbone_table(every_run))]
+    if runs:
+        sections[:0] = [("Architecture", architecture_table(runs)), ("Training", training_table(runs)),
+                        ("Performance", performance_table(runs))]  # fmt: skip
+        sections.append((f"Per group ({split} split; gender accuracy / age MAE in years)", group_table(runs, split)))
+    if age_groups is not None and runs:  # on the re-predicted images, like the figures
         reports = [score_run_groups(run, age_groups) for run in runs]
         sections.append((f"Age groups ({age_groups.name}; {split} split, up to {max_images} images)", age_group_table(runs, reports)))
         sections += [(f"Age-group confusion: {run.label}", confusion_table(r)) for run, r in zip(runs, reports) if r]
-    title = "Model comparison: " + " vs ".join(run.label for run in runs)
+    title = "Model comparison: " + " vs ".join(run.label for run in every_run)
     intro = (
-        f"Runs: {', '.join(str(r.run_dir) for r in runs)}. Tables come from each run's metrics.json and history.csv; "
+        f"Runs: {', '.join(str(r.run_dir) for r in every_run)}. Tables come from each run's metrics.json and history.csv "
+        f"(a checkpoint without a run: from its {EVALUATIONS_DIR}/ files, in the backbone table only); "
         f"figures that need predictions re-ran each best checkpoint on up to {max_images} images of its {split} split."
     )
     markdown = [f"# {title}", "", intro, ""] + [f"- {n}" for n in notes]

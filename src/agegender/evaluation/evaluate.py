@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from agegender.config import ConfigError, DataConfig
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.dataset import decode_split, make_splits
-from agegender.data.readers import DataError, ReadResult, Skipped, read_folder
+from agegender.data.readers import DataError, ReadResult, Skipped, as_folders, read_folders
 from agegender.evaluation.age_groups import score_age_groups
 from agegender.evaluation.report import DetectionSummary, EvaluationReport, build_report
 from agegender.inference.predictor import Predictor
@@ -37,18 +38,19 @@ def select_split(read: ReadResult, split: str, checkpoint_data: DataConfig):
 
 def evaluate(
     predictor: Predictor,
-    data_dir: Path,
+    data_dir: Path | Sequence[Path],
     split: str = "all",
     cache_dir: Path | None = None,
     age_groups: AgeGroupScheme | None = None,
 ) -> Evaluation:
-    """Score the predictor on `split` of a labelled folder; with `age_groups`, also on that scheme's
-    groups (evaluation/age_groups.py)."""
-    read = read_folder(data_dir)
+    """Score the predictor on `split` of a labelled folder, or of several read together; with
+    `age_groups`, also on that scheme's groups (evaluation/age_groups.py). Folders are split one by
+    one, so `split` of one folder of a several-folder run is that folder's part of the run's split."""
+    read = read_folders(as_folders(data_dir))
     trained_on = predictor.checkpoint.config.data
     samples = select_split(read, split, trained_on)
     data_config = dataclasses.replace(
-        trained_on, path=str(data_dir), cache_dir=str(cache_dir) if cache_dir else trained_on.cache_dir,
+        trained_on, path=tuple(map(str, as_folders(data_dir))), cache_dir=str(cache_dir) if cache_dir else trained_on.cache_dir,
         image_size=predictor.image_size,
     )
     arrays, undecodable = decode_split(samples, data_config)

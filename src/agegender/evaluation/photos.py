@@ -12,19 +12,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from rich.console import Console
 
 from agegender.data.align import FaceCrop
 from agegender.data.images import ImageLoadError, load_rgb
-from agegender.data.readers import DataError, Skipped, read_folder
+from agegender.data.readers import DataError, Skipped, as_folders, read_folders
 from agegender.data.samples import GENDER_NAMES, FaceSample
 from agegender.evaluation.evaluate import Evaluation, select_split
 from agegender.evaluation.metrics import GENDER_THRESHOLD
 from agegender.evaluation.report import DetectionSummary, build_report
-from agegender.inference.detection import Detection
+from agegender.inference.detection import largest_detection  # noqa: F401  (re-exported: tests and callers)
 from agegender.inference.predictor import Predictor
 
 BATCH_FACES = 256  # crops per forward pass
@@ -36,10 +36,6 @@ class _Found:
     sample: FaceSample
     crop_method: str | None  # how its largest face was cropped ("aligned" or "box"); None: no face found
     faces: int
-
-
-def largest_detection(detections: list[Detection]) -> Detection | None:
-    return max(detections, key=lambda d: d.box.width * d.box.height, default=None)
 
 
 def _detect_each(
@@ -97,7 +93,7 @@ def end_to_end_accuracy(genders: list[int | None], p_female: np.ndarray) -> floa
 
 def evaluate_photos(
     predictor: Predictor,
-    data_dir: Path,
+    data_dir: Path | Sequence[Path],
     split: str = "all",
     progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
@@ -105,7 +101,7 @@ def evaluate_photos(
 
     `progress(images_done, images_in_all)` is called after each image is read.
     """
-    read = read_folder(data_dir)
+    read = read_folders(as_folders(data_dir))
     samples = select_split(read, split, predictor.checkpoint.config.data)
     undecodable: list[Skipped] = []
     found: list[_Found] = []

@@ -47,6 +47,11 @@ class FaceDetector(Protocol):
         ...
 
 
+def largest_detection(detections: list[Detection]) -> Detection | None:
+    """The face with the largest box: the one a photo of one person is about."""
+    return max(detections, key=lambda d: d.box.width * d.box.height, default=None)
+
+
 def check_frame(rgb: np.ndarray) -> None:
     check_rgb(rgb, "detectors take")
 

@@ -6,13 +6,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from agegender.config import AugmentConfig
 from agegender.data.dataset import LabelledArrays
 from agegender.data.transforms import augment_batch, to_model_input
+from agegender.inference.backends import predict_arrays  # noqa: F401  (moved to inference; training.fit imports it from here)
 from agegender.training.averaging import WeightAverage
 from agegender.training.losses import MultiTaskLoss, as_age_range
 from agegender.training.mixup import forward_and_loss
@@ -134,37 +134,6 @@ def train_one_epoch(
         if on_batch is not None:
             on_batch(len(batch), means)
     return means.result(time.perf_counter() - start)
-
-
-@dataclass(frozen=True)
-class ArrayPredictions:
-    age: np.ndarray  # (N,) years
-    p_female: np.ndarray  # (N,)
-    age_probs: np.ndarray | None  # (N, MAX_AGE + 1) softmax over 1-year bins; None: the model has no bins head
-
-
-@torch.no_grad()
-def predict_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 256, channels_last: bool = True) -> ArrayPredictions:
-    """Age, P(female) and, for a bins head, the age distribution of uint8 (N, S, S, 3) faces, without augmentation."""
-    model.eval()
-    ages, p_female, probs, device = [], [], [], model_device(model)
-    for begin in range(0, len(images), batch_size):
-        output = model(to_model_input(images[begin : begin + batch_size], channels_last).to(device))
-        ages.append(output.age.float().cpu().numpy())
-        p_female.append(torch.sigmoid(output.gender_logit).float().cpu().numpy())
-        if output.age_logits is not None:
-            probs.append(output.age_logits.float().softmax(dim=1).cpu().numpy())
-    if not ages:
-        return ArrayPredictions(np.zeros(0, np.float32), np.zeros(0, np.float32), None)
-    return ArrayPredictions(np.concatenate(ages), np.concatenate(p_female), np.concatenate(probs) if probs else None)
-
-
-def predict_arrays(
-    model: nn.Module, images: np.ndarray, batch_size: int = 256, channels_last: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """(age in years, P(female)) for uint8 (N, S, S, 3) faces, without augmentation."""
-    predictions = predict_outputs(model, images, batch_size, channels_last)
-    return predictions.age, predictions.p_female
 
 
 @torch.no_grad()

@@ -25,7 +25,8 @@ import torch
 
 from agegender.config import ModelConfig, RunConfig
 from agegender.data.images import load_rgb
-from agegender.export.onnx import OnnxPredictor, export_onnx
+from agegender.export.onnx import export_onnx
+from agegender.inference.backends import OnnxBackend
 from agegender.inference.predictor import Predictor, bundled_model_path
 from agegender.models.checkpoint import build_meta, save_checkpoint
 from agegender.models.registry import create_model
@@ -86,8 +87,8 @@ def main() -> None:
         options = {"detector": args.detector}
         runtimes = {
             "pytorch": Predictor.from_checkpoint(checkpoint, **options),
-            "onnxruntime": OnnxPredictor.from_file(onnx_path, threads=args.threads, **options),
-            "onnxruntime int8": OnnxPredictor.from_file(int8_path, threads=args.threads, **options),
+            "onnxruntime": Predictor(OnnxBackend.from_file(onnx_path, threads=args.threads), **options),
+            "onnxruntime int8": Predictor(OnnxBackend.from_file(int8_path, threads=args.threads), **options),
         }
         size = runtimes["pytorch"].image_size
         faces = np.random.default_rng(0).integers(0, 256, (args.batch, size, size, 3), dtype=np.uint8)

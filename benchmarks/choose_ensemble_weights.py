@@ -34,7 +34,7 @@ GRID = (0, 1, 2, 4)  # weights tried per member
 @torch.no_grad()
 def member_outputs(predictor: Predictor, faces: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(P(female) (M, N), age (M, N)) of each member on uint8 (N, S, S, 3) faces at the ensemble's size."""
-    ensemble = predictor.model
+    ensemble = predictor.backend.model  # a TorchBackend's
     p_female, ages = [], []
     for begin in range(0, len(faces), batch):
         x = to_model_input(faces[begin : begin + batch])

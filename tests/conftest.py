@@ -245,6 +245,9 @@ class StubFaceDetector:
         big = Detection(Box(x1, y1, x2, y2), 0.7, None if rgb[0, 0].min() > 250 else keypoints)
         return [Detection(Box(0, 0, 8, 8), 0.9), big]
 
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list]:
+        return [self.detect(rgb) for rgb in frames]
+
 
 @dataclass(frozen=True)
 class SyntheticPhotos:

@@ -10,6 +10,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import ProgressColumn
+from rich.text import Text
 
 from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, load_config
@@ -223,78 +225,56 @@ def predict(
 ) -> None:
     """Age and gender of every face in images, a video file, or a webcam stream."""
     from agegender.inference.predictor import load_predictor
-    from agegender.inference.sources import is_video_path
+    from agegender.inference.runs import ImageRun, PredictOptions, plan_inputs
 
-    paths = paths or []
-    if webcam is None and not paths:
-        raise typer.BadParameter("give images, folders or a video file, or --webcam INDEX")
-    video = webcam is not None or any(is_video_path(p) for p in paths)
-    if video and (len(paths) > (0 if webcam is not None else 1) or no_detect):
-        raise typer.BadParameter("a video or --webcam is predicted on its own (one input, with face detection)")
+    inputs = plan_inputs(paths or [], webcam, detect=not no_detect)  # lists the folders' files, once
     scheme = _age_group_scheme(age_groups)
     predictor = load_predictor(
         model, runtime=runtime, detector=detector, margin=margin, tta=tta, crop=crop, age_groups=scheme
     )
-    if video:
-        _predict_video_command(predictor, paths[0] if paths else None, webcam, output, as_json, max_frames)
-    else:
-        _predict_images_command(predictor, paths, no_detect, save_dir, output, as_json)
-
-
-def _predict_images_command(predictor, paths, no_detect, save_dir, output, as_json) -> None:
-    from rich.progress import Progress
-
-    from agegender.inference.runs import predict_images, write_rows
-    from agegender.inference.sources import expand_image_paths
-
-    total = len(expand_image_paths(paths))
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("predicting", total=total)
-        run = predict_images(
-            predictor, paths, detect=not no_detect, save_dir=save_dir, progress=lambda n: bar.advance(task, n)
-        )
+    options = PredictOptions(
+        detect=not no_detect, save_dir=save_dir, output=output, max_frames=max_frames, collect_rows=as_json
+    )
+    run = _run_predict_with_progress(predictor, inputs, options)
     for message in run.skipped:
         console.print(f"skipped {message}")
-    if output is not None:
-        write_rows(run.rows, output)
     if as_json:
-        print(json.dumps(list(run.rows), indent=2))
+        print(json.dumps(run.rows, indent=2))
     elif output is None:
-        for row in run.rows:
-            where = ""
-            if row["x1"] is not None:
-                where = f" face {row['face_index']} at ({row['x1']},{row['y1']},{row['x2']},{row['y2']})"
-            group = f", group {row['age_group']} (p {row['p_age_' + row['age_group']]:.2f})" if "age_group" in row else ""
-            print(f"{row['path']}{where}: {row['gender']} (p_female {row['p_female']:.2f}), age {row['age']:.0f}{group}")
-    console.print(
-        f"{run.images} images predicted, {len(run.rows)} faces, {len(run.skipped)} unreadable skipped"
-        + ("" if no_detect else _fallback_note(predictor, run.box_fallbacks))
-    )
-    if not run.images:
+        for prediction in run.predictions:
+            for line in prediction.text_lines():
+                print(line)
+    console.print(run.summary())
+    if isinstance(run, ImageRun) and not run.images:
         raise typer.Exit(1)
 
 
-def _predict_video_command(predictor, video, webcam, output, as_json, max_frames) -> None:
-    from agegender.inference.runs import has_display, predict_video
-    from agegender.inference.sources import VideoSource, WebcamSource
+class _FacesPerSecond(ProgressColumn):
+    """'N faces, R faces/s' from the task's `faces` field."""
 
-    show = output is None and has_display()
-    if output is None and not show:
-        raise typer.BadParameter("no display for a live window here: pass --output out.mp4")
-    source = WebcamSource(webcam) if webcam is not None else VideoSource(video)
-    run = predict_video(predictor, source, output=output, show=show, max_frames=max_frames, collect_rows=as_json)
-    if as_json:
-        print(json.dumps(list(run.rows), indent=2))
-    wrote = f"; wrote {output}" if output else ""
-    note = _fallback_note(predictor, run.box_fallbacks)
-    console.print(f"{run.frames} frames, {run.faces} faces, {run.fps:.1f} fps{wrote}{note}")
+    def render(self, task) -> Text:
+        faces, elapsed = task.fields.get("faces", 0), task.elapsed or 0.0
+        rate = f"{faces / elapsed:.1f}" if elapsed > 0 else "-"
+        return Text(f"{faces} faces, {rate} faces/s")
 
 
-def _fallback_note(predictor, fallbacks: int) -> str:
-    crop = predictor.face_crop
-    if crop.method != "aligned":
-        return "; box crops"
-    return f"; aligned crops ({crop.template} template), {fallbacks} box-cropped for want of usable keypoints"
+def _run_predict_with_progress(predictor, inputs, options):
+    """run_predict, with a progress bar (images, faces/s) for image runs."""
+    from rich.progress import Progress
+
+    from agegender.inference.runs import run_predict
+
+    if inputs.is_stream:
+        return run_predict(predictor, inputs, options)
+    with Progress(*Progress.get_default_columns(), _FacesPerSecond(), console=console, transient=True) as bar:
+        task = bar.add_task("predicting", total=len(inputs.images), faces=0)
+        found = [0]  # faces so far
+
+        def report(images: int, faces: int) -> None:
+            found[0] += faces
+            bar.update(task, advance=images, faces=found[0])
+
+        return run_predict(predictor, inputs, options, progress=report)
 
 
 @app.command()

@@ -1,8 +1,19 @@
-"""Typed, immutable prediction results."""
+"""Typed, immutable prediction results, and every way they are rendered.
+
+A `Prediction` renders itself: `to_dict()` (nested, unrounded: the HTTP API), `rows()` (one flat,
+rounded row per face: the CSV/JSON files and `predict --json`), `text_lines()` (the `predict`
+console output) and `draw()` (an annotated copy of its image). The CLI, the file writers and the
+server call these instead of formatting faces themselves.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+# Columns of a prediction row (Prediction.rows); --age-groups adds age_group and p_age_<group>
+ROW_FIELDS = ("path", "face_index", "x1", "y1", "x2", "y2", "score", "age", "gender", "p_female")
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,15 @@ class Box:
     @property
     def height(self) -> int:
         return self.y2 - self.y1
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+    def scaled(self, sx: float, sy: float, width: int, height: int) -> "Box":
+        """This box in an image `sx` x `sy` times the size, clipped to its `width` x `height`."""
+        return Box(
+            round(self.x1 * sx), round(self.y1 * sy), min(width, round(self.x2 * sx)), min(height, round(self.y2 * sy))
+        )
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,36 @@ class FacePrediction:
         """The most probable group of the scheme, if one was asked for."""
         return None if self.age_groups is None else max(self.age_groups, key=self.age_groups.get)
 
+    @property
+    def label(self) -> str:
+        """The short tag drawn on images: "F 34" / "M 27"."""
+        return f"{'F' if self.gender == 'female' else 'M'} {self.age:.0f}"
+
+    def to_dict(self) -> dict:
+        """Unrounded; box as [x1, y1, x2, y2] or None; age_groups and crop only when set."""
+        out = {
+            "box": None if self.box is None else list(self.box.as_tuple()), "score": self.score,
+            "age": self.age, "gender": self.gender, "p_female": self.p_female,
+        }  # fmt: skip
+        if self.age_groups is not None:
+            out.update(age_group=self.age_group, age_groups=dict(self.age_groups))
+        if self.crop is not None:
+            out["crop"] = self.crop
+        return out
+
+    def row(self, path: str, index: int) -> dict:
+        """The flat, rounded row of ROW_FIELDS; box and score None (empty in CSV) when no detector ran."""
+        x1, y1, x2, y2 = self.box.as_tuple() if self.box is not None else (None, None, None, None)
+        row = {
+            "path": path, "face_index": index, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+            "score": None if self.score is None else round(self.score, 4),
+            "age": round(self.age, 1), "gender": self.gender, "p_female": round(self.p_female, 4),
+        }  # fmt: skip
+        if self.age_groups is not None:  # --age-groups: the likeliest group, then one column per group
+            row["age_group"] = self.age_group
+            row.update({f"p_age_{name}": round(p, 4) for name, p in self.age_groups.items()})
+        return row
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -54,3 +104,34 @@ class Prediction:
 
     source: str
     faces: tuple[FacePrediction, ...]
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "faces": [face.to_dict() for face in self.faces]}
+
+    def rows(self) -> list[dict]:
+        """One row per face (FacePrediction.row), in face order."""
+        return [face.row(self.source, index) for index, face in enumerate(self.faces)]
+
+    def text_lines(self) -> list[str]:
+        """One console line per face, from its row: what `agegender predict` prints."""
+        return [_row_text(row) for row in self.rows()]
+
+    def scaled(self, sx: float, sy: float, width: int, height: int) -> "Prediction":
+        """Boxes mapped into an image `sx` x `sy` times the size (e.g. the upload a shrunk copy came from)."""
+        faces = tuple(f if f.box is None else replace(f, box=f.box.scaled(sx, sy, width, height)) for f in self.faces)
+        return replace(self, faces=faces)
+
+    def draw(self, rgb: np.ndarray, fps: float | None = None) -> np.ndarray:
+        """A copy of `rgb` (the HxWx3 uint8 image predicted) with every boxed face and, if given, the frame rate."""
+        from agegender.inference.draw import draw_tags
+
+        boxed = [(f.box.as_tuple(), f.label, f.gender) for f in self.faces if f.box is not None]
+        return draw_tags(rgb, boxed, None if fps is None else f"{fps:.1f} fps")
+
+
+def _row_text(row: dict) -> str:
+    where = ""
+    if row["x1"] is not None:
+        where = f" face {row['face_index']} at ({row['x1']},{row['y1']},{row['x2']},{row['y2']})"
+    group = f", group {row['age_group']} (p {row['p_age_' + row['age_group']]:.2f})" if "age_group" in row else ""
+    return f"{row['path']}{where}: {row['gender']} (p_female {row['p_female']:.2f}), age {row['age']:.0f}{group}"

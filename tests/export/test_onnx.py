@@ -7,7 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
-from agegender.export.onnx import OnnxModelError, OnnxPredictor, export_onnx
+from agegender.export.onnx import export_onnx
+from agegender.inference.backends import OnnxBackend, OnnxModelError
 from agegender.inference.predictor import Predictor, load_predictor
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -35,7 +36,7 @@ def test_metadata_makes_the_file_self_describing(exported, tiny_checkpoint):
 def test_onnx_predictor_agrees_with_torch_predictor(exported, tiny_checkpoint):
     torch_predictor = Predictor.from_checkpoint(tiny_checkpoint)
     onnx_predictor = load_predictor(exported.path, runtime="onnx")
-    assert isinstance(onnx_predictor, OnnxPredictor) and onnx_predictor.image_size == 32
+    assert isinstance(onnx_predictor.backend, OnnxBackend) and onnx_predictor.image_size == 32
     faces = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     for a, b in zip(torch_predictor.predict_faces(faces), onnx_predictor.predict_faces(faces)):
         np.testing.assert_allclose(a, b, atol=1e-3)
@@ -50,7 +51,7 @@ def test_int8_quantisation_is_close_and_smaller(tiny_checkpoint, exported, tmp_p
     report = export_onnx(tiny_checkpoint, tmp_path / "int8.onnx", quantize="int8")
     assert report.quantized and report.bytes < exported.bytes
     assert report.max_age_diff < 1.0 and report.max_p_female_diff < 0.05
-    assert OnnxPredictor.from_file(report.path).predict_faces(np.zeros((1, 32, 32, 3), np.uint8))[0].shape == (1,)
+    assert OnnxBackend.from_file(report.path).predict(np.zeros((1, 32, 32, 3), np.uint8)).age.shape == (1,)
 
 
 def test_int8_weights_fit_seven_bits_so_no_cpu_saturates_them(tiny_checkpoint, tmp_path):
@@ -67,13 +68,13 @@ def test_int8_weights_fit_seven_bits_so_no_cpu_saturates_them(tiny_checkpoint, t
 
 def test_files_that_are_not_agegender_onnx_models_give_clear_errors(tiny_checkpoint, tmp_path):
     with pytest.raises(OnnxModelError, match="not a readable ONNX model"):
-        OnnxPredictor.from_file(tiny_checkpoint)  # a safetensors file
+        OnnxBackend.from_file(tiny_checkpoint)  # a safetensors file
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\0\1\2 not onnx")
     with pytest.raises(OnnxModelError, match="not a readable ONNX model"):
-        OnnxPredictor.from_file(garbage)
+        OnnxBackend.from_file(garbage)
     with pytest.raises(OnnxModelError, match="not found"):
-        OnnxPredictor.from_file(tmp_path / "missing.onnx")
+        OnnxBackend.from_file(tmp_path / "missing.onnx")
     plain = onnx.helper.make_model(onnx.helper.make_graph(
         [onnx.helper.make_node("Identity", ["image"], ["age"])], "g",
         [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1])],
@@ -81,7 +82,7 @@ def test_files_that_are_not_agegender_onnx_models_give_clear_errors(tiny_checkpo
     ))  # fmt: skip
     onnx.save(plain, str(tmp_path / "plain.onnx"))
     with pytest.raises(OnnxModelError, match="without agegender metadata"):
-        OnnxPredictor.from_file(tmp_path / "plain.onnx")
+        OnnxBackend.from_file(tmp_path / "plain.onnx")
     with pytest.raises(ValueError, match="int8"):
         export_onnx(tiny_checkpoint, tmp_path / "x.onnx", quantize="int4")
 
@@ -110,7 +111,7 @@ def _with_metadata(source: Path, target: Path, change) -> Path:
 def test_hostile_onnx_metadata_is_one_line_naming_the_field(exported, tmp_path, change, problem):
     path = _with_metadata(exported.path, tmp_path / "hostile.onnx", change)
     with pytest.raises(OnnxModelError) as caught:
-        OnnxPredictor.from_file(path)
+        OnnxBackend.from_file(path)
     assert str(caught.value) == f"{path}: bad checkpoint metadata, {problem}"
 
 
@@ -120,7 +121,7 @@ def test_onnx_metadata_size_must_fit_the_graph(exported, tmp_path):
 
     path = _with_metadata(exported.path, tmp_path / "resized.onnx", claim_48)
     with pytest.raises(OnnxModelError, match=r"resized.onnx: graph input shape \['batch', 3, 32, 32\] does not fit metadata image_size 48"):
-        OnnxPredictor.from_file(path)
+        OnnxBackend.from_file(path)
 
 
 def test_cli_export_and_predict_on_onnx(tiny_checkpoint, tmp_path, run_cli):

@@ -25,7 +25,7 @@ def test_from_checkpoint_reads_its_own_preprocessing(predictor, trained_run):
     assert predictor.image_size == 32
     assert predictor.source == trained_run.best
     assert predictor.checkpoint.config == trained_run.config
-    assert not predictor.model.training
+    assert predictor.runtime == "torch" and not predictor.backend.model.training
 
 
 def test_from_checkpoint_accepts_a_string(trained_run):

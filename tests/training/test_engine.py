@@ -13,7 +13,7 @@ from agegender.config import AugmentConfig, TrainConfig
 from agegender.training.averaging import WeightAverage
 from agegender.training.callbacks import EarlyStopping
 from agegender.training.engine import Phase, PhaseRun, RunPosition, evaluate, set_trainable, train_epoch
-from agegender.training.loop import predict_arrays
+from agegender.inference.backends import predict_arrays
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.schedule import EpochScheduler, Warmup
 from agegender.training.sources import ImageBatches

@@ -12,7 +12,7 @@ from agegender.data.dataset import LabelledArrays
 from agegender.data.samples import FaceSample
 from agegender.models.heads import ModelOutput
 from agegender.models.registry import create_model
-from agegender.training.loop import RunningMeans, batch_indices, predict_arrays
+from agegender.training.loop import RunningMeans, batch_indices
 from agegender.training.losses import LossParts
 
 NAN = math.nan
@@ -71,16 +71,3 @@ def test_batch_indices():
     again = batch_indices(10, 4, torch.Generator().manual_seed(0))
     assert [b.tolist() for b in shuffled] == [b.tolist() for b in again]
 
-
-def test_predict_arrays_is_batch_size_independent():
-    model, data = tiny_model(), arrays(5)
-    age_a, p_a = predict_arrays(model, data.images, batch_size=2)
-    age_b, p_b = predict_arrays(model, data.images, batch_size=256)
-    np.testing.assert_allclose(age_a, age_b, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(p_a, p_b, rtol=1e-5, atol=1e-6)
-    assert age_a.shape == (5,) and ((p_a >= 0) & (p_a <= 1)).all()
-
-
-def test_predict_arrays_on_nothing():
-    age, p_female = predict_arrays(tiny_model(), np.zeros((0, 32, 32, 3), np.uint8))
-    assert age.shape == (0,) and p_female.shape == (0,)

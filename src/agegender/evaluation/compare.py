@@ -33,8 +33,8 @@ from agegender.evaluation.compare_backbones import (
 )
 from agegender.evaluation.metrics import AGE_BAND_NAMES, age_band
 from agegender.evaluation.plots import read_history
+from agegender.inference.backends import predict_outputs
 from agegender.models.checkpoint import load_checkpoint
-from agegender.training.loop import predict_outputs
 
 OVERFIT_EPOCHS = 3  # val loss rising while train loss falls for this many epochs in a row -> overfitting
 MEMORISING_GAP = 0.15  # train loss this far below val loss at the best epoch -> overfitting, even if val still falls

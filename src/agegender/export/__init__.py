@@ -1,1 +1,1 @@
-"""Model export: ONNX with an onnxruntime parity check, and the onnxruntime-backed predictor."""
+"""Model export: ONNX graphs with an onnxruntime parity check (inference.backends runs them)."""

@@ -1,36 +1,36 @@
-"""Drawing predictions onto frames: a box and an "F 34" / "M 27" label per face, optional fps."""
+"""Drawing tags onto frames: a box with a label per face ("F 34"), an optional corner note (fps).
+
+Knows nothing of result types (results.Prediction.draw calls it), so results import it and not
+the other way round.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Iterable
 
-from agegender.results import FacePrediction, Prediction
+import numpy as np
 
 FEMALE_COLOUR = (230, 80, 160)  # RGB
 MALE_COLOUR = (60, 140, 255)
+NOTE_COLOUR = (40, 40, 40)
+
+Tag = tuple[tuple[int, int, int, int], str, str]  # (x1, y1, x2, y2) box, label, gender ("female" | "male")
 
 
-def face_label(face: FacePrediction) -> str:
-    return f"{'F' if face.gender == 'female' else 'M'} {face.age:.0f}"
-
-
-def draw_prediction(rgb: np.ndarray, prediction: Prediction, fps: float | None = None) -> np.ndarray:
-    """A copy of `rgb` (HxWx3 uint8) with every boxed face and, if given, the frame rate drawn on it."""
+def draw_tags(rgb: np.ndarray, tags: Iterable[Tag], note: str | None = None) -> np.ndarray:
+    """A copy of `rgb` (HxWx3 uint8) with every tagged box and, if given, a note in the top-left corner."""
     import cv2
 
     canvas = np.ascontiguousarray(rgb).copy()
     height, width = canvas.shape[:2]
     thickness = max(1, round(min(height, width) / 300))
     font_scale = max(0.4, min(height, width) / 900)
-    for face in prediction.faces:
-        if face.box is None:
-            continue
-        colour = FEMALE_COLOUR if face.gender == "female" else MALE_COLOUR
-        box = face.box
-        cv2.rectangle(canvas, (box.x1, box.y1), (box.x2 - 1, box.y2 - 1), colour, thickness)
-        _draw_text(canvas, face_label(face), (box.x1, box.y1), colour, font_scale, thickness)
-    if fps is not None:
-        _draw_text(canvas, f"{fps:.1f} fps", (0, 0), (40, 40, 40), font_scale, thickness, below=True)
+    for (x1, y1, x2, y2), label, gender in tags:
+        colour = FEMALE_COLOUR if gender == "female" else MALE_COLOUR
+        cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), colour, thickness)
+        _draw_text(canvas, label, (x1, y1), colour, font_scale, thickness)
+    if note is not None:
+        _draw_text(canvas, note, (0, 0), NOTE_COLOUR, font_scale, thickness, below=True)
     return canvas
 
 

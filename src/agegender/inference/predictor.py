@@ -1,41 +1,41 @@
-"""Predictor: a checkpoint (the bundled one by default) turned into age/gender predictions.
+"""Predictor: a model (the bundled one by default) turned into age/gender predictions.
 
-`predict` runs the whole pipeline on one image: detect faces, crop each as the checkpoint's
-face_crop says (data.align.crop_face: aligned on the detector's keypoints, or the box crop with
-the detector's margin), resize with `prepare_face` (the training resize), then one batched
-forward pass. `predict_stream` does the same per video frame and smooths each face
-over time. `OnnxPredictor` (agegender.export.onnx) swaps the PyTorch model for onnxruntime and
-inherits everything else from here.
+The model runs behind an `inference.backends.InferenceBackend` (PyTorch or onnxruntime); everything
+else is the same for both. `predict` runs the whole pipeline on one image: detect faces, crop each
+as the model's face_crop says (data.align.crop_face: aligned on the detector's keypoints, or the box
+crop with the detector's margin), resize with `prepare_face` (the training resize), then one batched
+forward pass. `predict_many` does the same for a list of images with one detector call and one
+model call for all their faces; `predict_cropped` takes images that are already face crops.
+`predict_stream` runs per video frame and smooths each face over time.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from agegender.config import Bound, ConfigError
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.align import FaceCrop, FaceCropSpec
 from agegender.data.images import load_rgb, resize_square
+from agegender.inference.backends import (  # noqa: F401  (bundled_model_path, RUNTIMES: re-exported for callers)
+    RUNTIMES,
+    FaceOutputs,
+    InferenceBackend,
+    ModelInfo,
+    bundled_model_path,
+    load_backend,
+)
 from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, Detection, FaceDetector, create_detector, crop_faces
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import FaceTracker
-from agegender.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from agegender.results import FacePrediction, Prediction
-from agegender.training.loop import ArrayPredictions, predict_arrays, predict_outputs
 
-BUNDLED_MODEL = "bundled_model.safetensors"  # Model B on EfficientNet-Lite0 and on dlib's face recogniser, weighted; float16
 MARGIN = Bound(0, 2)  # crop margin per side, as a fraction of the face box
-
-
-def bundled_model_path() -> Path:
-    return Path(str(resources.files("agegender") / "assets" / BUNDLED_MODEL))
 
 
 @dataclass(frozen=True)
@@ -50,23 +50,21 @@ class StreamResult:
 
 
 class Predictor:
-    """Age and P(female) for face images, with the checkpoint's own preprocessing.
+    """Age and P(female) for face images, with the model's own preprocessing, on any backend.
 
-    `detector` is a detector name (see inference.detect.list_detectors) or a FaceDetector; it is
-    built on first use, so --no-detect never loads one. `crop` overrides the checkpoint's face
-    crop: a method ("aligned" or "box", see data.align.CROP_METHODS) or a whole FaceCropSpec.
-    `margin` overrides that crop's margin (aligned: per side, fraction of the template chip; box:
-    per side, fraction of the box, default the detector's). `tta` averages each face with its
-    mirror image. With `age_groups`, each face also gets the probability of each group of that
-    scheme (FacePrediction.age_groups), from the age distribution.
+    `backend` runs the model (inference.backends: TorchBackend, OnnxBackend). `detector` is a
+    detector name (see inference.detect.list_detectors) or a FaceDetector; it is built on first use,
+    so --no-detect never loads one. `crop` overrides the model's face crop: a method ("aligned" or
+    "box", see data.align.CROP_METHODS) or a whole FaceCropSpec. `margin` overrides that crop's
+    margin (aligned: per side, fraction of the template chip; box: per side, fraction of the box,
+    default the detector's). `tta` averages each face with its mirror image. With `age_groups`,
+    each face also gets the probability of each group of that scheme (FacePrediction.age_groups),
+    from the age distribution.
     """
-
-    runtime = "torch"
 
     def __init__(
         self,
-        checkpoint: LoadedCheckpoint,
-        source: Path,
+        backend: InferenceBackend,
         *,
         detector: str | FaceDetector = DEFAULT_DETECTOR,
         margin: float | None = None,
@@ -74,36 +72,40 @@ class Predictor:
         crop: str | FaceCropSpec | None = None,
         age_groups: AgeGroupScheme | None = None,
     ):
-        self.checkpoint = checkpoint
-        self.model = checkpoint.model.to(memory_format=torch.channels_last).eval()
-        self.image_size = checkpoint.image_size
-        self.source = source
-        self._configure(detector, margin, tta, crop, age_groups)
-
-    def _configure(
-        self,
-        detector: str | FaceDetector,
-        margin: float | None,
-        tta: bool,
-        crop: str | FaceCropSpec | None = None,
-        age_groups: AgeGroupScheme | None = None,
-    ) -> None:
         # Checked now, not at the first face: a typo must not wait for a detector to be needed
         if isinstance(detector, str) and detector not in ("auto", *DETECTORS):
             raise ConfigError(f"unknown face detector '{detector}'; choose auto or one of {', '.join(DETECTORS)}")
         if margin is not None and not MARGIN.admits(margin):  # a huge margin would allocate a huge crop
             raise ConfigError(f"margin {margin} is outside {MARGIN} (a fraction of the face box or chip per side)")
+        self.backend = backend
         self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
         self._detector_name = detector if isinstance(detector, str) else detector.name
-        self.face_crop = resolve_face_crop(self.checkpoint.face_crop, crop, margin)
+        self.face_crop = resolve_face_crop(backend.info.face_crop, crop, margin)
         self.tta = tta
         self.age_groups = age_groups
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str | None = None, **options) -> "Predictor":
-        """Load `path`, or the model bundled with the package when None. `options`: see the class."""
-        path = Path(path) if path is not None else bundled_model_path()
-        return cls(load_checkpoint(path), path, **options)
+    def from_checkpoint(cls, path: Path | str | None = None, *, runtime: str = "torch", **options) -> "Predictor":
+        """Load `path` (a .safetensors checkpoint, or an exported .onnx file with runtime="onnx"), or
+        the model bundled with the package when None. `options`: see the class."""
+        return cls(load_backend(path, runtime), **options)
+
+    @property
+    def checkpoint(self) -> ModelInfo:
+        """What the model file says about itself: config, meta, image_size, face_crop."""
+        return self.backend.info
+
+    @property
+    def source(self) -> Path:
+        return self.backend.source
+
+    @property
+    def runtime(self) -> str:
+        return self.backend.runtime
+
+    @property
+    def image_size(self) -> int:
+        return self.backend.info.image_size
 
     @property
     def detector(self) -> FaceDetector:
@@ -135,47 +137,48 @@ class Predictor:
 
     def predict_faces(self, faces: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """(age, P(female)) for uint8 (N, S, S, 3) faces already at the model's size."""
-        return predict_arrays(self.model, faces, batch_size=batch_size)
+        outputs = self.backend.predict(faces, batch_size)
+        return outputs.age, outputs.p_female
 
     def predict_prepared(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`predict_faces`, plus the horizontal-flip average when tta is on."""
-        if not self.tta:
-            return self.predict_faces(faces)
-        n = len(faces)
-        both = np.concatenate([faces, faces[:, :, ::-1]])  # (2N, S, S, 3): originals, then mirrors
-        ages, p_female = self.predict_faces(both)
-        return (ages[:n] + ages[n:]) / 2, (p_female[:n] + p_female[n:]) / 2
+        outputs = self.predict_distributions(faces)
+        return outputs.age, outputs.p_female
 
-    def predict_distributions(self, faces: np.ndarray) -> ArrayPredictions:
-        """`predict_prepared` plus the age distribution over 1-year bins (None for a model without a
+    def predict_distributions(self, faces: np.ndarray) -> FaceOutputs:
+        """Age, P(female) and the age distribution over 1-year bins (None for a model without a
         bins head, and on onnx, whose exports carry age and P(female) only); tta averages all three."""
-        if self.model is None:
-            return ArrayPredictions(*self.predict_prepared(faces), None)
         if not self.tta:
-            return predict_outputs(self.model, faces)
+            return self.backend.predict(faces)
         n = len(faces)
-        both = predict_outputs(self.model, np.concatenate([faces, faces[:, :, ::-1]]))  # originals, then mirrors
+        both = self.backend.predict(np.concatenate([faces, faces[:, :, ::-1]]))  # originals, then mirrors
         probs = None if both.age_probs is None else (both.age_probs[:n] + both.age_probs[n:]) / 2
-        return ArrayPredictions((both.age[:n] + both.age[n:]) / 2, (both.p_female[:n] + both.p_female[n:]) / 2, probs)
+        return FaceOutputs((both.age[:n] + both.age[n:]) / 2, (both.p_female[:n] + both.p_female[n:]) / 2, probs)
 
-    def predict_crops(self, crops: list[np.ndarray]) -> list[FacePrediction]:
+    def predict_crops(self, crops: Sequence[np.ndarray]) -> list[FacePrediction]:
+        """One FacePrediction per RGB face crop of any size, in one batched pass."""
         if not crops:
             return []
-        faces = np.stack([self.prepare_face(c) for c in crops])
+        predicted = self.predict_distributions(np.stack([self.prepare_face(c) for c in crops]))  # (N, S, S, 3) in
         if self.age_groups is None:
-            ages, p_female = self.predict_prepared(faces)
-            return [FacePrediction(age=float(a), p_female=float(p)) for a, p in zip(ages, p_female)]
-        predicted = self.predict_distributions(faces)
+            return [FacePrediction(age=float(a), p_female=float(p)) for a, p in zip(predicted.age, predicted.p_female)]
         groups = group_probabilities(self.age_groups, predicted.age, predicted.age_probs)  # (N, G)
         return [
             FacePrediction(float(a), float(p), age_groups=dict(zip(self.age_groups.names, map(float, g))))
             for a, p, g in zip(predicted.age, predicted.p_female, groups)
         ]
 
-    def predict_cropped_file(self, path: Path) -> Prediction:
+    def load_cropped(self, path: Path | str) -> np.ndarray:
+        """An image file meant as one already-cropped face, decoded as training decoded it."""
+        return load_rgb(path, target_size=self.image_size)
+
+    def predict_cropped(self, faces: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
+        """Whole images as one already-cropped face each (--no-detect), in one batched pass."""
+        return [Prediction(source, (face,)) for source, face in zip(sources, self.predict_crops(faces))]
+
+    def predict_cropped_file(self, path: Path | str) -> Prediction:
         """Treat a whole image file as one already-cropped face (--no-detect)."""
-        face = load_rgb(path, target_size=self.image_size)
-        return Prediction(source=str(path), faces=tuple(self.predict_crops([face])))
+        return self.predict_cropped([self.load_cropped(path)], [str(path)])[0]
 
     def predict(self, image: np.ndarray | Path | str, source: str | None = None) -> Prediction:
         """Every face in an image (HxWx3 uint8 RGB array or file): detect, crop, one batched pass.
@@ -186,14 +189,19 @@ class Predictor:
             rgb, name = image, source or "<array>"
         else:
             rgb, name = load_rgb(image), source or str(image)
-        detections = self.detector.detect(rgb)
-        crops = self.crop_detections(rgb, detections)
-        faces = self.predict_crops([c.image for c in crops])
-        boxed = (
-            FacePrediction(f.age, f.p_female, box=d.box, score=d.score, age_groups=f.age_groups, crop=c.method)
-            for f, d, c in zip(faces, detections, crops)
-        )
-        return Prediction(source=name, faces=tuple(boxed))
+        return self.predict_many([rgb], [name])[0]
+
+    def predict_many(self, images: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
+        """`predict` for several HxWx3 uint8 RGB images: one detector call, one model pass for all their faces."""
+        detections = self.detector.detect_batch(list(images))
+        crops = [self.crop_detections(rgb, found) for rgb, found in zip(images, detections)]
+        faces = self.predict_crops([crop.image for per_image in crops for crop in per_image])  # image by image
+        predictions, start = [], 0
+        for source, found, cropped in zip(sources, detections, crops):
+            mine, start = faces[start : start + len(found)], start + len(found)
+            boxed = (replace(f, box=d.box, score=d.score, crop=c.method) for f, d, c in zip(mine, found, cropped))
+            predictions.append(Prediction(source, tuple(boxed)))
+        return predictions
 
     def predict_stream(
         self, frames: Iterable[Frame | np.ndarray], *, tracker: FaceTracker | None = None, smooth: bool = True
@@ -218,7 +226,7 @@ class Predictor:
 
 
 def resolve_face_crop(stored: FaceCropSpec, crop: str | FaceCropSpec | None, margin: float | None) -> FaceCropSpec:
-    """The checkpoint's crop, with a method (or whole spec) and a margin overridden."""
+    """The model's crop, with a method (or whole spec) and a margin overridden."""
     spec = stored
     if isinstance(crop, FaceCropSpec):
         spec = crop
@@ -227,15 +235,6 @@ def resolve_face_crop(stored: FaceCropSpec, crop: str | FaceCropSpec | None, mar
     return spec if margin is None else replace(spec, margin=margin)
 
 
-RUNTIMES = ("torch", "onnx")
-
-
 def load_predictor(model: Path | str | None = None, *, runtime: str = "torch", **options) -> Predictor:
     """A Predictor on PyTorch (a .safetensors checkpoint) or onnxruntime (an exported .onnx file)."""
-    if runtime == "torch":
-        return Predictor.from_checkpoint(model, **options)
-    if runtime == "onnx":
-        from agegender.export.onnx import OnnxPredictor
-
-        return OnnxPredictor.from_checkpoint(model, **options)
-    raise ConfigError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+    return Predictor.from_checkpoint(model, runtime=runtime, **options)

@@ -1,5 +1,10 @@
-"""Whole prediction runs behind the `predict` CLI verb: image files and folders, or one video
-stream (file or webcam), with annotated outputs and a row per face.
+"""Whole prediction runs behind the `predict` CLI verb: image files and folders (batched across
+images), or one video stream (file or webcam), with annotated outputs and a row per face.
+
+`plan_inputs` checks what was asked for and lists the image files once; `run_predict` runs it.
+Folders are streamed in chunks of at most CHUNK_IMAGES images (and MAX_CHUNK_PIXELS pixels), so
+memory stays bounded however many files there are: each chunk is one detector call (with
+detection) and one model call for all the faces in it.
 """
 
 from __future__ import annotations
@@ -7,38 +12,38 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from agegender.data.images import ImageLoadError, PathLike
-from agegender.inference.draw import draw_prediction
+from agegender.data.align import FaceCropSpec
+from agegender.data.images import ImageLoadError, PathLike, load_rgb
+from agegender.errors import UserInputError
 from agegender.inference.predictor import Predictor
-from agegender.inference.sources import CaptureSource, ImageSource, SourceError
-from agegender.results import Prediction
+from agegender.inference.sources import (
+    CaptureSource,
+    Frame,
+    ImageSource,
+    SourceError,
+    VideoSource,
+    WebcamSource,
+    expand_image_paths,
+    is_video_path,
+)
+from agegender.results import ROW_FIELDS, Prediction
 
-ROW_FIELDS = ["path", "face_index", "x1", "y1", "x2", "y2", "score", "age", "gender", "p_female"]
 VIDEO_OUTPUT_SUFFIXES = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
-Progress = Callable[[int], None]  # called with the number of items just finished
+# Measured (benchmarks/bench_predict_folder.py): the bundled model's CPU throughput peaks at
+# batches of 16-32 faces and falls at 96+ (activations outgrow the caches).
+CHUNK_IMAGES = 32
+MAX_CHUNK_PIXELS = 64 * 2**20  # about 200 MB of RGB: a chunk of big photos closes early
+ReportProgress = Callable[[int, int], None]  # called with (images just finished, faces found in them)
 
 
-def face_rows(prediction: Prediction) -> list[dict]:
-    """One row per face; box and score are None (empty in CSV) when no detector ran."""
-    rows = []
-    for index, face in enumerate(prediction.faces):
-        box = face.box
-        x1, y1, x2, y2 = (box.x1, box.y1, box.x2, box.y2) if box is not None else (None, None, None, None)
-        rows.append({
-            "path": prediction.source, "face_index": index, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-            "score": None if face.score is None else round(face.score, 4),
-            "age": round(face.age, 1), "gender": face.gender, "p_female": round(face.p_female, 4),
-        })  # fmt: skip
-        if face.age_groups is not None:  # --age-groups: the likeliest group, then one column per group
-            rows[-1]["age_group"] = face.age_group
-            rows[-1].update({f"p_age_{name}": round(p, 4) for name, p in face.age_groups.items()})
-    return rows
+class InputError(UserInputError):
+    """`predict` inputs or outputs that do not go together."""
 
 
 def write_rows(rows: Sequence[dict], output: Path) -> None:
@@ -49,17 +54,54 @@ def write_rows(rows: Sequence[dict], output: Path) -> None:
         return
     extra = [key for key in (rows[0] if rows else {}) if key not in ROW_FIELDS]  # age-group columns
     with output.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, ROW_FIELDS + extra)
+        writer = csv.DictWriter(handle, [*ROW_FIELDS, *extra])
         writer.writeheader()
         writer.writerows(rows)
 
 
+def crop_note(face_crop: FaceCropSpec | None, fallbacks: int) -> str:
+    """How detected faces were cropped, for a run's summary line ("" when nothing was detected)."""
+    if face_crop is None:
+        return ""
+    if face_crop.method != "aligned":
+        return "; box crops"
+    return f"; aligned crops ({face_crop.template} template), {fallbacks} box-cropped for want of usable keypoints"
+
+
 @dataclass(frozen=True)
 class ImageRun:
-    rows: tuple[dict, ...]  # one per face, see face_rows
-    images: int  # images predicted (including those with zero faces)
+    predictions: tuple[Prediction, ...]  # one per readable image (zero faces included), in file order
     skipped: tuple[str, ...]  # one message per unreadable file
     box_fallbacks: int = 0  # faces box-cropped because an aligned crop had no usable keypoints
+    face_crop: FaceCropSpec | None = None  # how faces were cropped; None: --no-detect
+
+    @property
+    def images(self) -> int:
+        return len(self.predictions)
+
+    @property
+    def rows(self) -> list[dict]:
+        return [row for prediction in self.predictions for row in prediction.rows()]
+
+    def summary(self) -> str:
+        faces = sum(len(p.faces) for p in self.predictions)
+        counts = f"{self.images} images predicted, {faces} faces, {len(self.skipped)} unreadable skipped"
+        return counts + crop_note(self.face_crop, self.box_fallbacks)
+
+
+def chunk_frames(frames: Iterable[Frame], max_images: int, max_pixels: int = MAX_CHUNK_PIXELS) -> Iterator[list[Frame]]:
+    """Consecutive frames in lists of at most `max_images` and `max_pixels` (a bigger image goes alone)."""
+    chunk: list[Frame] = []
+    pixels = 0
+    for frame in frames:
+        size = frame.image.shape[0] * frame.image.shape[1]
+        if chunk and (len(chunk) >= max_images or pixels + size > max_pixels):
+            yield chunk
+            chunk, pixels = [], 0
+        chunk.append(frame)
+        pixels += size
+    if chunk:
+        yield chunk
 
 
 def predict_images(
@@ -68,42 +110,35 @@ def predict_images(
     *,
     detect: bool = True,
     save_dir: Path | None = None,
-    progress: Progress | None = None,
+    progress: ReportProgress | None = None,
+    chunk_size: int = CHUNK_IMAGES,
 ) -> ImageRun:
-    """Predict every image (folders recursively); unreadable files are counted and skipped.
-    `progress` is called once per file, readable or not.
+    """Predict every image (folders recursively), `chunk_size` images per batch; unreadable files are
+    counted and skipped. `progress` is called after each chunk and once per unreadable file.
+    Without `detect` each image is one already-cropped face; with it, `save_dir` gets annotated copies.
     """
-    rows: list[dict] = []
     skipped: list[str] = []
-    images = fallbacks = 0
 
     def skip(error: ImageLoadError) -> None:
         skipped.append(str(error))
         if progress:
-            progress(1)
+            progress(1, 0)
 
-    source = ImageSource(paths, on_error=skip)
-    if detect:
-        predictions = _predict_detected(predictor, source, save_dir)
-    else:
-        predictions = _predict_cropped(predictor, source.paths, skip)
-    for prediction in predictions:
-        images += 1
-        rows += face_rows(prediction)
-        fallbacks += predictor.count_box_fallbacks(prediction)
+    source = ImageSource(paths, on_error=skip, load=load_rgb if detect else predictor.load_cropped)
+    taken: set[str] = set()  # annotated names written in this run: a/x.jpg and b/x.jpg must not overwrite each other
+    predictions: list[Prediction] = []
+    for chunk in chunk_frames(source, chunk_size):
+        images, names = [frame.image for frame in chunk], [frame.source for frame in chunk]
+        found = predictor.predict_many(images, names) if detect else predictor.predict_cropped(images, names)
+        if detect and save_dir is not None:
+            for image, prediction in zip(images, found):
+                name = _unique_name(f"{Path(prediction.source).stem}_pred", taken)
+                save_annotated(image, prediction, save_dir / f"{name}.jpg")
+        predictions += found
         if progress:
-            progress(1)
-    return ImageRun(tuple(rows), images, tuple(skipped), fallbacks)
-
-
-def _predict_detected(predictor: Predictor, source: ImageSource, save_dir: Path | None):
-    taken: set[str] = set()  # names written in this run: a/x.jpg and b/x.jpg must not overwrite each other
-    for frame in source:
-        prediction = predictor.predict(frame.image, source=frame.source)
-        if save_dir is not None:
-            name = _unique_name(f"{Path(frame.source).stem}_pred", taken)
-            save_annotated(frame.image, prediction, save_dir / f"{name}.jpg")
-        yield prediction
+            progress(len(chunk), sum(len(p.faces) for p in found))
+    fallbacks = sum(predictor.count_box_fallbacks(p) for p in predictions)
+    return ImageRun(tuple(predictions), tuple(skipped), fallbacks, predictor.face_crop if detect else None)
 
 
 def _unique_name(stem: str, taken: set[str]) -> str:
@@ -115,20 +150,12 @@ def _unique_name(stem: str, taken: set[str]) -> str:
     return name
 
 
-def _predict_cropped(predictor: Predictor, paths: list[Path], skip: Callable[[ImageLoadError], None]):
-    for path in paths:
-        try:
-            yield predictor.predict_cropped_file(path)
-        except ImageLoadError as error:
-            skip(error)
-
-
 def save_annotated(rgb: np.ndarray, prediction: Prediction, target: Path) -> None:
     """Draw the prediction on its image and save it as `target` (format from the suffix)."""
     from PIL import Image
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(draw_prediction(rgb, prediction)).save(target, quality=92)
+    Image.fromarray(prediction.draw(rgb)).save(target, quality=92)
 
 
 @dataclass(frozen=True)
@@ -136,12 +163,24 @@ class VideoRun:
     frames: int
     faces: int  # summed over frames
     seconds: float
-    rows: tuple[dict, ...]
+    predictions: tuple[Prediction, ...]  # per frame (source "video#index"), only when collected
     box_fallbacks: int = 0  # faces (summed over frames) box-cropped for want of usable keypoints
+    face_crop: FaceCropSpec | None = None
+    output: Path | None = None  # the annotated video written
+    skipped: tuple[str, ...] = ()  # a stream skips nothing; here so both runs read alike
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def rows(self) -> list[dict]:
+        return [row for prediction in self.predictions for row in prediction.rows()]
+
+    def summary(self) -> str:
+        wrote = f"; wrote {self.output}" if self.output else ""
+        counts = f"{self.frames} frames, {self.faces} faces, {self.fps:.1f} fps{wrote}"
+        return counts + crop_note(self.face_crop, self.box_fallbacks)
 
 
 def has_display() -> bool:
@@ -165,17 +204,16 @@ def predict_video(
     show: bool = False,
     max_frames: int | None = None,
     collect_rows: bool = False,
-    progress: Progress | None = None,
 ) -> VideoRun:
     """Predict a video stream frame by frame (tracked and smoothed), writing an annotated video
-    to `output` and/or showing a live window. Frames are never accumulated; per-face rows only
-    with `collect_rows` (a webcam can run for hours).
+    to `output` and/or showing a live window. Frames are never accumulated; per-frame predictions
+    only with `collect_rows` (a webcam can run for hours).
     """
     writer = None
     frames = faces = fallbacks = 0
-    rows: list[dict] = []
-    start = previous = time.perf_counter()
-    frame_seconds = None  # moving average, for the fps shown on the frame
+    kept: list[Prediction] = []
+    start = time.perf_counter()
+    fps = _FrameRate()
     try:  # the finally block releases the camera and finalises the video file, also on Ctrl+C
         if output is not None:
             writer = _open_writer(output, source.fps, source.frame_size)
@@ -184,24 +222,32 @@ def predict_video(
             faces += len(result.prediction.faces)
             fallbacks += result.box_fallbacks
             if collect_rows:
-                rows += [{**row, "path": f"{source.name}#{result.frame.index}"} for row in face_rows(result.prediction)]
-            now = time.perf_counter()
-            elapsed, previous = now - previous, now
-            frame_seconds = elapsed if frame_seconds is None else 0.9 * frame_seconds + 0.1 * elapsed
-            annotated = draw_prediction(result.frame.image, result.prediction, fps=1 / max(frame_seconds, 1e-9))
+                kept.append(replace(result.prediction, source=f"{source.name}#{result.frame.index}"))
+            annotated = result.prediction.draw(result.frame.image, fps=fps.tick())
             if writer is not None:
                 writer.write(np.ascontiguousarray(annotated[:, :, ::-1]))  # OpenCV writes BGR
-            if show and not _show(annotated):
-                break
-            if progress:
-                progress(1)
-            if max_frames is not None and frames >= max_frames:
+            if (show and not _show(annotated)) or (max_frames is not None and frames >= max_frames):
                 break
     finally:
         source.close()
         if writer is not None:
             writer.release()
-    return VideoRun(frames, faces, time.perf_counter() - start, tuple(rows), fallbacks)
+    seconds = time.perf_counter() - start
+    return VideoRun(frames, faces, seconds, tuple(kept), fallbacks, predictor.face_crop, output)
+
+
+class _FrameRate:
+    """Frames per second as a moving average of frame intervals, for the fps drawn on each frame."""
+
+    def __init__(self) -> None:
+        self.previous = time.perf_counter()
+        self.seconds: float | None = None
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        elapsed, self.previous = now - self.previous, now
+        self.seconds = elapsed if self.seconds is None else 0.9 * self.seconds + 0.1 * elapsed
+        return 1 / max(self.seconds, 1e-9)
 
 
 def _open_writer(output: Path, fps: float, frame_size: tuple[int, int]):
@@ -223,3 +269,63 @@ def _show(rgb: np.ndarray) -> bool:
 
     cv2.imshow("agegender", rgb[:, :, ::-1])
     return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+
+
+@dataclass(frozen=True)
+class PredictInputs:
+    """What `predict` reads: image files (folders already listed), or one video file, or a webcam."""
+
+    images: tuple[Path, ...] = ()
+    video: Path | None = None
+    webcam: int | None = None
+
+    @property
+    def is_stream(self) -> bool:
+        return self.video is not None or self.webcam is not None
+
+
+def plan_inputs(paths: Sequence[PathLike], webcam: int | None = None, detect: bool = True) -> PredictInputs:
+    """Check that the inputs go together and list the folders' images (once, recursively, sorted)."""
+    if webcam is None and not paths:
+        raise InputError("give images, folders or a video file, or --webcam INDEX")
+    stream = webcam is not None or any(is_video_path(p) for p in paths)
+    if stream and (len(paths) > (0 if webcam is not None else 1) or not detect):
+        raise InputError("a video or --webcam is predicted on its own (one input, with face detection)")
+    if webcam is not None:
+        return PredictInputs(webcam=webcam)
+    if stream:
+        return PredictInputs(video=Path(paths[0]))
+    return PredictInputs(images=tuple(expand_image_paths(paths)))
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    detect: bool = True  # False: each image is one already-cropped face
+    save_dir: Path | None = None  # images: annotated copies go here
+    output: Path | None = None  # images: rows as .csv/.json; stream: the annotated video
+    max_frames: int | None = None  # stream: stop after this many frames
+    collect_rows: bool = False  # stream: keep per-frame predictions (images always keep theirs)
+    chunk_size: int = CHUNK_IMAGES  # images per batch
+
+
+def run_predict(
+    predictor: Predictor, inputs: PredictInputs, options: PredictOptions, progress: ReportProgress | None = None
+) -> ImageRun | VideoRun:
+    """Predict `inputs` as `options` say: images batched (rows written to options.output), or a stream
+    (annotated video to options.output, else a live window where there is a display)."""
+    if not inputs.is_stream:
+        run = predict_images(
+            predictor, inputs.images, detect=options.detect, save_dir=options.save_dir, progress=progress,
+            chunk_size=options.chunk_size,
+        )  # fmt: skip
+        if options.output is not None:
+            write_rows(run.rows, options.output)
+        return run
+    show = options.output is None and has_display()
+    if options.output is None and not show:
+        raise InputError("no display for a live window here: pass --output out.mp4")
+    source = WebcamSource(inputs.webcam) if inputs.webcam is not None else VideoSource(inputs.video)
+    return predict_video(
+        predictor, source, output=options.output, show=show, max_frames=options.max_frames,
+        collect_rows=options.collect_rows,
+    )  # fmt: skip

@@ -44,12 +44,19 @@ def expand_image_paths(paths: Iterable[PathLike]) -> list[Path]:
 
 class ImageSource:
     """Images and folders of images. An unreadable file goes to `on_error` and is skipped;
-    without `on_error` its ImageLoadError propagates.
+    without `on_error` its ImageLoadError propagates. `load` decodes one file (default: load_rgb).
     """
 
-    def __init__(self, paths: Iterable[PathLike], on_error: Callable[[ImageLoadError], None] | None = None):
+    def __init__(
+        self,
+        paths: Iterable[PathLike],
+        on_error: Callable[[ImageLoadError], None] | None = None,
+        *,
+        load: Callable[[Path], np.ndarray] = load_rgb,
+    ):
         self.paths = expand_image_paths(paths)
         self.on_error = on_error
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -57,7 +64,7 @@ class ImageSource:
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
             try:
-                image = load_rgb(path)
+                image = self.load(path)
             except ImageLoadError as error:
                 if self.on_error is None:
                     raise
@@ -122,8 +129,6 @@ class VideoSource(CaptureSource):
             capture.release()
             raise SourceError(f"{path}: no readable frames (corrupt or empty video)")
         super().__init__(capture, first, str(path))
-        count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-        self.frame_count = int(count) if count and count > 0 else None
 
 
 class WebcamSource(CaptureSource):

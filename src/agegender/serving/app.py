@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +39,6 @@ from pydantic import BaseModel
 from agegender import __version__
 from agegender.data.images import DecodedImage, ImageLoadError, decode_rgb_bytes_bounded
 from agegender.inference.predictor import Predictor
-from agegender.results import Box
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # The longer side the detector sees. Haar finds faces of >= 40 px of what it sees and the models
@@ -150,16 +150,6 @@ class InferencePool:
             self._on_idle()
 
 
-def _scale_box(box: Box | None, decoded: DecodedImage) -> tuple[int, int, int, int] | None:
-    """A box in decoded pixels -> pixels of the uploaded image."""
-    if box is None:
-        return None
-    (sx, sy), (width, height) = decoded.scale, decoded.original_size
-    return (
-        round(box.x1 * sx), round(box.y1 * sy), min(width, round(box.x2 * sx)), min(height, round(box.y2 * sy))
-    )  # fmt: skip
-
-
 def _decode_upload(data: bytes, name: str, max_side: int, max_decode_pixels: int) -> DecodedImage:
     try:
         return decode_rgb_bytes_bounded(data, name=name, max_side=max_side, max_pixels=max_decode_pixels)
@@ -167,6 +157,31 @@ def _decode_upload(data: bytes, name: str, max_side: int, max_decode_pixels: int
         status = 415 if error.reason.startswith("not an image") else 422
         hint = "; shrink it before uploading" if error.reason.startswith("image too large") else ""
         raise HTTPException(status, f"cannot read {name}: {error.reason}{hint}") from error
+
+
+def _predict_upload(
+    predictor: Predictor,
+    lock: threading.Lock,
+    upload: UploadFile,
+    *,
+    max_upload_bytes: int,
+    max_side: int,
+    max_decode_pixels: int,
+) -> PredictOut:
+    """Read, decode and predict one upload (on a pool worker: the body is read only here)."""
+    name = upload.filename or "upload"
+    data = upload.file.read(max_upload_bytes + 1)
+    if len(data) > max_upload_bytes:
+        raise HTTPException(413, f"upload larger than {max_upload_bytes // (1024 * 1024)} MB")
+    decoded = _decode_upload(data, name, max_side, max_decode_pixels)
+    del data
+    start = time.perf_counter()
+    with lock:
+        prediction = predictor.predict(decoded.rgb, source=name)
+    width, height = decoded.original_size
+    prediction = prediction.scaled(*decoded.scale, width, height)  # boxes in pixels of the upload
+    seconds = time.perf_counter() - start
+    return PredictOut(**prediction.to_dict(), width=width, height=height, seconds=seconds)
 
 
 def create_app(
@@ -188,23 +203,10 @@ def create_app(
     lock = threading.Lock()  # one prediction at a time: detectors keep state, and the CPU is the limit anyway
     pool = InferencePool(max_concurrent, on_idle=_load_malloc_trim())
 
-    def predict_upload(upload: UploadFile) -> PredictOut:
-        """Read, decode and predict one upload (on a pool worker: the body is read only here)."""
-        name = upload.filename or "upload"
-        data = upload.file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload larger than {max_upload_bytes // (1024 * 1024)} MB")
-        decoded = _decode_upload(data, name, max_side, max_decode_pixels)
-        del data
-        start = time.perf_counter()
-        with lock:
-            prediction = predictor.predict(decoded.rgb, source=name)
-        faces = [
-            FaceOut(box=_scale_box(f.box, decoded), score=f.score, age=f.age, gender=f.gender, p_female=f.p_female)
-            for f in prediction.faces
-        ]
-        width, height = decoded.original_size
-        return PredictOut(source=name, width=width, height=height, faces=faces, seconds=time.perf_counter() - start)
+    predict_upload = functools.partial(
+        _predict_upload, predictor, lock, max_upload_bytes=max_upload_bytes, max_side=max_side,
+        max_decode_pixels=max_decode_pixels,
+    )  # fmt: skip
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:

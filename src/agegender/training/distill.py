@@ -23,7 +23,7 @@ from agegender.data.cache import decode_samples
 from agegender.data.dataset import LabelledArrays, PreparedData
 from agegender.errors import UserInputError
 from agegender.models.checkpoint import file_sha256, load_checkpoint
-from agegender.training.loop import predict_outputs
+from agegender.inference.backends import predict_outputs
 
 TEACHER_TARGETS = "teacher_targets.npz"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -95,32 +94,3 @@ def batch_labels(
     return torch.from_numpy(data.age_targets(picked)).to(device), torch.from_numpy(data.gender[picked]).to(device)
 
 
-@dataclass(frozen=True)
-class ArrayPredictions:
-    age: np.ndarray  # (N,) years
-    p_female: np.ndarray  # (N,)
-    age_probs: np.ndarray | None  # (N, MAX_AGE + 1) softmax over 1-year bins; None: the model has no bins head
-
-
-@torch.no_grad()
-def predict_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 256, channels_last: bool = True) -> ArrayPredictions:
-    """Age, P(female) and, for a bins head, the age distribution of uint8 (N, S, S, 3) faces, without augmentation."""
-    model.eval()
-    ages, p_female, probs, device = [], [], [], model_device(model)
-    for begin in range(0, len(images), batch_size):
-        output = model(to_model_input(images[begin : begin + batch_size], channels_last).to(device))
-        ages.append(output.age.float().cpu().numpy())
-        p_female.append(torch.sigmoid(output.gender_logit).float().cpu().numpy())
-        if output.age_logits is not None:
-            probs.append(output.age_logits.float().softmax(dim=1).cpu().numpy())
-    if not ages:
-        return ArrayPredictions(np.zeros(0, np.float32), np.zeros(0, np.float32), None)
-    return ArrayPredictions(np.concatenate(ages), np.concatenate(p_female), np.concatenate(probs) if probs else None)
-
-
-def predict_arrays(
-    model: nn.Module, images: np.ndarray, batch_size: int = 256, channels_last: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """(age in years, P(female)) for uint8 (N, S, S, 3) faces, without augmentation."""
-    predictions = predict_outputs(model, images, batch_size, channels_last)
-    return predictions.age, predictions.p_female

@@ -15,7 +15,7 @@ from agegender.data.dataset import LabelledArrays
 from agegender.evaluation.plots import plot_learning_curves
 from agegender.evaluation.report import build_report, report_to_dict
 from agegender.models.summary import ModelSummary
-from agegender.training.loop import predict_arrays
+from agegender.inference.backends import predict_arrays
 from agegender.training.rundir import CURVES, HISTORY, METRICS
 
 

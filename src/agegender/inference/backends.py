@@ -1,0 +1,222 @@
+"""Inference backends: one protocol, a PyTorch and an onnxruntime implementation.
+
+A backend turns uint8 (N, S, S, 3) RGB faces, already at the model's input size, into age,
+P(female) and, where the model has a bins head, the age distribution (`FaceOutputs`). It also
+says what its model file describes (`info`: config, meta, image_size, face_crop). Detection,
+cropping, test-time augmentation and results belong to `inference.predictor.Predictor`, which
+takes any backend (as ultralytics' AutoBackend hides runtimes behind one forward call).
+
+ONNX files are written by `export.onnx`; their layout (input/output names, the metadata key) is
+read here, so reading a model never imports the exporter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from agegender.config import ConfigError, RunConfig
+from agegender.data.align import FaceCropSpec
+from agegender.data.transforms import to_model_input
+from agegender.models.checkpoint import METADATA_KEY, CheckpointError, LoadedCheckpoint, load_checkpoint, read_face_crop
+from agegender.models.metadata import validate_meta
+
+BUNDLED_MODEL = "bundled_model.safetensors"  # Model B on EfficientNet-Lite0 and on dlib's face recogniser, weighted; float16
+RUNTIMES = ("torch", "onnx")
+# The exported graph's interface (export.onnx writes it, OnnxBackend reads it)
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("age", "p_female")
+BATCH_SIZE = 256  # faces per forward pass
+
+
+def bundled_model_path() -> Path:
+    return Path(str(resources.files("agegender") / "assets" / BUNDLED_MODEL))
+
+
+@dataclass(frozen=True)
+class FaceOutputs:
+    age: np.ndarray  # (N,) years
+    p_female: np.ndarray  # (N,)
+    age_probs: np.ndarray | None  # (N, MAX_AGE + 1) softmax over 1-year bins; None: no bins head (or onnx)
+
+    @classmethod
+    def empty(cls) -> "FaceOutputs":
+        return cls(np.zeros(0, np.float32), np.zeros(0, np.float32), None)
+
+
+class ModelInfo(Protocol):
+    """What a model file says about itself (LoadedCheckpoint; ExportedModelInfo for ONNX)."""
+
+    config: RunConfig
+    meta: dict[str, Any]
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def face_crop(self) -> FaceCropSpec: ...
+
+
+class InferenceBackend(Protocol):
+    runtime: str  # "torch" | "onnx"
+    source: Path  # the model file
+    info: ModelInfo
+
+    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
+        """uint8 (N, S, S, 3) RGB faces at info.image_size -> age, P(female), optional age distribution."""
+        ...
+
+
+@torch.no_grad()
+def predict_outputs(
+    model: nn.Module, images: np.ndarray, batch_size: int = BATCH_SIZE, channels_last: bool = True
+) -> FaceOutputs:
+    """Age, P(female) and, for a bins head, the age distribution of uint8 (N, S, S, 3) faces, without augmentation."""
+    model.eval()
+    ages, p_female, probs, device = [], [], [], next(model.parameters()).device
+    for begin in range(0, len(images), batch_size):
+        output = model(to_model_input(images[begin : begin + batch_size], channels_last).to(device))
+        ages.append(output.age.float().cpu().numpy())
+        p_female.append(torch.sigmoid(output.gender_logit).float().cpu().numpy())
+        if output.age_logits is not None:
+            probs.append(output.age_logits.float().softmax(dim=1).cpu().numpy())
+    if not ages:
+        return FaceOutputs.empty()
+    return FaceOutputs(np.concatenate(ages), np.concatenate(p_female), np.concatenate(probs) if probs else None)
+
+
+def predict_arrays(
+    model: nn.Module, images: np.ndarray, batch_size: int = BATCH_SIZE, channels_last: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(age in years, P(female)) for uint8 (N, S, S, 3) faces, without augmentation."""
+    predictions = predict_outputs(model, images, batch_size, channels_last)
+    return predictions.age, predictions.p_female
+
+
+class TorchBackend:
+    """A .safetensors checkpoint run by PyTorch (channels-last, eval mode)."""
+
+    runtime = "torch"
+
+    def __init__(self, checkpoint: LoadedCheckpoint, source: Path):
+        self.info = checkpoint
+        self.source = Path(source)
+        self.model = checkpoint.model.to(memory_format=torch.channels_last).eval()
+
+    @classmethod
+    def from_file(cls, path: Path | str | None = None) -> "TorchBackend":
+        """`path`, or the model bundled with the package when None."""
+        path = Path(path) if path is not None else bundled_model_path()
+        return cls(load_checkpoint(path), path)
+
+    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
+        return predict_outputs(self.model, faces, batch_size)
+
+
+class OnnxModelError(CheckpointError):
+    """A file that is not an agegender ONNX model, or an export that does not match PyTorch."""
+
+
+@dataclass(frozen=True)
+class ExportedModelInfo:
+    """What an ONNX file says about the checkpoint it came from (mirrors LoadedCheckpoint, minus weights)."""
+
+    config: RunConfig
+    meta: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["preprocessing"]["image_size"])
+
+    @property
+    def face_crop(self) -> FaceCropSpec:
+        return read_face_crop(self.meta)
+
+
+class OnnxBackend:
+    """An exported .onnx file run by onnxruntime; it yields age and P(female), no age distribution."""
+
+    runtime = "onnx"
+
+    def __init__(self, session, info: ExportedModelInfo, source: Path):
+        self.session = session
+        self.info = info
+        self.source = Path(source)
+
+    @classmethod
+    def from_file(cls, path: Path | str | None, *, threads: int | None = None) -> "OnnxBackend":
+        if path is None:
+            raise OnnxModelError(
+                "the onnx runtime needs a model file: create one with `agegender export --format onnx`"
+            )
+        path = Path(path)
+        session = create_session(path, threads)
+        return cls(session, read_onnx_info(session, path), path)
+
+    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
+        ages, p_female = [], []
+        for begin in range(0, len(faces), batch_size):
+            batch = to_model_input(faces[begin : begin + batch_size], channels_last=False).numpy()  # (B, 3, S, S)
+            age, p = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+            ages.append(age)
+            p_female.append(p)
+        if not ages:
+            return FaceOutputs.empty()
+        return FaceOutputs(np.concatenate(ages), np.concatenate(p_female), None)
+
+
+def load_backend(path: Path | str | None = None, runtime: str = "torch") -> InferenceBackend:
+    """A backend for `path` (None: the bundled model, torch only) on `runtime` (see RUNTIMES)."""
+    if runtime == "torch":
+        return TorchBackend.from_file(path)
+    if runtime == "onnx":
+        return OnnxBackend.from_file(path)
+    raise ConfigError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+
+
+def create_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise OnnxModelError(f"{path}: ONNX model not found")
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises InvalidProtobuf, Fail, InvalidGraph, ...
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OnnxModelError(f"{path}: not a readable ONNX model ({first_line})") from error
+
+
+def read_onnx_info(session, path: Path) -> ExportedModelInfo:
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        raise OnnxModelError(f"{path}: ONNX model without agegender metadata (export it with `agegender export`)")
+    try:
+        meta = json.loads(raw)
+        config = validate_meta(meta, path)  # the checkpoint schema (models/metadata.py): same fields, same bounds
+    except json.JSONDecodeError as error:
+        raise OnnxModelError(f"{path}: corrupt agegender metadata in ONNX model ({error})") from error
+    except CheckpointError as error:
+        raise OnnxModelError(str(error)) from None
+    info = ExportedModelInfo(config, meta)
+    names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+    if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
+        raise OnnxModelError(f"{path}: unexpected graph inputs/outputs {names}")
+    _check_input_size(session.get_inputs()[0].shape, info.image_size, path)
+    return info
+
+
+def _check_input_size(shape: list, image_size: int, path: Path) -> None:
+    """The graph's (batch, 3, S, S) input must be the size its metadata promises (dynamic axes pass)."""
+    expected = (None, 3, image_size, image_size)
+    if len(shape) != 4 or any(isinstance(dim, int) and dim != want for dim, want in zip(shape[1:], expected[1:])):
+        raise OnnxModelError(f"{path}: graph input shape {shape} does not fit metadata image_size {image_size}")

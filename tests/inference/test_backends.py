@@ -1,0 +1,57 @@
+"""Inference backends behind one protocol."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from agegender.config import ConfigError
+from agegender.inference.backends import OnnxBackend, OnnxModelError, TorchBackend, load_backend
+from agegender.inference.predictor import Predictor
+
+
+def test_torch_backend_outputs_do_not_depend_on_the_batch_size(tiny_checkpoint):
+    backend = load_backend(tiny_checkpoint)
+    assert isinstance(backend, TorchBackend) and backend.runtime == "torch" and backend.info.image_size == 32
+    faces = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    small, large = backend.predict(faces, batch_size=2), backend.predict(faces)
+    assert small.age.shape == small.p_female.shape == (5,)
+    np.testing.assert_allclose(small.age, large.age, atol=1e-4)
+    np.testing.assert_allclose(small.p_female, large.p_female, atol=1e-5)
+    empty = backend.predict(faces[:0])
+    assert empty.age.shape == (0,) and empty.age_probs is None
+
+
+def test_predictor_takes_any_backend(tiny_checkpoint):
+    class Constant:
+        """A backend that is not a model at all: every face is 40 and female."""
+
+        runtime, source, info = "constant", tiny_checkpoint, TorchBackend.from_file(tiny_checkpoint).info
+
+        def predict(self, faces, batch_size=256):
+            from agegender.inference.backends import FaceOutputs
+
+            return FaceOutputs(np.full(len(faces), 40.0), np.full(len(faces), 0.9), None)
+
+    predictor = Predictor(Constant(), tta=True)
+    (face,) = predictor.predict_crops([np.zeros((50, 40, 3), np.uint8)])
+    assert (face.age, face.gender, predictor.runtime, predictor.image_size) == (40.0, "female", "constant", 32)
+
+
+def test_unknown_runtime_and_missing_onnx_file_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="unknown runtime 'tflite'; choose one of torch, onnx"):
+        load_backend(None, "tflite")
+    with pytest.raises(OnnxModelError, match="needs a model file"):
+        OnnxBackend.from_file(None)
+
+
+def test_importing_the_predictor_does_not_import_training_or_export():
+    code = (
+        "import sys, agegender.inference.predictor, agegender.inference.runs; "
+        "print(sorted(m for m in sys.modules if m.startswith(('agegender.training', 'agegender.export'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

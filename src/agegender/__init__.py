@@ -32,7 +32,10 @@ _EXPORTS = {
     "load_config": "agegender.config",
     "RunConfig": "agegender.config",
 }
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # the keys of _EXPORTS, spelled out for tools that read __all__ statically
+    "__version__", "Predictor", "Prediction", "FacePrediction", "fit", "resume", "FitResult", "FitMetrics",
+    "evaluate", "Evaluation", "load_config", "RunConfig",
+]  # fmt: skip
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
     from agegender.config import RunConfig, load_config

@@ -22,8 +22,8 @@ from agegender.config import RunConfig
 from agegender.data.cache import decode_samples
 from agegender.data.dataset import LabelledArrays, PreparedData
 from agegender.errors import UserInputError
-from agegender.models.checkpoint import file_sha256, load_checkpoint
 from agegender.inference.backends import predict_outputs
+from agegender.models.checkpoint import file_sha256, load_checkpoint
 
 TEACHER_TARGETS = "teacher_targets.npz"
 

@@ -15,7 +15,6 @@ from torch import nn
 
 from agegender.config import RunConfig, save_config
 from agegender.data.dataset import PreparedData, label_stats, prepare_data
-from agegender.training.distill import with_teacher_targets
 from agegender.data.transforms import check_augment
 from agegender.models.checkpoint import (
     CheckpointError,
@@ -32,6 +31,7 @@ from agegender.models.registry import create_model
 from agegender.models.summary import ModelSummary, summarize_model
 from agegender.training.averaging import WeightAverage, check_ema_decay
 from agegender.training.callbacks import EarlyStopping, HistoryCSV
+from agegender.training.distill import with_teacher_targets
 from agegender.training.distributed import (
     DistributedContext,
     barrier,

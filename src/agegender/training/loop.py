@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from agegender.data.dataset import LabelledArrays
-from agegender.data.transforms import to_model_input
 from agegender.training.losses import as_age_range
 
 

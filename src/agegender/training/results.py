@@ -14,8 +14,8 @@ from torch import nn
 from agegender.data.dataset import LabelledArrays
 from agegender.evaluation.plots import plot_learning_curves
 from agegender.evaluation.report import build_report, report_to_dict
-from agegender.models.summary import ModelSummary
 from agegender.inference.backends import predict_arrays
+from agegender.models.summary import ModelSummary
 from agegender.training.rundir import CURVES, HISTORY, METRICS
 
 

@@ -363,6 +363,24 @@ th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
 """
 
 
+def report_sections(every_run: list, runs: list, split: str, max_images: int, age_groups: AgeGroupScheme | None):
+    """(heading, (header, rows)) for each table of the report; `runs` are the trained ones of `every_run`."""
+    backbones = (
+        "Backbones (photo columns: evaluate --detect --report RUN/evaluations/NAME.json; faces/s: the model "
+        f"alone on up to {max_images} decoded crops, batches of 256, measured by this compare)"
+    )
+    sections = [(backbones, backbone_table(every_run))]
+    if runs:
+        sections[:0] = [("Architecture", architecture_table(runs)), ("Training", training_table(runs)),
+                        ("Performance", performance_table(runs))]  # fmt: skip
+        sections.append((f"Per group ({split} split; gender accuracy / age MAE in years)", group_table(runs, split)))
+    if age_groups is not None and runs:  # on the re-predicted images, like the figures
+        reports = [score_run_groups(run, age_groups) for run in runs]
+        sections.append((f"Age groups ({age_groups.name}; {split} split, up to {max_images} images)", age_group_table(runs, reports)))
+        sections += [(f"Age-group confusion: {run.label}", confusion_table(r)) for run, r in zip(runs, reports) if r]
+    return sections
+
+
 def compare_runs(
     run_dirs: list[Path],
     out: Path,
@@ -389,19 +407,7 @@ def compare_runs(
         paths[name] = out / "figures" / f"{name}.png"
         paths[name].write_bytes(png)
 
-    backbones = (
-        "Backbones (photo columns: evaluate --detect --report RUN/evaluations/NAME.json; faces/s: the model "
-        f"alone on up to {max_images} decoded crops, batches of 256, measured by this compare)"
-    )
-    sections = [(backbones, backbone_table(every_run))]
-    if runs:
-        sections[:0] = [("Architecture", architecture_table(runs)), ("Training", training_table(runs)),
-                        ("Performance", performance_table(runs))]  # fmt: skip
-        sections.append((f"Per group ({split} split; gender accuracy / age MAE in years)", group_table(runs, split)))
-    if age_groups is not None and runs:  # on the re-predicted images, like the figures
-        reports = [score_run_groups(run, age_groups) for run in runs]
-        sections.append((f"Age groups ({age_groups.name}; {split} split, up to {max_images} images)", age_group_table(runs, reports)))
-        sections += [(f"Age-group confusion: {run.label}", confusion_table(r)) for run, r in zip(runs, reports) if r]
+    sections = report_sections(every_run, runs, split, max_images, age_groups)
     title = "Model comparison: " + " vs ".join(run.label for run in every_run)
     intro = (
         f"Runs: {', '.join(str(r.run_dir) for r in every_run)}. Tables come from each run's metrics.json and history.csv "

@@ -1,0 +1,78 @@
+"""The package's shape: no import cycle, short functions, short parameter lists (issue 16's limits)."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "agegender"
+MAX_BODY_LINES = 50
+MAX_PARAMETERS = 8
+# Typer commands and FastAPI routes take one parameter per CLI option / request field.
+FRAMEWORK_DECORATORS = ("app.command", "app.get", "app.post", "router.get", "router.post")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported_modules(name: str, tree: ast.Module) -> set[str]:
+    """The package's modules `name` imports anywhere (in functions too); packages' __init__ files excluded."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found |= {t for t in targets if t in MODULES and MODULES[t].name != "__init__.py" and t != name}
+    return found
+
+
+def functions():
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield f"{name}.{node.name} (line {node.lineno})", node
+
+
+def parameter_count(node: ast.FunctionDef) -> int:
+    args = node.args
+    named = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs if a.arg not in ("self", "cls")]
+    return len(named) + (args.vararg is not None) + (args.kwarg is not None)
+
+
+def is_framework_signature(node: ast.FunctionDef) -> bool:
+    return any(ast.unparse(d).startswith(FRAMEWORK_DECORATORS) for d in node.decorator_list)
+
+
+def test_the_package_is_found():
+    assert len(MODULES) > 50 and "agegender.cli" in MODULES
+
+
+def test_no_import_cycle():
+    graph = {name: imported_modules(name, ast.parse(path.read_text())) for name, path in MODULES.items()}
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as error:
+        pytest.fail(f"import cycle: {' -> '.join(error.args[1])}")
+
+
+def test_no_function_body_over_the_limit():
+    long = [f"{where}: {node.end_lineno - node.body[0].lineno + 1} lines" for where, node in functions()
+            if node.end_lineno - node.body[0].lineno + 1 > MAX_BODY_LINES]
+    assert not long, long
+
+
+def test_no_parameter_list_over_the_limit():
+    wide = [f"{where}: {parameter_count(node)} parameters" for where, node in functions()
+            if parameter_count(node) > MAX_PARAMETERS and not is_framework_signature(node)]
+    assert not wide, wide

@@ -63,13 +63,10 @@ class FitMetrics:
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> FitMetrics:
         phases, model = saved.get("phases"), saved["model"]
-        typed = {
-            "model": ModelSummary(**{**model, "feature_map": tuple(model["feature_map"])}),
-            "val": None if saved["val"] is None else report_from_dict(saved["val"]),
-            "test": None if saved["test"] is None else report_from_dict(saved["test"]),
-            "phases": None if phases is None else tuple(PhaseSummary(**p) for p in phases),
-        }
-        return cls(**{**saved, **typed})
+        reports = {split: None if saved[split] is None else report_from_dict(saved[split]) for split in ("val", "test")}
+        typed = {"model": ModelSummary(**{**model, "feature_map": tuple(model["feature_map"])}),
+                 "phases": None if phases is None else tuple(PhaseSummary(**p) for p in phases)}  # fmt: skip
+        return cls(**{**saved, **reports, **typed})
 
 
 @dataclass(frozen=True)
@@ -97,9 +94,7 @@ def timing_summary(rows: list[dict[str, str]], best_epoch: int, n_train: int, ba
     for row, row_seconds in zip(rows, seconds):
         seconds_by_phase.setdefault(row.get("phase", "train"), []).append(row_seconds)
     if len(seconds_by_phase) > 1:  # two-phase runs: heads-only steps and backbone steps differ by 100x
-        summary["ms_per_step_by_phase"] = {
-            phase: 1000 * statistics.median(times) / steps for phase, times in seconds_by_phase.items()
-        }
+        summary["ms_per_step_by_phase"] = {p: 1000 * statistics.median(t) / steps for p, t in seconds_by_phase.items()}
     return summary
 
 

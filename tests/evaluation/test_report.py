@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from agegender.data.age_groups import resolve_age_groups
 from agegender.data.samples import FaceSample
+from agegender.evaluation.age_groups import score_age_groups
 from agegender.evaluation.metrics import GroupMetrics
-from agegender.evaluation.report import build_report, print_report, report_to_dict
+from agegender.evaluation.report import build_report, print_report, report_from_dict, report_to_dict
 
 
 def _samples() -> list[FaceSample]:
@@ -68,6 +70,17 @@ def test_report_to_dict_is_json_and_has_none_for_missing() -> None:
     assert as_dict["gender_accuracy"] == 1.0
     assert as_dict["per_gender"]["female"] == {"n": 1, "gender_accuracy": 1.0, "age_mae": None, "cs5": None}
     assert as_dict["per_race"] == {}
+
+
+def test_report_from_dict_rebuilds_the_report_from_its_json() -> None:
+    groups = score_age_groups(_samples(), np.eye(8)[[0, 4, 5, 7, 4, 2]], resolve_age_groups("adience"), True)
+    report = build_report(_samples(), AGE_PRED, P_FEMALE, age_groups=groups)
+    rebuilt = report_from_dict(json.loads(json.dumps(report_to_dict(report))))
+    assert rebuilt == report
+    assert rebuilt.per_age_band["13-19"].gender_accuracy is None  # a missing value stays None
+    assert isinstance(rebuilt.age_groups.confusion, tuple) and isinstance(rebuilt.age_groups.overall.accuracy, float)
+    no_labels = build_report([FaceSample(Path("x.jpg"))], np.array([30.0]), np.array([0.7]))
+    assert report_from_dict(report_to_dict(no_labels)) == no_labels
 
 
 def test_print_report_shows_overall_and_tables() -> None:

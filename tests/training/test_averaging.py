@@ -31,7 +31,7 @@ def test_off_means_the_model_itself():
     average = WeightAverage(model, 0.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     average.update()
-    assert not average.enabled and average.evaluated is model and average.state_dict() == {}
+    assert average.averaged is None and average.evaluated is model and average.state_dict() == {}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

@@ -20,6 +20,7 @@ from agegender.training.callbacks import HISTORY_COLUMNS, HistoryCSV
 from agegender.training.distributed import DistributedContext
 from agegender.training.fit import RunError, fit, resume
 from agegender.training.loop import batch_indices
+from agegender.training.results import FitMetrics
 
 
 def quiet() -> Console:
@@ -75,6 +76,15 @@ def test_metrics_json(trained_run):
     assert metrics["model"]["name"] == "custom"
     assert set(metrics["timing"]) >= {"median_epoch_seconds", "ms_per_step", "total_seconds"}
     assert "2 unreadable images skipped" in metrics["data_summary"]
+
+
+def test_fit_result_metrics_are_typed_and_are_what_metrics_json_holds(utkface, cache_dir, make_config, tmp_path):
+    result = fit(make_config(utkface.path, cache_dir, epochs=1), tmp_path / "run", console=quiet())
+    assert isinstance(result.metrics.val.gender_accuracy, float)
+    assert isinstance(result.metrics.test.per_gender["female"].n, int)
+    saved = json.loads((result.run_dir / "metrics.json").read_text())
+    assert FitMetrics.from_dict(saved) == result.metrics
+    assert FitMetrics.from_dict(saved).to_dict() == saved
 
 
 def test_checkpoints_describe_themselves(trained_run):

@@ -14,7 +14,6 @@ from agegender.training.schedule import (
     Warmup,
     create_optimizer,
     current_lr,
-    optimizer_step,
 )
 
 
@@ -107,7 +106,10 @@ def sgd_steps(warmup: Warmup | None, steps: int, lr: float = 1.0) -> list[float]
     for _ in range(steps):
         before = parameter.item()
         parameter.grad = torch.ones(1)
-        optimizer_step(optimizer, warmup)
+        if warmup is None:
+            optimizer.step()
+        else:
+            warmup.step(optimizer)
         sizes.append(before - parameter.item())
         assert current_lr(optimizer) == lr  # the scheduled rate is back after every step
     return sizes
@@ -128,7 +130,10 @@ def test_warmup_leaves_the_epoch_schedule_alone():
         for _ in range(4):  # epochs of 2 steps
             for _ in range(2):
                 optimizer.param_groups[0]["params"][0].grad = torch.ones(3)
-                optimizer_step(optimizer, warmup)
+                if warmup is None:
+                    optimizer.step()
+                else:
+                    warmup.step(optimizer)
             scheduler.epoch_end(1.0)
             lrs.append(current_lr(optimizer))
         schedules.append(lrs)

@@ -112,6 +112,31 @@ def report_to_dict(report: EvaluationReport) -> dict[str, Any]:
     return _json_safe(asdict(report))
 
 
+def report_from_dict(saved: dict[str, Any]) -> EvaluationReport:
+    """The inverse of report_to_dict (e.g. metrics.json's val and test): a None stays the report's None."""
+    breakdowns = {
+        key: {name: GroupMetrics(**metrics) for name, metrics in saved[key].items()}
+        for key in ("per_race", "per_gender", "per_age_band")
+    }
+    age_groups = saved.get("age_groups")
+    age_groups = None if age_groups is None else _age_groups_from_dict(age_groups)
+    return EvaluationReport(**{**saved, **breakdowns, "age_groups": age_groups})
+
+
+def _age_groups_from_dict(saved: dict[str, Any]) -> AgeGroupReport:
+    def accuracies(rows: dict[str, dict]) -> dict[str, GroupAccuracy]:
+        return {name: GroupAccuracy(**row) for name, row in rows.items()}
+
+    typed = {
+        "groups": tuple(saved["groups"]),
+        "overall": GroupAccuracy(**saved["overall"]),
+        "per_gender": accuracies(saved["per_gender"]),
+        "per_group": accuracies(saved["per_group"]),
+        "confusion": tuple(tuple(row) for row in saved["confusion"]),
+    }
+    return AgeGroupReport(**{**saved, **typed})
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 

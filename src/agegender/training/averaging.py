@@ -1,13 +1,10 @@
-"""train.ema_decay: an exponential moving average (EMA) of the weights, validated and saved in
-place of the raw weights.
+"""train.ema_decay: an exponential moving average (EMA) of the weights, validated and saved in their place.
 
-Late in a run every step still moves the weights by the learning rate times gradient noise, so the
-weights at an epoch's end scatter around where the run is going (val gender accuracy hops by a
-point from epoch to epoch on 1,000 faces). The average over the last ~1 / (1 - decay) steps sits
-nearer the middle. torch's AveragedModel keeps the copy; BatchNorm's running statistics are averaged
-with the weights (use_buffers) so that the copy is consistent with itself. Over the first steps the
-decay ramps up as (1 + n) / (10 + n), as in timm's ModelEma, so that the random initial weights
-fade out at once instead of over thousands of steps.
+Late in a run every step still moves the weights by gradient noise, so an epoch's last weights scatter
+around where the run is going (val gender accuracy hops by a point per epoch on 1,000 faces); the
+average over the last ~1 / (1 - decay) steps sits nearer the middle. BatchNorm's running statistics are
+averaged too (use_buffers), so the copy is consistent with itself. The decay ramps up as (1 + n) / (10 + n),
+as in timm's ModelEma, so the random initial weights fade out at once instead of over thousands of steps.
 """
 
 from __future__ import annotations
@@ -51,10 +48,6 @@ class WeightAverage:
         check_ema_decay(decay)
         self.source = model
         self.averaged = AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True) if decay else None
-
-    @property
-    def enabled(self) -> bool:
-        return self.averaged is not None
 
     @property
     def evaluated(self) -> nn.Module:

@@ -20,9 +20,7 @@ class EarlyStopping:
 
     def __init__(self, patience: int, min_delta: float):
         self.patience, self.min_delta = patience, min_delta
-        self.best = math.inf
-        self.best_epoch = 0
-        self.bad_epochs = 0
+        self.best, self.best_epoch, self.bad_epochs = math.inf, 0, 0
 
     def update(self, value: float, epoch: int) -> bool:
         """Record an epoch's value; True when it is a new best."""

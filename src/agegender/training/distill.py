@@ -1,13 +1,11 @@
 """Knowledge distillation: train a model on its labels blended with a teacher model's predictions.
 
-`train.teacher` names a checkpoint (an ensemble too); `train.teacher_weight` w sets the blend. Each
-training image's gender target becomes (1 - w) * label + w * P_teacher(female), and its exact age
-(1 - w) * age + w * teacher's age. BCE is linear in its target, so the gender part is exactly the usual
-distillation loss (1 - w) * BCE(label) + w * BCE(teacher). A missing label takes the teacher's value
-whole, so unlabelled images (LFW's ages) teach too; age groups keep their interval. The teacher sees
-each training image once, decoded at its own input size and averaged with its mirror image; validation
-and test keep their true labels. Its predictions are kept in the run folder, so a resumed run does not
-recompute them.
+With `train.teacher` (a checkpoint, an ensemble too) and `train.teacher_weight` w, a training image's
+targets become (1 - w) * label + w * the teacher's (P(female), exact age); BCE is linear in its target,
+so the gender part is exactly the usual distillation loss (1 - w) * BCE(label) + w * BCE(teacher). A
+missing label takes the teacher's value whole, so unlabelled images (LFW's ages) teach too; age groups
+keep their interval; val and test keep their true labels. The teacher sees each training image once, at
+its own input size and averaged with its mirror image; its predictions are kept in the run folder for --resume.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """Data-parallel training under `torchrun --nproc_per_node N` (gloo on CPU, NCCL on GPUs), for every model.
 
 fit() is unchanged for the user: torchrun's RANK / WORLD_SIZE / LOCAL_RANK variables switch this on.
-Every epoch the training images are permuted with the run's generator (identical on every rank),
-padded to a multiple of the world size and dealt out rank::world (what DistributedSampler does);
-cached activations (Model B) are dealt out once, when cached (sources.py). Each rank trains on its
-shard with `batch_size // world` images per step so the global batch stays `train.batch_size`,
-gradients are averaged by DistributedDataParallel, and metrics' sums and counts are added across ranks.
-Only rank 0 writes files or prints.
+Every epoch each rank takes its rank::world share of a permutation all ranks draw alike, padded to a
+multiple of the world size (what DistributedSampler does); cached activations are shared out once.
+With `batch_size // world` images per rank and step the global batch stays `train.batch_size`;
+DistributedDataParallel averages the gradients, metrics' sums and counts are added across ranks, and
+only rank 0 writes files or prints.
 """
 
 from __future__ import annotations
@@ -57,7 +56,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name}, but this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+            found = f"this torch ({torch.__version__}) sees no CUDA GPU"
+            raise ConfigError(f"train.device={name}, but {found}; use --device cpu")
         return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
     raise ConfigError(f"unknown train.device '{name}'; choose cpu, cuda or cuda:N")
 
@@ -91,26 +91,30 @@ def wrap_for_training(model: nn.Module, context: DistributedContext) -> nn.Modul
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
+def rank_indices(order: torch.Tensor, context: DistributedContext, pad: bool = True) -> torch.Tensor:
+    """This rank's rank::world share of `order`, padded by wrapping (training) so every rank steps as often."""
+    n, world = len(order), context.world_size
+    index = torch.arange(-(-n // world) * world) % max(n, 1) if pad else torch.arange(n)
+    return order[index][context.rank :: world]
+
+
 def epoch_shard(n: int, context: DistributedContext, generator: torch.Generator) -> torch.Tensor:
-    """This rank's indices for one epoch: a shared permutation, padded by wrapping, dealt rank::world."""
-    order = torch.randperm(n, generator=generator)  # identical on every rank: same seed, same draws
-    padded = order.repeat(-(-context.world_size // max(n, 1)) + 1)[: -(-n // context.world_size) * context.world_size]
-    return padded[context.rank :: context.world_size]
+    """This rank's indices for one epoch: of a permutation identical on every rank (same seed, same draws)."""
+    return rank_indices(torch.randperm(n, generator=generator), context)
 
 
 def take(data: LabelledArrays, index: torch.Tensor) -> LabelledArrays:
     picked = index.numpy()
     ranges = None if data.age_range is None else data.age_range[picked]
-    return LabelledArrays(data.images[picked], data.age[picked], data.gender[picked], [data.samples[i] for i in picked], ranges)
+    samples = [data.samples[i] for i in picked]
+    return LabelledArrays(data.images[picked], data.age[picked], data.gender[picked], samples, ranges)
 
 
-def rank_generator(seed: int, epoch: int, context: DistributedContext) -> torch.Generator:
-    """Shuffling within the shard and augmentation: different per rank, reproducible on --resume."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + context.rank)
-
-
-def per_rank_batch_size(batch_size: int, context: DistributedContext) -> int:
-    return max(2, batch_size // context.world_size)
+def rank_epoch(batch_size: int, seed: int, epoch: int, context: DistributedContext) -> tuple[int, torch.Generator]:
+    """This rank's batch size (the global batch stays `batch_size`) and its generator for the epoch's order
+    within the shard, augmentation and mixup: different per rank, reproducible on --resume."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + context.rank)
+    return max(2, batch_size // context.world_size), generator
 
 
 def reduce_running_means(means: RunningMeans, context: DistributedContext) -> None:
@@ -118,7 +122,8 @@ def reduce_running_means(means: RunningMeans, context: DistributedContext) -> No
     if not context.enabled:
         return
     keys_sum, keys_count = list(means.sums), list(means.counts)
-    totals = torch.tensor([means.sums[k] for k in keys_sum] + [means.counts[k] for k in keys_count], dtype=torch.float64)
+    values = [means.sums[k] for k in keys_sum] + [means.counts[k] for k in keys_count]
+    totals = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(totals)
     means.sums = {k: float(v) for k, v in zip(keys_sum, totals[: len(keys_sum)])}
     means.counts = {k: int(v) for k, v in zip(keys_count, totals[len(keys_sum) :])}

@@ -2,15 +2,12 @@
 it trains and its own stepping (optimizer, schedule, early stopping, warm-up, weight average).
 
     Model A (custom, levi_hassner)  one phase "train": the whole model on augmented images
-    Model B (pretrained backbones)  phase1: backbone frozen, heads trained on pooled features cached
-                                    once per view; phase2: the last `model.unfreeze_blocks` blocks
-                                    unfrozen at a lower learning rate, on activations cached up to
-                                    the first unfrozen block (sources.py)
+    Model B (pretrained backbones)  phase1: the heads on the frozen backbone's cached features;
+                                    phase2: the last `model.unfreeze_blocks` blocks too, at a lower rate
 
-One epoch loop serves all: train, validate, then one history.csv row and the checkpoints. Epochs count
-on across phases; best.safetensors holds the best validated weights of any phase (with train.ema_decay
-each phase's weight average, started afresh at the phase's first weights); a new phase starts from
-them. Under torchrun every rank trains its share and DistributedDataParallel averages the gradients.
+One epoch loop serves all (batch sources: sources.py; torchrun: distributed.py). Epochs count on
+across phases; best.safetensors holds the best validated weights of any phase (with train.ema_decay
+each phase's weight average, started afresh at the phase's first weights); a new phase starts from them.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 import torch
 from rich.console import Console
@@ -27,18 +24,12 @@ from torch import nn
 
 from agegender.config import RunConfig
 from agegender.models.pretrained import is_pretrained
-from agegender.training.distributed import (
-    DistributedContext,
-    broadcast_buffers,
-    per_rank_batch_size,
-    rank_generator,
-    reduce_running_means,
-)
+from agegender.training.distributed import DistributedContext, broadcast_buffers, rank_epoch, reduce_running_means
 from agegender.training.loop import EpochMetrics, RunningMeans
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.mixup import forward_and_loss
-from agegender.training.schedule import Stepping, current_lr, optimizer_step
-from agegender.training.sources import Batch, FinetuneError, FromBlock
+from agegender.training.schedule import Stepping, current_lr
+from agegender.training.sources import Batch, CachedBatches, FinetuneError, FromBlock, ImageBatches
 
 
 @dataclass(frozen=True)
@@ -118,14 +109,7 @@ class RunPosition:
         return False
 
 
-class BatchSource(Protocol):
-    def __len__(self) -> int: ...
-
-    def epoch_shard(self, generator: torch.Generator, context: DistributedContext) -> BatchSource: ...
-
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterable[Batch]: ...
-
-    def eval_batches(self) -> Iterable[Batch]: ...
+BatchSource = ImageBatches | CachedBatches  # len(), epoch_shard(), train_batches(), eval_batches()
 
 
 @dataclass(kw_only=True)
@@ -150,17 +134,20 @@ class PhaseRun(Stepping):
 OnBatch = Callable[[int, RunningMeans], None]
 
 
-def train_epoch(run: PhaseRun, batches: Iterable[Batch], loss_fn: MultiTaskLoss, mixup_alpha: float, generator: torch.Generator,
-                on_batch: OnBatch | None = None, context: DistributedContext = DistributedContext()) -> EpochMetrics:  # fmt: skip
+def train_epoch(run: PhaseRun, batches: Iterable[Batch], loss_fn: MultiTaskLoss, mixup_alpha: float,
+                generator: torch.Generator, on_batch: OnBatch | None = None,
+                context: DistributedContext = DistributedContext()) -> EpochMetrics:  # fmt: skip
     """One pass over the batches: forward (mixup blends when alpha > 0), backward, one optimizer step each;
     under torchrun the metrics of every rank's batches together."""
     run.train_module.train()
     start, means = time.perf_counter(), RunningMeans()
     for x, age, gender in batches:
-        output, parts = forward_and_loss(run.train_module, x, age, gender, loss_fn, alpha=mixup_alpha, generator=generator)
+        output, parts = forward_and_loss(run.train_module, x, age, gender, loss_fn, alpha=mixup_alpha,
+                                         generator=generator)  # fmt: skip
         run.optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
-        optimizer_step(run.optimizer, run.warmup, run.average)
+        run.warmup.step(run.optimizer)  # the optimizer's step, its learning rate scaled while warming up
+        run.average.update()
         means.update(parts, output, age, gender)
         if on_batch is not None:
             on_batch(len(x), means)
@@ -184,8 +171,9 @@ def evaluate(model: nn.Module, source: BatchSource, loss_fn: MultiTaskLoss,
 
 
 def progress_bar(console: Console) -> Progress:
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"))
-    return Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+    description, stats = TextColumn("[bold]{task.description}"), TextColumn("{task.fields[stats]}")
+    columns = (description, BarColumn(), MofNCompleteColumn(), stats, TimeElapsedColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True)
 
 
 @dataclass(frozen=True)
@@ -203,35 +191,30 @@ class EpochSettings:
 def run_epoch(run: PhaseRun, epoch: int, settings: EpochSettings) -> tuple[EpochMetrics, EpochMetrics]:
     """Train one epoch and validate the weights it ends with: (train metrics, val metrics)."""
     context, train, generator, batch_size = settings.context, run.train, run.generator, settings.batch_size
-    if context.enabled:  # this rank's share, with its own generator for order, augmentation and mixup
+    if context.enabled:  # this rank's share, with its own batch size and generator
         train = train.epoch_shard(run.generator, context)
-        batch_size, generator = per_rank_batch_size(batch_size, context), rank_generator(settings.seed, epoch, context)
+        batch_size, generator = rank_epoch(batch_size, settings.seed, epoch, context)
     with progress_bar(settings.console) as progress:
         named = "" if run.phase.first_trained_block is None else f"{run.phase.name} "  # epochs count on across phases
         task = progress.add_task(f"{named}epoch {epoch}", total=len(train), stats="")
         batches = train.train_batches(batch_size, generator)
         train_metrics = train_epoch(run, batches, settings.loss_fn, settings.mixup_alpha, generator, context=context,
-                                    on_batch=lambda n, means: progress.update(task, advance=n, stats=means.short()))  # fmt: skip
+                                    on_batch=lambda n, means: progress.update(task, advance=n, stats=means.short()))
     return train_metrics, evaluate(run.evaluated, run.val, settings.loss_fn, context)
-
-
-def end_epoch(run: PhaseRun, position: RunPosition, val_loss: float, min_delta: float) -> tuple[float, bool]:
-    """Advance the epoch counters, early stopping and the schedule: (learning rate of the epoch, best so far)."""
-    lr = current_lr(run.optimizer)
-    is_best = position.record(val_loss, min_delta)
-    run.stopper.update(val_loss, position.epoch)
-    run.scheduler.epoch_end(val_loss)
-    return lr, is_best
 
 
 SaveEpoch = Callable[[PhaseRun, EpochMetrics, EpochMetrics, float, bool], None]
 
 
-def train_phase(run: PhaseRun, position: RunPosition, settings: EpochSettings, min_delta: float, save_epoch: SaveEpoch) -> None:
+def train_phase(run: PhaseRun, position: RunPosition, settings: EpochSettings, save_epoch: SaveEpoch) -> None:
     """Epochs until the phase's limit or early stop; `save_epoch` writes each one's row and checkpoints."""
     while not run.done(position):
         train_metrics, val_metrics = run_epoch(run, position.epoch + 1, settings)
-        lr, is_best = end_epoch(run, position, val_metrics.loss, min_delta)
+        lr = current_lr(run.optimizer)  # the epoch's, before the schedule steps
+        is_best = position.record(val_metrics.loss, run.stopper.min_delta)  # the run's best, across phases
+        run.stopper.update(val_metrics.loss, position.epoch)
+        run.scheduler.epoch_end(val_metrics.loss)
         save_epoch(run, train_metrics, val_metrics, lr, is_best)
     if run.stopper.should_stop:
-        settings.console.print(f"{run.phase.name}: early stopping at epoch {position.epoch}; best epoch {position.best_epoch}")
+        stopped = f"early stopping at epoch {position.epoch}; best epoch {position.best_epoch}"
+        settings.console.print(f"{run.phase.name}: {stopped}")

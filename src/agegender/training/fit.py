@@ -89,16 +89,9 @@ def fit(
     return _train(config, run_dir, resume=False, data=data, console=console)
 
 
-def resume(
-    run_dir: Path,
-    *,
-    model: str | None = None,
-    epochs: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
-    data: PreparedData | None = None,
-    console: Console | None = None,
-) -> FitResult:
+def resume(run_dir: Path, *, model: str | None = None, epochs: int | None = None, threads: int | None = None,
+           device: str | None = None, data: PreparedData | None = None,
+           console: Console | None = None) -> FitResult:  # fmt: skip
     """Continue an interrupted (or finished) run from its last epoch with its own config; `epochs`
     extends it, `threads` and `device` move it, `model` only checks that the run is the one meant."""
     run_dir = Path(run_dir)
@@ -106,7 +99,8 @@ def resume(
     return _train(config, run_dir, resume=True, data=data, console=console)
 
 
-def _train(config: RunConfig, run_dir: Path, *, resume: bool, data: PreparedData | None, console: Console | None) -> FitResult:
+def _train(config: RunConfig, run_dir: Path, *, resume: bool, data: PreparedData | None,
+           console: Console | None) -> FitResult:  # fmt: skip
     console = console or Console(stderr=True)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -136,16 +130,18 @@ def check_options(config: RunConfig, resume: bool) -> None:
     check_augment(config.augment)
     check_warmup_steps(config.train.warmup_steps)
     check_ema_decay(config.train.ema_decay)
-    if not is_pretrained(config.model.name):
+    name = config.model.name
+    if not is_pretrained(name):
         if config.model.weights:
-            raise RunError(f"model '{config.model.name}' has no pretrained backbone; --weights needs one of the pretrained models")
+            raise RunError(f"model '{name}' has no pretrained backbone; --weights needs one of the pretrained models")
         return
     if config.train.compile:
-        raise RunError("train.compile applies to Model A (custom) runs; two-phase fine-tuning trains on cached activations")
-    spec = BACKBONES[config.model.name]
+        raise RunError("train.compile applies to Model A (custom) runs; "
+                       "two-phase fine-tuning trains on cached activations")  # fmt: skip
+    spec = BACKBONES[name]
     if config.data.image_size < spec.min_input_size:
         raise RunError(
-            f"data.image_size={config.data.image_size} is too small for {config.model.name}: it needs at least "
+            f"data.image_size={config.data.image_size} is too small for {name}: it needs at least "
             f"{spec.min_input_size} px; it was trained at {spec.native_size} (--image-size {spec.native_size})"
         )
     with torch.random.fork_rng(devices=[]):  # a throw-away model, counted for its blocks only
@@ -158,13 +154,6 @@ def check_age_labels(data: PreparedData, path: str) -> None:
     """The age head learns from exact ages and age groups; a training set with neither cannot train it."""
     if not np.isfinite(data.train.age_targets(np.arange(len(data.train)))[:, 0]).any():
         raise RunError(f"{path}: no training image has an age or an age_group label, so the age head cannot learn")
-
-
-def compile_for_training(model: nn.Module, compile_model: bool) -> nn.Module:
-    """train.compile: torch.compile the module training steps run through (evaluation and checkpoints
-    use the plain module, which shares its weights). On this project's 2-core CPU it did not pay
-    (README, Training speed); on a GPU it usually does."""
-    return torch.compile(model) if compile_model else model
 
 
 def create_run_model(config: RunConfig, context: DistributedContext) -> nn.Module:
@@ -192,10 +181,9 @@ class Training:
         self.model = create_run_model(self.config, self.context)
         self.history = HistoryCSV(self.run_dir / HISTORY)
         self.label_stats = label_stats(self.data.train)
-        self.settings = EpochSettings(
-            seed=self.config.data.seed, batch_size=self.config.train.batch_size, mixup_alpha=self.config.train.mixup_alpha,
-            loss_fn=MultiTaskLoss.from_config(self.config.train), context=self.context, console=self.console,
-        )  # fmt: skip
+        train = self.config.train
+        self.settings = EpochSettings(self.config.data.seed, train.batch_size, train.mixup_alpha,
+                                      MultiTaskLoss.from_config(train), self.context, self.console)  # fmt: skip
 
     def run(self, resume: bool) -> FitResult:
         phases = plan_phases(self.model, self.config)
@@ -203,19 +191,18 @@ class Training:
             self.restore()
         else:
             self.initialise()
-        set_trainable(self.model, phases[-1].first_trained_block)
-        summary = summarize_model(self.model, self.config.model.name, self.config.data.image_size)  # trainable in any phase
+        set_trainable(self.model, phases[-1].first_trained_block)  # the summary counts what any phase trains
+        summary = summarize_model(self.model, self.config.model.name, self.config.data.image_size)
         self.console.print(summary.line())
         try:
             phase_summaries = self.train_phases(phases, resume)
         except KeyboardInterrupt:
-            self.console.print(f"interrupted after epoch {self.position.epoch}; continue with: agegender train --resume {self.run_dir}")
+            command = f"agegender train --resume {self.run_dir}"
+            self.console.print(f"interrupted after epoch {self.position.epoch}; continue with: {command}")
             raise
-        if not self.context.enabled:
-            return self.finish(summary, phase_summaries)
-        result = self.finish(summary, phase_summaries) if self.context.is_main else None
-        shutdown_distributed(self.context)  # other ranks wait here until rank 0 has written metrics.json
-        metrics = result.metrics if result else FitMetrics.from_dict(json.loads((self.run_dir / METRICS).read_text()))
+        metrics = self.finish(summary, phase_summaries) if self.context.is_main else None
+        shutdown_distributed(self.context)  # under torchrun, other ranks wait here for rank 0's metrics.json
+        metrics = metrics or FitMetrics.from_dict(json.loads((self.run_dir / METRICS).read_text()))
         return FitResult(self.run_dir, metrics.best_epoch, metrics.stopped_epoch, metrics)
 
     def initialise(self) -> None:
@@ -248,7 +235,8 @@ class Training:
                 load_weights(self.model, self.run_dir / BEST)
                 self.position.phase_index, self.position.phase_epoch, self.position.saved = index, 0, {}
             run = self.start_phase(index, phase)
-            if resume and index == first and self.context.is_main:  # the resumed state's validated weights are known only now
+            # the resumed state's validated weights are known only now
+            if resume and index == first and self.context.is_main:
                 note = repair_best(self.run_dir / BEST, self.run_dir / LAST, run.average.evaluated,
                                    self.position.best_epoch, self.position.epoch)  # fmt: skip
                 if note:
@@ -258,9 +246,9 @@ class Training:
         return summaries
 
     def start_phase(self, index: int, phase: Phase) -> PhaseRun:
-        config, model = self.config.train, self.model
-        optimizer = create_optimizer(set_trainable(model, phase.first_trained_block), config, lr=phase.lr)
-        trained = model if phase.first_trained_block is None else FromBlock(model, phase.first_trained_block)
+        config, model, first = self.config.train, self.model, phase.first_trained_block
+        optimizer = create_optimizer(set_trainable(model, first), config, lr=phase.lr)
+        trained = model if first is None else FromBlock(model, first)
         run = PhaseRun(
             phase=phase,
             optimizer=optimizer,
@@ -269,8 +257,12 @@ class Training:
             generator=torch.Generator().manual_seed(self.config.data.seed + 7919 * index),
             warmup=Warmup(config.warmup_steps),
             average=WeightAverage(model, config.ema_decay),
-            train_module=compile_for_training(wrap_for_training(trained, self.context), config.compile),
+            train_module=wrap_for_training(trained, self.context),
         )
+        # train.compile: only what training steps run through; evaluation and checkpoints use the plain module,
+        # which shares its weights. On this project's 2-core CPU it did not pay (README, Training speed).
+        if config.compile:
+            run.train_module = torch.compile(run.train_module)
         if self.position.saved:  # resuming inside this phase
             run.restore_stepping_state(self.position.saved)
         return run
@@ -284,7 +276,7 @@ class Training:
         if run.done(self.position):
             return summary
         cache_seconds = self.attach_sources(run, later, pending)
-        train_phase(run, self.position, self.settings, self.config.train.min_delta, self.save_epoch)
+        train_phase(run, self.position, self.settings, self.save_epoch)
         self.early_stopped |= run.stopper.should_stop
         return PhaseSummary(phase.name, phase.lr, phase.first_trained_block, trainable, cache_seconds,
                             self.position.epoch, run.stopper.should_stop, run.stopper.best_epoch)  # fmt: skip
@@ -318,26 +310,28 @@ class Training:
         meta = build_meta(self.model, self.config, label_stats=self.label_stats, epoch=epoch, **named)
         save_resume_point(self.run_dir / LAST, self.run_dir / STATE, self.model, meta,
                           {**self.position.state_dict(), **run.stepping_state()})  # fmt: skip
-        if is_best:  # the validated weights (the phase's average with train.ema_decay), after the state: see repair_best
+        # the validated weights (the phase's average with train.ema_decay), after the state: see repair_best
+        if is_best:
             save_checkpoint(self.run_dir / BEST, run.average.evaluated, meta)
 
-    def finish(self, summary: ModelSummary, phases: list[PhaseSummary]) -> FitResult:
+    def finish(self, summary: ModelSummary, phases: list[PhaseSummary]) -> FitMetrics:
         """Restore the best weights, measure them on val/test, write metrics.json and the curves."""
         best_path = self.run_dir / BEST
         if not best_path.exists():
             raise CheckpointError(f"{best_path}: no best checkpoint was written")
         set_trainable(self.model, None)
         load_weights(self.model, best_path)
-        rows, position, data, cl = self.history.rows(), self.position, self.data, self.config.train.channels_last
+        rows, best, data, cl = self.history.rows(), self.position.best_epoch, self.data, self.config.train.channels_last
         two_phase = is_pretrained(self.config.model.name)
         metrics = FitMetrics(
-            model=summary, best_epoch=position.best_epoch, stopped_epoch=position.epoch, early_stopped=self.early_stopped,
+            model=summary, best_epoch=best, stopped_epoch=self.position.epoch, early_stopped=self.early_stopped,
             split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-            data_summary=data.summary_line(), train_at_best=train_at_best(rows, position.best_epoch),
+            data_summary=data.summary_line(), train_at_best=train_at_best(rows, best),
             val=split_report(self.model, data.val, cl), test=split_report(self.model, data.test, cl),
-            timing=timing_summary(rows, position.best_epoch, len(data.train), self.config.train.batch_size),
-            phases=tuple(phases) if two_phase else None, feature_cache_seconds=position.cache_seconds if two_phase else None,
+            timing=timing_summary(rows, best, len(data.train), self.config.train.batch_size),
+            phases=tuple(phases) if two_phase else None,
+            feature_cache_seconds=self.position.cache_seconds if two_phase else None,
         )  # fmt: skip
         write_metrics(metrics, self.run_dir, self.config.model.name)
         self.console.print(f"best epoch {metrics.best_epoch}: {final_val_line(metrics.val)}; wrote {self.run_dir}")
-        return FitResult(self.run_dir, metrics.best_epoch, metrics.stopped_epoch, metrics)
+        return metrics

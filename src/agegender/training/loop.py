@@ -1,11 +1,10 @@
-"""Epoch bookkeeping (metrics, running means, batch order and labels) and prediction over arrays."""
+"""Epoch bookkeeping: metrics, running means, batch order and labels."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 
 from agegender.data.dataset import LabelledArrays
 from agegender.training.losses import as_age_range
@@ -22,13 +21,8 @@ class EpochMetrics:
     images: int
 
     def as_row(self, prefix: str) -> dict[str, float]:
-        return {
-            f"{prefix}_loss": self.loss,
-            f"{prefix}_gender_loss": self.gender_loss,
-            f"{prefix}_age_loss": self.age_loss,
-            f"{prefix}_gender_acc": self.gender_acc,
-            f"{prefix}_age_mae": self.age_mae,
-        }
+        """history.csv's columns of this epoch's train or val pass, e.g. val_gender_acc."""
+        return {f"{prefix}_{key}": value for key, value in asdict(self).items() if key not in ("seconds", "images")}
 
 
 class RunningMeans:
@@ -72,11 +66,6 @@ class RunningMeans:
     def short(self) -> str:
         m = self.result(0.0)
         return f"loss {m.loss:.3f} acc {m.gender_acc:.3f} mae {m.age_mae:.2f}"
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's weights live; batches are moved there (augmentation stays on the CPU)."""
-    return next(model.parameters()).device
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:

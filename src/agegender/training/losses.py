@@ -71,14 +71,8 @@ def age_distribution_loss(logits: torch.Tensor, target: torch.Tensor, sigma: flo
 
 
 class MultiTaskLoss:
-    def __init__(
-        self,
-        gender_weight: float,
-        age_weight: float,
-        label_smoothing: float,
-        age_distribution_weight: float = 0.0,
-        age_sigma: float = 2.0,
-    ):
+    def __init__(self, gender_weight: float, age_weight: float, label_smoothing: float,
+                 age_distribution_weight: float = 0.0, age_sigma: float = 2.0):  # fmt: skip
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if age_sigma <= 0:
@@ -87,11 +81,10 @@ class MultiTaskLoss:
         self.distribution_weight, self.sigma = age_distribution_weight, age_sigma
 
     @classmethod
-    def from_config(cls, config) -> "MultiTaskLoss":
+    def from_config(cls, config) -> MultiTaskLoss:
         """From a TrainConfig."""
-        return cls(
-            config.gender_weight, config.age_weight, config.label_smoothing, config.age_distribution_weight, config.age_sigma
-        )
+        return cls(config.gender_weight, config.age_weight, config.label_smoothing, config.age_distribution_weight,
+                   config.age_sigma)  # fmt: skip
 
     def __call__(self, output: ModelOutput, age: torch.Tensor, gender: torch.Tensor) -> LossParts:
         g_loss, n_gender = gender_loss(output.gender_logit, gender, self.smoothing)

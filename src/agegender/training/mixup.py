@@ -1,10 +1,9 @@
 """Mixup (Zhang et al., 2018): train on blends of two samples and the same blend of their losses.
 
-A batch is blended with a shuffled copy of itself, x = w * x + (1 - w) * x[partner], with
-w ~ Beta(alpha, alpha) folded into [0.5, 1] so the first sample dominates and train accuracy can
-still be read against its labels. The loss is w * loss(labels) + (1 - w) * loss(partner's labels),
-which is exact for any loss and keeps missing labels masked. It works on images (Model A) and on
-cached backbone activations (Model B's phases) alike: a regulariser that costs no extra forward pass.
+A batch is blended with a shuffled copy of itself, x = w * x + (1 - w) * x[partner], with w ~ Beta(alpha, alpha)
+folded into [0.5, 1] so the first sample dominates and train accuracy can still be read against its labels.
+The loss is w * loss(labels) + (1 - w) * loss(partner's labels), exact for any loss and keeping missing labels
+masked. It works on images (Model A) and cached activations (Model B) alike, for no extra forward pass.
 """
 
 from __future__ import annotations
@@ -44,16 +43,9 @@ def blend_loss(loss_fn: MultiTaskLoss, output: ModelOutput, age, gender, partner
     )
 
 
-def forward_and_loss(
-    forward: Callable[[torch.Tensor], ModelOutput],
-    x: torch.Tensor,
-    age: torch.Tensor,
-    gender: torch.Tensor,
-    loss_fn: MultiTaskLoss,
-    *,
-    alpha: float,
-    generator: torch.Generator,
-) -> tuple[ModelOutput, LossParts]:
+def forward_and_loss(forward: Callable[[torch.Tensor], ModelOutput], x: torch.Tensor, age: torch.Tensor,
+                     gender: torch.Tensor, loss_fn: MultiTaskLoss, *, alpha: float,
+                     generator: torch.Generator) -> tuple[ModelOutput, LossParts]:  # fmt: skip
     """One training forward pass, blended with mixup when alpha > 0."""
     if alpha <= 0:
         output = forward(x)

@@ -13,7 +13,7 @@ from torch import nn
 
 from agegender.data.dataset import LabelledArrays
 from agegender.evaluation.plots import plot_learning_curves
-from agegender.evaluation.report import build_report, report_to_dict
+from agegender.evaluation.report import EvaluationReport, build_report, report_from_dict, report_to_dict
 from agegender.inference.backends import predict_arrays
 from agegender.models.summary import ModelSummary
 from agegender.training.rundir import CURVES, HISTORY, METRICS
@@ -42,8 +42,8 @@ class FitMetrics:
     split_sizes: dict[str, int]
     data_summary: str
     train_at_best: dict[str, float]  # history.csv's train_* columns at the best epoch
-    val: dict[str, Any] | None  # evaluation report (report_to_dict) of the best weights; None: empty split
-    test: dict[str, Any] | None
+    val: EvaluationReport | None  # of the best weights; None: an empty split
+    test: EvaluationReport | None
     timing: dict[str, Any]  # timing_summary
     phases: tuple[PhaseSummary, ...] | None = None  # two-phase (pretrained) runs only
     feature_cache_seconds: float | None = None  # two-phase runs: caching, all sessions
@@ -52,6 +52,8 @@ class FitMetrics:
         """metrics.json: the fields of two-phase runs only appear in theirs, and a phase lists what it has."""
         result = {f.name: getattr(self, f.name) for f in fields(self)}
         result["model"] = {**asdict(self.model), "feature_map": list(self.model.feature_map)}
+        for split in ("val", "test"):
+            result[split] = None if result[split] is None else report_to_dict(result[split])
         if self.phases is None:
             del result["phases"], result["feature_cache_seconds"]
         else:
@@ -60,9 +62,11 @@ class FitMetrics:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> FitMetrics:
-        phases = saved.get("phases")
-        return cls(**{**saved, "model": ModelSummary(**{**saved["model"], "feature_map": tuple(saved["model"]["feature_map"])}),
-                      "phases": None if phases is None else tuple(PhaseSummary(**p) for p in phases)})  # fmt: skip
+        phases, model = saved.get("phases"), saved["model"]
+        reports = {split: None if saved[split] is None else report_from_dict(saved[split]) for split in ("val", "test")}
+        typed = {"model": ModelSummary(**{**model, "feature_map": tuple(model["feature_map"])}),
+                 "phases": None if phases is None else tuple(PhaseSummary(**p) for p in phases)}  # fmt: skip
+        return cls(**{**saved, **reports, **typed})
 
 
 @dataclass(frozen=True)
@@ -90,26 +94,24 @@ def timing_summary(rows: list[dict[str, str]], best_epoch: int, n_train: int, ba
     for row, row_seconds in zip(rows, seconds):
         seconds_by_phase.setdefault(row.get("phase", "train"), []).append(row_seconds)
     if len(seconds_by_phase) > 1:  # two-phase runs: heads-only steps and backbone steps differ by 100x
-        summary["ms_per_step_by_phase"] = {
-            phase: 1000 * statistics.median(times) / steps for phase, times in seconds_by_phase.items()
-        }
+        summary["ms_per_step_by_phase"] = {p: 1000 * statistics.median(t) / steps for p, t in seconds_by_phase.items()}
     return summary
 
 
-def split_report(model: nn.Module, arrays: LabelledArrays, channels_last: bool) -> dict | None:
+def split_report(model: nn.Module, arrays: LabelledArrays, channels_last: bool) -> EvaluationReport | None:
     if len(arrays) == 0:
         return None
     age, p_female = predict_arrays(model, arrays.images, channels_last=channels_last)
-    return report_to_dict(build_report(arrays.samples, age, p_female))
+    return build_report(arrays.samples, age, p_female)
 
 
-def final_val_line(val: dict) -> str:
+def final_val_line(val: EvaluationReport) -> str:
     """Val gender accuracy and MAE; age-group accuracy instead of a MAE when val has groups only."""
-    parts = [f"val gender acc {val['gender_accuracy']:.4f}" if val["gender_accuracy"] is not None else "no val gender labels"]
-    if val["age_mae"] is not None:
-        parts.append(f"age MAE {val['age_mae']:.2f}")
-    if val.get("age_group_accuracy") is not None:
-        parts.append(f"age-group acc {val['age_group_accuracy']:.4f}")
+    parts = [f"val gender acc {val.gender_accuracy:.4f}" if val.gender_accuracy is not None else "no val gender labels"]
+    if val.age_mae is not None:
+        parts.append(f"age MAE {val.age_mae:.2f}")
+    if val.age_group_accuracy is not None:
+        parts.append(f"age-group acc {val.age_group_accuracy:.4f}")
     return ", ".join(parts)
 
 

@@ -20,17 +20,10 @@ class RunError(UserInputError):
     """A run directory cannot be used as asked (e.g. --resume of a different model)."""
 
 
-def resume_config(
-    run_dir: Path,
-    *,
-    model: str | None = None,
-    epochs: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
-) -> RunConfig:
-    """The run's own config. A resume may only check the model name, add epochs, or move the run
-    to another thread count or device (where it runs, not what it learns): nothing else can change
-    mid-run."""
+def resume_config(run_dir: Path, *, model: str | None = None, epochs: int | None = None, threads: int | None = None,
+                  device: str | None = None) -> RunConfig:  # fmt: skip
+    """The run's own config. A resume may only check the model name, add epochs, or move the run to another
+    thread count or device (where it runs, not what it learns): nothing else can change mid-run."""
     config_path = run_dir / CONFIG
     if not config_path.exists() or not (run_dir / LAST).exists():
         raise RunError(f"{run_dir}: nothing to resume (no {CONFIG} / {LAST}; was it started?)")
@@ -41,20 +34,17 @@ def resume_config(
             "use a new --out directory for a different model"
         )
     if epochs is not None and epochs < config.train.epochs:
-        raise RunError(f"{run_dir}: the run is set to {config.train.epochs} epochs; a resume can add epochs, not remove them")
-    changes = {key: value for key, value in (("epochs", epochs), ("threads", threads), ("device", device)) if value is not None}
+        raise RunError(
+            f"{run_dir}: the run is set to {config.train.epochs} epochs; a resume can add epochs, not remove them"
+        )
+    changes = {key: value for key, value in {"epochs": epochs, "threads": threads, "device": device}.items()
+               if value is not None}  # fmt: skip
     return apply_mapping(config, {"train": changes})  # checked like any setting: bounds, device names
 
 
 def history_row(epoch: int, train: EpochMetrics, val: EpochMetrics, lr: float, phase: str) -> dict:
-    return {
-        "epoch": epoch,
-        "phase": phase,
-        **train.as_row("train"),
-        **val.as_row("val"),
-        "lr": lr,
-        "seconds": train.seconds + val.seconds,
-    }
+    seconds = train.seconds + val.seconds
+    return {"epoch": epoch, "phase": phase, **train.as_row("train"), **val.as_row("val"), "lr": lr, "seconds": seconds}
 
 
 def epoch_line(epoch: int, train: EpochMetrics, val: EpochMetrics, lr: float, best: bool) -> str:

@@ -19,7 +19,8 @@ def create_optimizer(parameters, config: TrainConfig, lr: float | None = None) -
     if config.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
+        return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, nesterov=True,
+                               weight_decay=config.weight_decay)  # fmt: skip
     raise ValueError(f"unknown optimizer '{config.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
 
 
@@ -75,7 +76,7 @@ def check_warmup_steps(steps: int) -> None:
 
 
 class Warmup:
-    """Linear learning-rate warm-up over a fresh optimizer's first `steps` steps.
+    """Linear learning-rate warm-up over a fresh optimizer's first `steps` steps; `step` steps the optimizer.
 
     Adam's first updates are full-size whatever the gradient, which jolts pretrained weights (the
     loss spike at the start of phase 2). The warm-up only scales the scheduled learning rate around
@@ -105,19 +106,9 @@ class Warmup:
         self.done = int(state.get("done", self.steps))  # a state from before warm-up existed: done
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, warmup: Warmup | None, average: WeightAverage | None = None) -> None:
-    if warmup is not None:
-        warmup.step(optimizer)
-    else:
-        optimizer.step()
-    if average is not None:
-        average.update()
-
-
 @dataclass(kw_only=True)
 class Stepping:
-    """Everything an optimisation loop advances besides the weights: a Model A run's or one
-    fine-tuning phase's. Its state is one layout in last_state.pt for both."""
+    """What a phase's loop advances besides the weights; its state is one layout in last_state.pt."""
 
     optimizer: torch.optim.Optimizer
     scheduler: EpochScheduler

@@ -5,10 +5,8 @@ the model's device, a shuffled pass for training and a fixed-order pass for eval
     CachedBatches  activations of the frozen part of a pretrained backbone, computed once (Model B)
 
 Caching is exact because frozen layers, BatchNorm included, run in eval mode. Augmentation becomes a
-fixed pool of `train.feature_views` views per training image (original, horizontally flipped, then
-randomly augmented ones); each epoch draws one view per image. Under torchrun each rank caches its
-own share of the images once (padded so every rank takes as many steps); image sources are dealt out
-afresh every epoch from a permutation all ranks share.
+fixed pool of `train.feature_views` views per training image (original, mirrored, then randomly
+augmented ones); each epoch draws one view per image. Under torchrun each rank caches its share once.
 """
 
 from __future__ import annotations
@@ -24,8 +22,8 @@ from agegender.config import AugmentConfig, RunConfig
 from agegender.data.dataset import LabelledArrays, PreparedData
 from agegender.data.transforms import augment_batch, to_model_input
 from agegender.errors import UserInputError
-from agegender.training.distributed import DistributedContext, epoch_shard, take
-from agegender.training.loop import batch_indices, batch_labels, model_device
+from agegender.training.distributed import DistributedContext, epoch_shard, rank_indices, take
+from agegender.training.loop import batch_indices, batch_labels
 
 MAX_CACHE_BYTES = 4 * 2**30  # activations kept in memory; beyond this, ask for fewer views or blocks
 EVAL_BATCH = 256
@@ -142,20 +140,13 @@ def frozen_prefix(model: nn.Module, x: torch.Tensor, split_points: tuple[int, ..
 
 
 @torch.no_grad()
-def cache_activations(
-    model: nn.Module,
-    images: np.ndarray,
-    split_points: tuple[int, ...],
-    views: int,
-    augment: AugmentConfig,
-    generator: torch.Generator,
-    channels_last: bool,
-    batch_size: int = 128,
-) -> dict[int, torch.Tensor]:
+def cache_activations(model: nn.Module, images: np.ndarray, split_points: tuple[int, ...], views: int,
+                      augment: AugmentConfig, generator: torch.Generator, channels_last: bool,
+                      batch_size: int = 128) -> dict[int, torch.Tensor]:  # fmt: skip
     """split point -> (views, N, ...) frozen-prefix activations of uint8 (N, S, S, 3) images, computed once."""
     model.eval()
     caches: dict[int, torch.Tensor] = {}
-    device = model_device(model)
+    device = next(model.parameters()).device
     for begin in range(0, len(images), batch_size):
         x = to_model_input(images[begin : begin + batch_size], channels_last)
         for view in range(views):  # views are made on the CPU (the generator's), the cache lives there too
@@ -178,21 +169,18 @@ def allocate_cache(views: int, n: int, shape: torch.Size) -> torch.Tensor:
 
 
 def rank_share(data: LabelledArrays, context: DistributedContext, pad: bool) -> LabelledArrays:
-    """This rank's fixed rank::world share; padded by wrapping (training) so every rank steps as often."""
-    if not context.enabled:
-        return data
-    n, world = len(data), context.world_size
-    index = torch.arange(-(-n // world) * world) % max(n, 1) if pad else torch.arange(n)
-    return take(data, index[context.rank :: world])
+    """This rank's fixed share, padded for training (see rank_indices)."""
+    return take(data, rank_indices(torch.arange(len(data)), context, pad)) if context.enabled else data
 
 
 def build_cached_sources(model: nn.Module, split_points: tuple[int, ...], data: PreparedData, config: RunConfig,
                          context: DistributedContext) -> dict[int, tuple[CachedBatches, CachedBatches]]:  # fmt: skip
-    """(train, val) sources for every split point in one pass: phase 1 also prepares phase 2's (its prefix stays frozen)."""
+    """(train, val) sources for every split point in one pass: phase 1 also prepares phase 2's (its prefix
+    stays frozen)."""
     views_generator = torch.Generator().manual_seed(config.data.seed + context.rank)  # same views on resume
     train, val = rank_share(data.train, context, pad=True), rank_share(data.val, context, pad=False)
-    cl, augment = config.train.channels_last, config.augment
-    train_caches = cache_activations(model, train.images, split_points, config.train.feature_views, augment, views_generator, cl)
+    views, augment, cl = config.train.feature_views, config.augment, config.train.channels_last
+    train_caches = cache_activations(model, train.images, split_points, views, augment, views_generator, cl)
     val_caches = cache_activations(model, val.images, split_points, 1, augment, views_generator, cl)
     if not train_caches or not val_caches:
         raise FinetuneError("no training or validation images to cache")
@@ -203,8 +191,9 @@ def build_cached_sources(model: nn.Module, split_points: tuple[int, ...], data: 
     return {p: (source(train_caches[p], train), source(val_caches[p], val)) for p in split_points}
 
 
-def image_sources(data: PreparedData, config: RunConfig, context: DistributedContext) -> tuple[ImageBatches, ImageBatches]:
+def image_sources(data: PreparedData, config: RunConfig, context: DistributedContext) -> tuple[ImageBatches, ...]:
     """(augmented training images, this rank's validation images)."""
-    train = ImageBatches(data.train, config.augment, config.train.channels_last, context.device)
-    return train, ImageBatches(rank_share(data.val, context, pad=False), None, config.train.channels_last, context.device)
+    cl, device = config.train.channels_last, context.device
+    train = ImageBatches(data.train, config.augment, cl, device)
+    return train, ImageBatches(rank_share(data.val, context, pad=False), None, cl, device)
 

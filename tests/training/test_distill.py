@@ -39,7 +39,8 @@ def test_a_run_with_a_teacher_trains_on_its_predictions_and_reuses_them(trained_
     assert not np.array_equal(distilled.train.gender, data.train.gender)
     np.testing.assert_array_equal(distilled.val.gender, data.val.gender)  # validation keeps its labels
     result = fit(config, tmp_path / "run", console=QUIET)
-    assert (tmp_path / "run" / "best.safetensors").is_file() and result is not None
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+    assert result.metrics.train_at_best["train_gender_acc"] > 0.3  # scored against the soft targets' side, not equality
 
 
 def test_a_missing_teacher_is_one_clear_error(utkface, make_config, cache_dir, tmp_path):

@@ -42,7 +42,8 @@ class RunningMeans:
         exact_mask = ~torch.isnan(bounds[:, 0]) & (bounds[:, 0] == bounds[:, 1])
         gender_mask = ~torch.isnan(gender)
         predicted_female = (output.gender_logit[gender_mask] > 0).float()
-        self.sums["correct"] += float((predicted_female == gender[gender_mask]).sum())
+        # >= 0.5: a distilled target is a probability (training/distill.py); a label is 0 or 1 as it was
+        self.sums["correct"] += float((predicted_female == (gender[gender_mask] >= 0.5).float()).sum())
         self.sums["abs_error"] += float((output.age[exact_mask] - bounds[exact_mask, 0]).abs().sum())
         self.counts["all"] += batch
         self.counts["gender"] += parts.n_gender

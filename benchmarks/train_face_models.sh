@@ -7,7 +7,7 @@
 #   benchmarks/train_face_models.sh dlib-full     # all data, grayscale augmentation, phase 2 at 1e-5
 #   benchmarks/train_face_models.sh dlib-full2    # all data, 7 blocks at 2e-5, grayscale and box jitter
 #   benchmarks/train_face_models.sh cydral-full   # all data, Cydral ResNet-10 at 64 px
-#   benchmarks/train_face_models.sh dlib-distill  # dlib-full's run with targets blended 50/50 with the bundled model's
+#   benchmarks/train_face_models.sh dlib-distill  # dlib-full's run, targets blended 50/50 with TEACHER (build_bundled_model.sh train: the 77dbc71 bundled model)
 #   benchmarks/train_face_models.sh dlib-full-lfw # dlib-full2's recipe on UTKFace + the lfw_select half's chips
 #   benchmarks/train_face_models.sh dlib-distill-lfw  # dlib-distill on UTKFace + the lfw_select half's chips
 # dlib-full-lfw adds gender-only training photos: lfw_dev split by identity (split_photos_by_identity.py, the
@@ -50,13 +50,13 @@ case "${1:-}" in
                agegender crop "$RUNS/lfw_select" --out "$RUNS/lfw_select_crops_dlib150" --template dlib_150
                agegender train --data "$DATA" --data "$RUNS/lfw_select_crops_dlib150" --out "$RUNS/dlib_distill_lfw" \
                  "${DLIB[@]}" --set train.feature_views=4 --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 \
-                 --set augment.grayscale=0.25 --set train.teacher="${TEACHER:-src/agegender/assets/bundled_model.safetensors}" \
+                 --set augment.grayscale=0.25 --set train.teacher="${TEACHER:-$RUNS/teacher_bundled.safetensors}" \
                  --set train.teacher_weight=0.5 --threads "$THREADS" ;;
   cydral-full) agegender train --data "$DATA" --out "$RUNS/cydral_full" "${CYDRAL[@]}" \
                  --set train.feature_views=4 --set train.finetune_epochs=10 --threads "$THREADS" ;;
   dlib-distill) agegender train --data "$DATA" --out "$RUNS/dlib_distill" "${DLIB[@]}" --set train.feature_views=4 \
                  --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 --set augment.grayscale=0.25 \
-                 --set train.teacher="${TEACHER:-src/agegender/assets/bundled_model.safetensors}" \
+                 --set train.teacher="${TEACHER:-$RUNS/teacher_bundled.safetensors}" \
                  --set train.teacher_weight=0.5 --threads "$THREADS" ;;
   *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw" >&2
                exit 2 ;;

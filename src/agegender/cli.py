@@ -283,15 +283,25 @@ def export(
     model: Optional[Path] = typer.Option(None, help="checkpoint; default: the bundled model"),
     format_: str = typer.Option("onnx", "--format", help="onnx | safetensors-fp16 (a checkpoint with half-size weights)"),
     quantize: Optional[str] = typer.Option(None, help="int8: dynamic quantisation of the weights (onnx)"),
+    face_template: Optional[str] = typer.Option(
+        None, help="safetensors-fp16: record aligned crops on this template (utkface | dlib_150) instead of the source's"
+    ),
 ) -> None:
     """Export a checkpoint to ONNX (checked against PyTorch) or to a float16 checkpoint."""
+    from agegender.data.align import FaceCropSpec
     from agegender.export.onnx import export_onnx
     from agegender.inference.predictor import bundled_model_path
     from agegender.models.checkpoint import save_half_checkpoint
 
+    if face_template is not None and format_ != "safetensors-fp16":
+        raise typer.BadParameter("--face-template applies to --format safetensors-fp16")
     if format_ == "safetensors-fp16":
         source = model or bundled_model_path()
-        written = save_half_checkpoint(source, out)
+        try:
+            crop = None if face_template is None else FaceCropSpec("aligned", face_template)
+        except ValueError as error:  # an unknown template
+            raise typer.BadParameter(f"--face-template: {error}") from error
+        written = save_half_checkpoint(source, out, crop)
         print(f"{written}: float16 weights, {written.stat().st_size / 2**20:.1f} MB (from {source.stat().st_size / 2**20:.1f} MB)")
         return
     if format_ != "onnx":

@@ -149,6 +149,18 @@ def test_cli_export_float16_checkpoint_predicts_like_the_original(tiny_checkpoin
     assert abs(original.age - half.age) < 0.5 and abs(original.p_female - half.p_female) < 0.01
 
 
+def test_cli_export_float16_can_record_another_face_template(tiny_checkpoint, tmp_path, run_cli):
+    out = tmp_path / "half.safetensors"
+    code, _, err = run_cli("export", "--model", tiny_checkpoint, "--format", "safetensors-fp16", "--out", out,
+                           "--face-template", "dlib_150")  # fmt: skip
+    assert code == 0, err
+    assert Predictor.from_checkpoint(out).face_crop.template == "dlib_150"
+    assert Predictor.from_checkpoint(tiny_checkpoint).face_crop.template == "utkface"
+    code, _, err = run_cli("export", "--model", tiny_checkpoint, "--format", "safetensors-fp16", "--out", out,
+                           "--face-template", "nope")  # fmt: skip
+    assert code == 2 and "--face-template" in err and "nope" in err
+
+
 def test_cli_evaluate_on_onnx_matches_torch(tiny_checkpoint, utkface, tmp_path, run_cli):
     out = tmp_path / "eval.onnx"
     assert run_cli("export", "--model", tiny_checkpoint, "--out", out)[0] == 0

@@ -22,6 +22,13 @@ RUNS=${RUNS:-runs}
 THREADS=${THREADS:-1}
 DLIB=(--config benchmarks/model_b.yaml --set model.name=dlib_resnet --set data.image_size=150 --set model.unfreeze_blocks=6)
 CYDRAL=(--config benchmarks/model_b.yaml --set model.name=cydral_resnet10 --set data.image_size=64 --set model.unfreeze_blocks=5)
+DISTILL=(--set train.teacher="${TEACHER:-$RUNS/teacher_bundled.safetensors}" --set train.teacher_weight=0.5)
+LFW_CHIPS="$RUNS/lfw_select_crops_dlib150"
+lfw_select_chips() {  # the lfw_select half of lfw_dev, each photo's face aligned to dlib's template
+  [ -f "$RUNS/lfw_select/labels.csv" ] || \
+    python benchmarks/split_photos_by_identity.py "${LFW:-../shared/data/lfw_dev}" "$RUNS/lfw_select" "$RUNS/lfw_report"
+  agegender crop "$RUNS/lfw_select" --out "$LFW_CHIPS" --template dlib_150
+}
 case "${1:-}" in
   dlib-5k)     agegender train --data "$DATA" --limit 5000 --out "$RUNS/dlib_5k" "${DLIB[@]}" \
                  --set train.feature_views=6 --threads "$THREADS" ;;
@@ -35,29 +42,21 @@ case "${1:-}" in
                  --set train.feature_views=4 --set train.finetune_lr=0.00002 --set train.finetune_epochs=10 \
                  --set augment.grayscale=0.25 --set augment.box_jitter=0.5 --threads "$THREADS" ;;
   dlib-full-lfw)
-               LFW=${LFW:-../shared/data/lfw_dev}
-               [ -f "$RUNS/lfw_select/labels.csv" ] || \
-                 python benchmarks/split_photos_by_identity.py "$LFW" "$RUNS/lfw_select" "$RUNS/lfw_report"
-               agegender crop "$RUNS/lfw_select" --out "$RUNS/lfw_select_crops_dlib150" --template dlib_150
-               agegender train --data "$DATA" --data "$RUNS/lfw_select_crops_dlib150" --out "$RUNS/dlib_full_lfw" \
-                 "${DLIB[@]}" --set model.unfreeze_blocks=7 --set train.feature_views=4 --set train.finetune_lr=0.00002 \
+               lfw_select_chips
+               agegender train --data "$DATA" --data "$LFW_CHIPS" --out "$RUNS/dlib_full_lfw" "${DLIB[@]}" \
+                 --set model.unfreeze_blocks=7 --set train.feature_views=4 --set train.finetune_lr=0.00002 \
                  --set train.finetune_epochs=10 --set augment.grayscale=0.25 --set augment.box_jitter=0.5 \
                  --threads "$THREADS" ;;
   dlib-distill-lfw)
-               LFW=${LFW:-../shared/data/lfw_dev}
-               [ -f "$RUNS/lfw_select/labels.csv" ] || \
-                 python benchmarks/split_photos_by_identity.py "$LFW" "$RUNS/lfw_select" "$RUNS/lfw_report"
-               agegender crop "$RUNS/lfw_select" --out "$RUNS/lfw_select_crops_dlib150" --template dlib_150
-               agegender train --data "$DATA" --data "$RUNS/lfw_select_crops_dlib150" --out "$RUNS/dlib_distill_lfw" \
-                 "${DLIB[@]}" --set train.feature_views=4 --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 \
-                 --set augment.grayscale=0.25 --set train.teacher="${TEACHER:-$RUNS/teacher_bundled.safetensors}" \
-                 --set train.teacher_weight=0.5 --threads "$THREADS" ;;
+               lfw_select_chips
+               agegender train --data "$DATA" --data "$LFW_CHIPS" --out "$RUNS/dlib_distill_lfw" "${DLIB[@]}" \
+                 --set train.feature_views=4 --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 \
+                 --set augment.grayscale=0.25 "${DISTILL[@]}" --threads "$THREADS" ;;
   cydral-full) agegender train --data "$DATA" --out "$RUNS/cydral_full" "${CYDRAL[@]}" \
                  --set train.feature_views=4 --set train.finetune_epochs=10 --threads "$THREADS" ;;
   dlib-distill) agegender train --data "$DATA" --out "$RUNS/dlib_distill" "${DLIB[@]}" --set train.feature_views=4 \
                  --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 --set augment.grayscale=0.25 \
-                 --set train.teacher="${TEACHER:-$RUNS/teacher_bundled.safetensors}" \
-                 --set train.teacher_weight=0.5 --threads "$THREADS" ;;
+                 "${DISTILL[@]}" --threads "$THREADS" ;;
   *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw" >&2
                exit 2 ;;
 esac

@@ -25,10 +25,10 @@ from torch import nn
 from agegender.config import ConfigError, RunConfig
 from agegender.data.align import FaceCropSpec
 from agegender.data.transforms import to_model_input
-from agegender.models.checkpoint import METADATA_KEY, CheckpointError, LoadedCheckpoint, load_checkpoint, read_face_crop
+from agegender.models.checkpoint import METADATA_KEY, CheckpointError, CheckpointInfo, LoadedCheckpoint, load_checkpoint
 from agegender.models.metadata import validate_meta
 
-BUNDLED_MODEL = "bundled_model.safetensors"  # Model B on EfficientNet-Lite0 and on dlib's face recogniser, weighted; float16
+BUNDLED_MODEL = "bundled_model.safetensors"  # Model B on dlib's face recogniser, float16 (benchmarks/build_bundled_model.sh)
 RUNTIMES = ("torch", "onnx")
 # The exported graph's interface (export.onnx writes it, OnnxBackend reads it)
 INPUT_NAME = "image"
@@ -124,20 +124,8 @@ class OnnxModelError(CheckpointError):
     """A file that is not an agegender ONNX model, or an export that does not match PyTorch."""
 
 
-@dataclass(frozen=True)
-class ExportedModelInfo:
-    """What an ONNX file says about the checkpoint it came from (mirrors LoadedCheckpoint, minus weights)."""
-
-    config: RunConfig
-    meta: dict[str, Any]
-
-    @property
-    def image_size(self) -> int:
-        return int(self.meta["preprocessing"]["image_size"])
-
-    @property
-    def face_crop(self) -> FaceCropSpec:
-        return read_face_crop(self.meta)
+class ExportedModelInfo(CheckpointInfo):
+    """What an ONNX file says about the checkpoint it came from (a LoadedCheckpoint minus the weights)."""
 
 
 class OnnxBackend:

@@ -27,8 +27,9 @@ METADATA_KEY = "agegender"
 
 
 @dataclass(frozen=True)
-class LoadedCheckpoint:
-    model: nn.Module
+class CheckpointInfo:
+    """What a checkpoint's metadata says about its model (an exported ONNX file carries the same)."""
+
     config: RunConfig
     meta: dict[str, Any]  # format, config, preprocessing, label_stats, package_version, epoch (build_meta)
 
@@ -39,6 +40,11 @@ class LoadedCheckpoint:
     @property
     def face_crop(self) -> FaceCropSpec:
         return read_face_crop(self.meta)
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint(CheckpointInfo):
+    model: nn.Module
 
 
 def read_face_crop(meta: dict[str, Any]) -> FaceCropSpec:

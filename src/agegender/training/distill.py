@@ -5,7 +5,9 @@ targets become (1 - w) * label + w * the teacher's (P(female), exact age); BCE i
 so the gender part is exactly the usual distillation loss (1 - w) * BCE(label) + w * BCE(teacher). A
 missing label takes the teacher's value whole, so unlabelled images (LFW's ages) teach too; age groups
 keep their interval; val and test keep their true labels. The teacher sees each training image once, at
-its own input size and averaged with its mirror image; its predictions are kept in the run folder for --resume.
+its own input size and averaged with its mirror image. Its predictions are cached per teacher file (SHA-256)
+and image (path, size, modification time), so a resumed run, or another run with the same teacher and
+more data, only predicts the images it has not seen.
 """
 
 from __future__ import annotations
@@ -16,52 +18,79 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from agegender.atomic_write import write_atomically
 from agegender.config import RunConfig
-from agegender.data.cache import decode_samples
+from agegender.data.cache import decode_samples, default_cache_dir
 from agegender.data.dataset import LabelledArrays, PreparedData
+from agegender.data.samples import FaceSample
 from agegender.errors import UserInputError
 from agegender.inference.backends import predict_outputs
 from agegender.models.checkpoint import file_sha256, load_checkpoint
 
-TEACHER_TARGETS = "teacher_targets.npz"
+TEACHER_CACHE = "teacher"  # folder under the data cache
 
 
-def with_teacher_targets(data: PreparedData, config: RunConfig, run_dir: Path, console: Console) -> PreparedData:
+def with_teacher_targets(data: PreparedData, config: RunConfig, console: Console) -> PreparedData:
     """`data` with its training targets blended with the teacher's (unchanged without train.teacher)."""
     if not config.train.teacher:
         return data
-    age, p_female = teacher_predictions(Path(config.train.teacher), data.train, config, run_dir, console)
+    age, p_female = teacher_predictions(Path(config.train.teacher), data.train.samples, config, console)
     train = blend_targets(data.train, age, p_female, config.train.teacher_weight)
     return dataclasses.replace(data, train=train)
 
 
+def teacher_cache_file(teacher: Path, config: RunConfig) -> Path:
+    root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+    return root / TEACHER_CACHE / f"{file_sha256(teacher)}.npz"
+
+
+def image_key(path: Path) -> str:
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
 def teacher_predictions(
-    teacher: Path, train: LabelledArrays, config: RunConfig, run_dir: Path, console: Console
+    teacher: Path, samples: list[FaceSample], config: RunConfig, console: Console
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(age, P(female)) of `teacher` for each training image, read back from the run folder when there."""
+    """(age, P(female)) of `teacher` for each sample, predicting only those its cache lacks."""
     if not teacher.is_file():
         raise UserInputError(f"{teacher}: train.teacher is not a checkpoint file")
-    digest, saved = file_sha256(teacher), run_dir / TEACHER_TARGETS
-    paths = np.array([str(s.path) for s in train.samples])
-    if saved.is_file():
-        with np.load(saved) as stored:
-            if str(stored["teacher_sha256"]) == digest and np.array_equal(stored["paths"], paths):
-                return stored["age"], stored["p_female"]
-    console.print(f"teacher {teacher.name}: predicting {len(train)} training images")
-    age, p_female = predict_with_mirror(teacher, train, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(saved, teacher_sha256=digest, paths=paths, age=age, p_female=p_female)
-    return age, p_female
+    cache = teacher_cache_file(teacher, config)
+    known = read_cache(cache)  # image key -> (age, P(female))
+    keys = [image_key(s.path) for s in samples]
+    missing = [i for i, key in enumerate(keys) if key not in known]
+    if missing:
+        console.print(f"teacher {teacher.name}: predicting {len(missing)} of {len(samples)} training images")
+        age, p_female = predict_with_mirror(teacher, [samples[i] for i in missing], config)
+        known.update((keys[i], (a, p)) for i, a, p in zip(missing, age, p_female))
+        write_cache(cache, known)
+    return (np.array([known[k][0] for k in keys], np.float32), np.array([known[k][1] for k in keys], np.float32))
 
 
-def predict_with_mirror(teacher: Path, train: LabelledArrays, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+def read_cache(path: Path) -> dict[str, tuple[float, float]]:
+    if not path.is_file():
+        return {}
+    with np.load(path) as stored:
+        return {str(k): (float(a), float(p)) for k, a, p in zip(stored["keys"], stored["age"], stored["p_female"])}
+
+
+def write_cache(path: Path, known: dict[str, tuple[float, float]]) -> None:
+    values = np.array(list(known.values()), np.float32).reshape(-1, 2)  # (N, 2) age, P(female)
+
+    def save(temporary: str) -> None:
+        with open(temporary, "wb") as file:
+            np.savez(file, keys=np.array(list(known)), age=values[:, 0], p_female=values[:, 1])
+
+    write_atomically(path, save)
+
+
+def predict_with_mirror(teacher: Path, samples: list[FaceSample], config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     loaded = load_checkpoint(teacher)
-    cache = Path(config.data.cache_dir) if config.data.cache_dir else None
-    decoded = decode_samples(train.samples, loaded.image_size, cache)
-    if len(decoded.samples) != len(train):  # the split was decoded once already, so this is a changed file
-        raise UserInputError(f"{teacher}: {len(train) - len(decoded.samples)} training images became unreadable")
+    decoded = decode_samples(samples, loaded.image_size, Path(config.data.cache_dir) if config.data.cache_dir else None)
+    if len(decoded.samples) != len(samples):  # the split was decoded once already, so this is a changed file
+        raise UserInputError(f"{teacher}: {len(samples) - len(decoded.samples)} training images became unreadable")
     ages, p_female = [], []
-    for begin in range(0, len(train), 512):  # bounded memory: the mirrored copy is made per chunk
+    for begin in range(0, len(samples), 512):  # bounded memory: the mirrored copy is made per chunk
         faces = decoded.images[begin : begin + 512]
         both = predict_outputs(loaded.model, np.concatenate([faces, faces[:, :, ::-1]]))
         n = len(faces)

@@ -118,7 +118,7 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data: PreparedData
         if not config.train.teacher:  # a teacher gives every unlabelled image an age
             check_age_labels(data, config.data.path)
         run_dir.mkdir(parents=True, exist_ok=True)
-        data = with_teacher_targets(data, config, run_dir, console)
+        data = with_teacher_targets(data, config, console)
         if context.is_main:
             save_config(config, run_dir / CONFIG)
         return Training(config, run_dir, data, context, console).run(resume)

@@ -16,14 +16,13 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from agegender.config import ConfigError, RunConfig
-from agegender.data.align import FaceCropSpec
+from agegender.config import ConfigError
 from agegender.data.transforms import to_model_input
 from agegender.models.checkpoint import METADATA_KEY, CheckpointError, CheckpointInfo, LoadedCheckpoint, load_checkpoint
 from agegender.models.metadata import validate_meta
@@ -51,23 +50,10 @@ class FaceOutputs:
         return cls(np.zeros(0, np.float32), np.zeros(0, np.float32), None)
 
 
-class ModelInfo(Protocol):
-    """What a model file says about itself (LoadedCheckpoint; ExportedModelInfo for ONNX)."""
-
-    config: RunConfig
-    meta: dict[str, Any]
-
-    @property
-    def image_size(self) -> int: ...
-
-    @property
-    def face_crop(self) -> FaceCropSpec: ...
-
-
 class InferenceBackend(Protocol):
     runtime: str  # "torch" | "onnx"
     source: Path  # the model file
-    info: ModelInfo
+    info: CheckpointInfo  # what the model file says of itself (a LoadedCheckpoint, or an ONNX file's metadata)
 
     def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
         """uint8 (N, S, S, 3) RGB faces at info.image_size -> age, P(female), optional age distribution."""

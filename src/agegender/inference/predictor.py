@@ -26,13 +26,13 @@ from agegender.inference.backends import (  # noqa: F401  (bundled_model_path, R
     RUNTIMES,
     FaceOutputs,
     InferenceBackend,
-    ModelInfo,
     bundled_model_path,
     load_backend,
 )
 from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, Detection, FaceDetector, create_detector, crop_faces
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import FaceTracker
+from agegender.models.checkpoint import CheckpointInfo
 from agegender.results import FacePrediction, Prediction
 
 MARGIN = Bound(0, 2)  # crop margin per side, as a fraction of the face box
@@ -91,7 +91,7 @@ class Predictor:
         return cls(load_backend(path, runtime), **options)
 
     @property
-    def checkpoint(self) -> ModelInfo:
+    def checkpoint(self) -> CheckpointInfo:
         """What the model file says about itself: config, meta, image_size, face_crop."""
         return self.backend.info
 

@@ -24,8 +24,8 @@ from agegender.data.cache import decode_samples, default_cache_dir
 from agegender.data.dataset import LabelledArrays, PreparedData
 from agegender.data.samples import FaceSample
 from agegender.errors import UserInputError
-from agegender.inference.backends import predict_outputs
-from agegender.models.checkpoint import file_sha256, load_checkpoint
+from agegender.inference.predictor import Predictor
+from agegender.models.checkpoint import file_sha256
 
 TEACHER_CACHE = "teacher"  # folder under the data cache
 
@@ -39,9 +39,12 @@ def with_teacher_targets(data: PreparedData, config: RunConfig, console: Console
     return dataclasses.replace(data, train=train)
 
 
+def cache_root(config: RunConfig) -> Path:
+    return Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+
+
 def teacher_cache_file(teacher: Path, config: RunConfig) -> Path:
-    root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
-    return root / TEACHER_CACHE / f"{file_sha256(teacher)}.npz"
+    return cache_root(config) / TEACHER_CACHE / f"{file_sha256(teacher)}.npz"
 
 
 def image_key(path: Path) -> str:
@@ -85,18 +88,15 @@ def write_cache(path: Path, known: dict[str, tuple[float, float]]) -> None:
 
 
 def predict_with_mirror(teacher: Path, samples: list[FaceSample], config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
-    loaded = load_checkpoint(teacher)
-    decoded = decode_samples(samples, loaded.image_size, Path(config.data.cache_dir) if config.data.cache_dir else None)
+    """The teacher's (age, P(female)) per sample, decoded at its input size, averaged with the mirror image."""
+    predictor = Predictor.from_checkpoint(teacher, tta=True)
+    decoded = decode_samples(samples, predictor.image_size, cache_root(config))
     if len(decoded.samples) != len(samples):  # the split was decoded once already, so this is a changed file
         raise UserInputError(f"{teacher}: {len(samples) - len(decoded.samples)} training images became unreadable")
-    ages, p_female = [], []
-    for begin in range(0, len(samples), 512):  # bounded memory: the mirrored copy is made per chunk
-        faces = decoded.images[begin : begin + 512]
-        both = predict_outputs(loaded.model, np.concatenate([faces, faces[:, :, ::-1]]))
-        n = len(faces)
-        ages.append((both.age[:n] + both.age[n:]) / 2)
-        p_female.append((both.p_female[:n] + both.p_female[n:]) / 2)
-    return np.concatenate(ages).astype(np.float32), np.concatenate(p_female).astype(np.float32)
+    # 512 at a time: tta's mirrored copy of the images is made per chunk
+    chunks = [predictor.predict_prepared(decoded.images[begin : begin + 512]) for begin in range(0, len(samples), 512)]
+    ages, p_female = (np.concatenate(parts).astype(np.float32) for parts in zip(*chunks))
+    return ages, p_female
 
 
 def blend_targets(train: LabelledArrays, age: np.ndarray, p_female: np.ndarray, weight: float) -> LabelledArrays:

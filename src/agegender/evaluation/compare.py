@@ -29,11 +29,10 @@ from agegender.evaluation.compare_backbones import (
     EVALUATIONS_DIR,
     backbone_table,
     load_evaluations,
-    measure_faces_per_second,
+    timed_predictions,
 )
 from agegender.evaluation.metrics import AGE_BAND_NAMES, age_band
 from agegender.evaluation.plots import read_history
-from agegender.inference.backends import predict_outputs
 from agegender.models.checkpoint import load_checkpoint
 
 OVERFIT_EPOCHS = 3  # val loss rising while train loss falls for this many epochs in a row -> overfitting
@@ -133,8 +132,7 @@ def predict_split(run: Run, split: str, data_dir: Path | None, max_images: int) 
     arrays, _ = decode_split(samples, data_config)
     if len(arrays) == 0:
         return dataclasses.replace(run, predictions_note=f"no readable {split} images in {data_dir}")
-    predicted = predict_outputs(checkpoint.model, arrays.images)
-    speed = measure_faces_per_second(checkpoint.model, arrays.images)
+    predicted, speed = timed_predictions(checkpoint.model, arrays.images)
     predictions = Predictions(arrays, predicted.age, predicted.p_female, predicted.age_probs)
     return dataclasses.replace(run, predictions=predictions, faces_per_second=speed)
 

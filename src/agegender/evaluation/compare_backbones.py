@@ -4,7 +4,7 @@ A row joins the runs of one model name (an ensemble checkpoint with evaluations 
 gives the "subset val" and "subset test" columns, a run on all images the "full test" column.
 Photo columns come from `agegender evaluate --detect --report RUN_DIR/evaluations/NAME.json`:
 the end-to-end gender accuracy on those photos (no face found counts as wrong), women / men.
-Parameters come from metrics.json; faces/s is measured by compare itself (see measure_faces_per_second).
+Parameters come from metrics.json; faces/s is measured by compare itself (see timed_predictions).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from agegender.config import RunConfig
 from agegender.errors import UserInputError
-from agegender.inference.backends import predict_outputs
+from agegender.inference.backends import FaceOutputs, predict_outputs
 
 EVALUATIONS_DIR = "evaluations"
 WARM_UP_FACES = 32
@@ -57,15 +57,16 @@ def load_evaluations(run_dir: Path) -> dict[str, dict[str, Any]]:
     return evaluations
 
 
-def measure_faces_per_second(model: torch.nn.Module, images: np.ndarray) -> float | None:
-    """Faces per second of the model alone (no decoding or detection) on already-sized uint8 crops,
-    batched as evaluation batches them, after one warm-up batch; None for too few images to time."""
+def timed_predictions(model: torch.nn.Module, images: np.ndarray) -> tuple[FaceOutputs, float | None]:
+    """The model's predictions for already-sized uint8 crops, and its faces per second on them (no
+    decoding or detection), batched as evaluation batches them, after one warm-up batch; None for too
+    few images to time."""
     if len(images) < 2 * WARM_UP_FACES:
-        return None
+        return predict_outputs(model, images), None
     predict_outputs(model, images[:WARM_UP_FACES])
     start = time.perf_counter()
-    predict_outputs(model, images)
-    return len(images) / (time.perf_counter() - start)
+    predicted = predict_outputs(model, images)
+    return predicted, len(images) / (time.perf_counter() - start)
 
 
 @dataclass

@@ -10,6 +10,8 @@
 #   benchmarks/train_face_models.sh dlib-distill  # dlib-full's run, targets blended 50/50 with TEACHER (build_bundled_model.sh train: the 77dbc71 bundled model)
 #   benchmarks/train_face_models.sh dlib-full-lfw # dlib-full2's recipe on UTKFace + the lfw_select half's chips
 #   benchmarks/train_face_models.sh dlib-distill-lfw  # dlib-distill on UTKFace + the lfw_select half's chips
+#   benchmarks/train_face_models.sh dlib-e2e      # dlib-full's best weights, then every block end to end on images, 1e-5
+#   benchmarks/train_face_models.sh dlib-e2e-fast # the same at 3e-5, with box jitter and photo degradations
 # dlib-full-lfw adds gender-only training photos: lfw_dev split by identity (split_photos_by_identity.py, the
 # lfw_select half; lfw_report stays untouched for reporting), each photo's largest face aligned to dlib's
 # 150x150 template by `agegender crop` (resumable: a second call only checks). The LFW chips have no age, so
@@ -22,6 +24,9 @@ RUNS=${RUNS:-runs}
 THREADS=${THREADS:-1}
 DLIB=(--config benchmarks/model_b.yaml --set model.name=dlib_resnet --set data.image_size=150 --set model.unfreeze_blocks=6)
 CYDRAL=(--config benchmarks/model_b.yaml --set model.name=cydral_resnet10 --set data.image_size=64 --set model.unfreeze_blocks=5)
+# phase 3 alone, from dlib-full's best weights (its phases 1 and 2): no caching, every block on fresh views
+END_TO_END=(--init "$RUNS/dlib_full/best.safetensors" --set train.epochs=0 --set model.unfreeze_blocks=0
+            --set train.end_to_end_epochs=10)
 DISTILL=(--set train.teacher="${TEACHER:-$RUNS/teacher_bundled.safetensors}" --set train.teacher_weight=0.5)
 LFW_CHIPS="$RUNS/lfw_select_crops_dlib150"
 lfw_select_chips() {  # the lfw_select half of lfw_dev, each photo's face aligned to dlib's template
@@ -57,6 +62,11 @@ case "${1:-}" in
   dlib-distill) agegender train --data "$DATA" --out "$RUNS/dlib_distill" "${DLIB[@]}" --set train.feature_views=4 \
                  --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 --set augment.grayscale=0.25 \
                  "${DISTILL[@]}" --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw" >&2
+  dlib-e2e)    agegender train --data "$DATA" --out "$RUNS/dlib_e2e" "${DLIB[@]}" "${END_TO_END[@]}" \
+                 --set train.end_to_end_lr=0.00001 --set augment.grayscale=0.25 --threads "$THREADS" ;;
+  dlib-e2e-fast) agegender train --data "$DATA" --out "$RUNS/dlib_e2e_fast" "${DLIB[@]}" "${END_TO_END[@]}" \
+                 --set train.end_to_end_lr=0.00003 --set augment.grayscale=0.25 --set augment.box_jitter=0.5 \
+                 --set augment.lowres=0.2 --set augment.jpeg=0.2 --threads "$THREADS" ;;
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast" >&2
                exit 2 ;;
 esac

@@ -126,6 +126,9 @@ class TrainConfig:
     finetune_epochs: int | None = None  # phase-2 max epochs; None -> train.epochs
     finetune_lr: float | None = None  # phase-2 learning rate; None -> train.lr / 10
     feature_views: int = 4  # cached views per training image: original, flipped, then augmented ones
+    # Phase 3 (optional): the whole network end to end on freshly augmented images every epoch.
+    end_to_end_epochs: int = 0  # 0: no phase 3
+    end_to_end_lr: float | None = None  # None -> the phase-2 rate
     # Start a new run from a checkpoint's weights (same model settings) with a fresh optimizer and
     # schedule: a warm restart that continues an earlier run for more epochs.
     init_from: str | None = None
@@ -185,7 +188,7 @@ BOUNDS: dict[str, Bound] = {
     "augment.erase": _PROBABILITY,
     "model.widths": Bound(1, 1024), "model.convs_per_block": Bound(1, 8), "model.head_hidden": Bound(1, 4096),
     "model.dropout": _FRACTION, "model.unfreeze_blocks": Bound(0, 1000),
-    "train.epochs": Bound(1, 100_000), "train.batch_size": Bound(1, 65_536), "train.lr": _LEARNING_RATE,
+    "train.epochs": _EPOCHS, "train.batch_size": Bound(1, 65_536), "train.lr": _LEARNING_RATE,
     "train.weight_decay": Bound(0, 1), "train.momentum": _FRACTION, "train.step_size": Bound(1, 100_000),
     "train.gamma": Bound(0, 1, low_open=True), "train.plateau_patience": _EPOCHS,
     "train.plateau_factor": Bound(0, 1, low_open=True, high_open=True), "train.early_stopping_patience": _EPOCHS,
@@ -194,6 +197,7 @@ BOUNDS: dict[str, Bound] = {
     "train.age_weight": _WEIGHT, "train.age_distribution_weight": _WEIGHT,
     "train.age_sigma": Bound(0, 100, low_open=True), "train.threads": Bound(1, 1024),
     "train.finetune_epochs": _EPOCHS, "train.finetune_lr": _LEARNING_RATE, "train.feature_views": Bound(1, 64),
+    "train.end_to_end_epochs": _EPOCHS, "train.end_to_end_lr": _LEARNING_RATE,
     "train.teacher_weight": _PROBABILITY,
 }  # fmt: skip
 LENGTHS = {"model.widths": Bound(1, 8)}  # custom CNN blocks; each halves the image

@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 from agegender.config import ModelConfig
 from agegender.data.dataset import prepare_data
 from agegender.models.checkpoint import load_checkpoint, load_training_state
+from agegender.models.pretrained import load_pretrained_weights
+from agegender.models.registry import create_model
 from agegender.training.callbacks import HistoryCSV
 from agegender.training.engine import evaluate, plan_phases
 from agegender.training.fit import RunError, fit, resume
@@ -269,3 +271,44 @@ def test_cydral_age_backbone_fine_tunes_from_a_stand_in_onnx(make_config, utkfac
     assert all(torch.equal(trained[k], state[k]) for k in state if int(k.split(".")[0]) < 5)  # frozen prefix
     last = load_checkpoint(tmp_path / "run" / "last.safetensors").model.backbone.state_dict()
     assert not torch.equal(last["6.classifier.weight"], state["6.classifier.weight"])  # phase 2 trained it
+
+
+def test_end_to_end_phase_trains_every_block_on_images_after_the_two_phases(
+    make_config, utkface, cache_dir, lite0_weights, tmp_path
+):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights, end_to_end_epochs=1, end_to_end_lr=1e-3)
+    fit(config, tmp_path / "run", console=QUIET)
+    rows = HistoryCSV(tmp_path / "run" / "history.csv").rows()
+    assert [(r["epoch"], r["phase"]) for r in rows] == [("1", "phase1"), ("2", "phase2"), ("3", "end_to_end")]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    phase2, end_to_end = metrics["phases"][1:]
+    total = sum(t.numel() for t in load_file(str(tmp_path / "run" / "last.safetensors")).values()
+                if t.is_floating_point())  # fmt: skip
+    assert phase2["trainable_parameters"] < end_to_end["trainable_parameters"] <= total
+    assert end_to_end["lr"] == 1e-3
+    pretrained = create_model(config.model)
+    load_pretrained_weights(pretrained, config.model)
+    stem = pretrained.backbone[0].state_dict()  # frozen in phases 1 and 2, trained in the end-to-end phase
+    last = load_file(str(tmp_path / "run" / "last.safetensors"))
+    assert any(not torch.equal(last[f"backbone.0.{name}"], value) for name, value in stem.items())
+    assert load_checkpoint(tmp_path / "run" / "last.safetensors").meta["phase"] == "end_to_end"
+
+
+def test_end_to_end_only_run_starts_from_its_init_checkpoint(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+    fit(config, tmp_path / "two_phase", console=QUIET)
+    init = str(tmp_path / "two_phase" / "best.safetensors")
+    config = replace(config, model=replace(config.model, unfreeze_blocks=0),
+                     train=replace(config.train, epochs=0, end_to_end_epochs=1, init_from=init))  # fmt: skip
+    fit(config, tmp_path / "run", console=QUIET)
+    rows = HistoryCSV(tmp_path / "run" / "history.csv").rows()
+    assert [(r["epoch"], r["phase"]) for r in rows] == [("1", "end_to_end")]
+    resume(tmp_path / "run", console=QUIET)  # nothing left: the same history
+    assert len(HistoryCSV(tmp_path / "run" / "history.csv").rows()) == 1
+
+
+def test_a_run_without_epochs_in_any_phase_is_one_error(make_config, utkface, cache_dir, lite0_weights, tmp_path):
+    config = lite0_config(make_config, utkface, cache_dir, lite0_weights)
+    config = replace(config, model=replace(config.model, unfreeze_blocks=0), train=replace(config.train, epochs=0))
+    with pytest.raises(FinetuneError, match=r"no epochs to train in any phase \(phase1\): raise train.epochs"):
+        fit(config, tmp_path / "run", console=QUIET)

@@ -8,7 +8,7 @@ A checkpoint (and an exported ONNX file, which carries the same JSON) describes 
     preprocessing     image_size (int, = config.data.image_size), mean and std (3 numbers each, std > 0),
                       input (text, optional), face_crop (optional: {method, template, margin}, data.align)
     label_stats       n_train (int >= 0), age_mean, age_std (years), female_share (0-1); each optional or null
-    epoch (int >= 0), phase ("phase1" | "phase2"), weights_dtype ("float32" | "float16"),
+    epoch (int >= 0), phase ("phase1" | "phase2" | "end_to_end"), weights_dtype ("float32" | "float16"),
     source (text), onnx ({input, outputs, quantized}): optional
     ensemble          optional: 2-16 member metadata mappings (each the above, without a nested ensemble);
                       the top-level image size is then the largest member's
@@ -76,7 +76,7 @@ def _check_model_meta(meta: Any, prefix: str) -> RunConfig:
     _check_preprocessing(_field(meta, "preprocessing", prefix, dict), f"{prefix}preprocessing.", config)
     _check_label_stats(_field(meta, "label_stats", prefix, dict), f"{prefix}label_stats.")
     _number(meta, "epoch", prefix, _COUNT, integer=True, required=False)
-    _choice(meta, "phase", prefix, ("phase1", "phase2"))
+    _choice(meta, "phase", prefix, ("phase1", "phase2", "end_to_end"))
     _choice(meta, "weights_dtype", prefix, ("float32", "float16"))
     _field(meta, "source", prefix, str, required=False)
     onnx = _field(meta, "onnx", prefix, dict, required=False)

@@ -3,7 +3,8 @@ it trains and its own stepping (optimizer, schedule, early stopping, warm-up, we
 
     Model A (custom, levi_hassner)  one phase "train": the whole model on augmented images
     Model B (pretrained backbones)  phase1: the heads on the frozen backbone's cached features;
-                                    phase2: the last `model.unfreeze_blocks` blocks too, at a lower rate
+                                    phase2: the last `model.unfreeze_blocks` blocks too, at a lower rate;
+                                    end_to_end (train.end_to_end_epochs > 0): every block, on augmented images
 
 One epoch loop serves all (batch sources: sources.py; torchrun: distributed.py). Epochs count on
 across phases; best.safetensors holds the best validated weights of any phase (with train.ema_decay
@@ -34,15 +35,27 @@ from agegender.training.sources import Batch, CachedBatches, FinetuneError, From
 
 @dataclass(frozen=True)
 class Phase:
-    name: str  # "train" (Model A) | "phase1" | "phase2"
+    name: str  # "train" (Model A) | "phase1" | "phase2" | "end_to_end"
     first_trained_block: int | None  # None: the whole model, on images; else blocks before it are frozen and cached
     epochs: int
     lr: float
 
+    @property
+    def named(self) -> bool:
+        """Model A's one phase goes unnamed in history and progress; a pretrained model's phases are named."""
+        return self.name != "train"
+
 
 def plan_phases(model: nn.Module, config: RunConfig) -> list[Phase]:
-    if not is_pretrained(config.model.name):
-        return [Phase("train", None, config.train.epochs, config.train.lr)]
+    phases = pretrained_phases(model, config) if is_pretrained(config.model.name) else [
+        Phase("train", None, config.train.epochs, config.train.lr)]  # fmt: skip
+    if not any(phase.epochs for phase in phases):
+        names = ", ".join(phase.name for phase in phases)
+        raise FinetuneError(f"no epochs to train in any phase ({names}): raise train.epochs")
+    return phases
+
+
+def pretrained_phases(model: nn.Module, config: RunConfig) -> list[Phase]:
     blocks, unfreeze = len(model.backbone), config.model.unfreeze_blocks
     if not 0 <= unfreeze <= blocks:
         raise FinetuneError(
@@ -52,10 +65,13 @@ def plan_phases(model: nn.Module, config: RunConfig) -> list[Phase]:
     if config.train.feature_views < 1:
         raise FinetuneError(f"train.feature_views must be at least 1, got {config.train.feature_views}")
     phases = [Phase("phase1", blocks, config.train.epochs, config.train.lr)]
+    finetune_lr = config.train.finetune_lr if config.train.finetune_lr is not None else config.train.lr / 10
     if unfreeze:
-        lr = config.train.finetune_lr if config.train.finetune_lr is not None else config.train.lr / 10
         epochs = config.train.finetune_epochs if config.train.finetune_epochs is not None else config.train.epochs
-        phases.append(Phase("phase2", blocks - unfreeze, epochs, lr))
+        phases.append(Phase("phase2", blocks - unfreeze, epochs, finetune_lr))
+    if config.train.end_to_end_epochs:
+        lr = config.train.end_to_end_lr if config.train.end_to_end_lr is not None else finetune_lr
+        phases.append(Phase("end_to_end", None, config.train.end_to_end_epochs, lr))
     return phases
 
 
@@ -195,7 +211,7 @@ def run_epoch(run: PhaseRun, epoch: int, settings: EpochSettings) -> tuple[Epoch
         train = train.epoch_shard(run.generator, context)
         batch_size, generator = rank_epoch(batch_size, settings.seed, epoch, context)
     with progress_bar(settings.console) as progress:
-        named = "" if run.phase.first_trained_block is None else f"{run.phase.name} "  # epochs count on across phases
+        named = f"{run.phase.name} " if run.phase.named else ""  # epochs count on across phases
         task = progress.add_task(f"{named}epoch {epoch}", total=len(train), stats="")
         batches = train.train_batches(batch_size, generator)
         train_metrics = train_epoch(run, batches, settings.loss_fn, settings.mixup_alpha, generator, context=context,

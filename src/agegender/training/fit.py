@@ -232,7 +232,8 @@ class Training:
                 continue
             if index > self.position.phase_index:  # a new phase starts from the best weights so far
                 barrier(self.context)  # written by rank 0
-                load_weights(self.model, self.run_dir / BEST)
+                if (self.run_dir / BEST).exists():  # else no epoch ran yet (phases of 0 epochs after --init)
+                    load_weights(self.model, self.run_dir / BEST)
                 self.position.phase_index, self.position.phase_epoch, self.position.saved = index, 0, {}
             run = self.start_phase(index, phase)
             # the resumed state's validated weights are known only now
@@ -241,7 +242,7 @@ class Training:
                                    self.position.best_epoch, self.position.epoch)  # fmt: skip
                 if note:
                     self.console.print(note)
-            later = tuple(p.first_trained_block for p in phases[index + 1 :])
+            later = tuple(p.first_trained_block for p in phases[index + 1 :] if p.first_trained_block is not None)
             summaries.append(self.train_phase(run, later, pending))
         return summaries
 
@@ -302,7 +303,7 @@ class Training:
     def save_epoch(self, run: PhaseRun, train, val, lr: float, is_best: bool) -> None:
         """The epoch's history row, last weights with the training state, then the best weights if they are."""
         epoch, phase = self.position.epoch, run.phase.name
-        named = {} if run.phase.first_trained_block is None else {"phase": phase}  # Model A's one phase goes unnamed
+        named = {"phase": phase} if run.phase.named else {}
         self.console.print(f"{phase} " * bool(named) + epoch_line(epoch, train, val, lr, is_best))
         if not self.context.is_main:  # under torchrun only rank 0 writes
             return

@@ -1,7 +1,7 @@
 """Batch sources: what a training phase steps over. Each yields (x, age (B, 2), gender (B,)) batches on
 the model's device, a shuffled pass for training and a fixed-order pass for evaluation.
 
-    ImageBatches   decoded uint8 images, augmented on the fly (Model A; a phase that trains everything)
+    ImageBatches   decoded uint8 images, augmented on the fly (Model A; Model B's end-to-end phase)
     CachedBatches  activations of the frozen part of a pretrained backbone, computed once (Model B)
 
 Caching is exact because frozen layers, BatchNorm included, run in eval mode. Augmentation becomes a
@@ -115,6 +115,27 @@ class FromBlock(nn.Module):
         if mode:
             self.model.gender_head.train()
             self.model.age_head.train()
+        return self
+
+
+class FrozenStatistics(nn.Module):
+    """What a pretrained model's end-to-end phase runs: the whole model, every block trained, but with
+    every BatchNorm in eval mode, as in the cached phases. dlib's affine layers are BatchNorms whose
+    running statistics carry its scale and shift: batch statistics would replace them."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model(x)
+
+    def train(self, mode: bool = True) -> FrozenStatistics:
+        self.training = mode
+        self.model.train(mode)
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
         return self
 
 

@@ -12,6 +12,7 @@
 #   benchmarks/train_face_models.sh dlib-distill-lfw  # dlib-distill on UTKFace + the lfw_select half's chips
 #   benchmarks/train_face_models.sh dlib-e2e      # dlib-full's best weights, then every block end to end on images, 1e-5
 #   benchmarks/train_face_models.sh dlib-e2e-fast # the same at 3e-5, with box jitter and photo degradations
+#   benchmarks/train_face_models.sh dlib-e2e-gentle  # the same at 3e-6, flips and colour only (no warps)
 # dlib-full-lfw adds gender-only training photos: lfw_dev split by identity (split_photos_by_identity.py, the
 # lfw_select half; lfw_report stays untouched for reporting), each photo's largest face aligned to dlib's
 # 150x150 template by `agegender crop` (resumable: a second call only checks). The LFW chips have no age, so
@@ -67,6 +68,9 @@ case "${1:-}" in
   dlib-e2e-fast) agegender train --data "$DATA" --out "$RUNS/dlib_e2e_fast" "${DLIB[@]}" "${END_TO_END[@]}" \
                  --set train.end_to_end_lr=0.00003 --set augment.grayscale=0.25 --set augment.box_jitter=0.5 \
                  --set augment.lowres=0.2 --set augment.jpeg=0.2 --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast" >&2
+  dlib-e2e-gentle) agegender train --data "$DATA" --out "$RUNS/dlib_e2e_gentle" "${DLIB[@]}" "${END_TO_END[@]}" \
+                 --set train.end_to_end_lr=0.000003 --set augment.grayscale=0.25 --set augment.rotation=0 \
+                 --set augment.zoom=0 --set augment.shift=0 --threads "$THREADS" ;;
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle" >&2
                exit 2 ;;
 esac

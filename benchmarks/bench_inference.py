@@ -1,7 +1,7 @@
 """Inference speed: model-only throughput and latency on PyTorch and onnxruntime, and the full
 pipeline (detection + crop + model) on 640x480 frames holding one face.
 
-    python benchmarks/bench_inference.py [--model CKPT] [--batch 64] [--seconds 3] [--threads N]
+    python benchmarks/bench_inference.py [--model CKPT] [--batch 64] [--seconds 3] [--threads N] [--tta | --no-tta]
 
 Without --model it uses the bundled model, or, before that exists, an untrained model of the
 default architecture (speed does not depend on the weights). Targets from the issue: >= 300
@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="time spent per measurement")
     parser.add_argument("--threads", type=int, help="torch and onnxruntime intra-op threads")
     parser.add_argument("--detector", default="auto")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="mirror averaging on or off (default: as the model file says, as predict does)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,7 +86,7 @@ def main() -> None:
         onnx_path, int8_path = Path(folder) / "model.onnx", Path(folder) / "model.int8.onnx"
         print(export_onnx(checkpoint, onnx_path).summary())
         print(export_onnx(checkpoint, int8_path, quantize="int8").summary())
-        options = {"detector": args.detector}
+        options = {"detector": args.detector, "tta": args.tta}
         runtimes = {
             "pytorch": Predictor.from_checkpoint(checkpoint, **options),
             "onnxruntime": Predictor(OnnxBackend.from_file(onnx_path, threads=args.threads), **options),
@@ -97,8 +99,8 @@ def main() -> None:
         print(f"{'runtime':18s} {'faces/s':>8s} {'/cpu':>6s} {'ms/face b=1':>12s} {'pipeline fps':>13s} {'/cpu':>6s}"
               f" {'1 face found':>13s}")  # fmt: skip
         for name, predictor in runtimes.items():
-            batched, batched_cpu = timed(lambda: predictor.predict_faces(faces), args.seconds)
-            single, _ = timed(lambda: predictor.predict_faces(faces[:1]), args.seconds)
+            batched, batched_cpu = timed(lambda: predictor.predict_prepared(faces), args.seconds)  # with tta if on
+            single, _ = timed(lambda: predictor.predict_prepared(faces[:1]), args.seconds)
             counter = iter(range(10**9))
             frame, frame_cpu = timed(lambda: predictor.predict(frames[next(counter) % len(frames)]), args.seconds)
             found = sum(len(predictor.predict(f).faces) == 1 for f in frames)

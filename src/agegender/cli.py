@@ -105,6 +105,7 @@ def _age_group_scheme(text: str | None):
     return None if text is None else resolve_age_groups(text)
 
 
+TTA_HELP = "average each face with its mirror image (default: as the model file says; the bundled model does)"
 CROP_HELP = "aligned (warp the detector's keypoints onto the model's face template) | box; default: the model's"
 MARGIN_HELP = (
     "crop margin per side (aligned: of the template chip, default 0; box: of the face box, default the detector's)"
@@ -120,7 +121,7 @@ def evaluate(
     split: str = typer.Option("all", help="all | train | val | test (recomputed with the model's own split seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
     runtime: str = typer.Option("torch", help="torch | onnx (--model then names an exported .onnx file)"),
-    tta: bool = typer.Option(False, "--tta", help="average each face with its mirror image"),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help=TTA_HELP),
     age_groups: Optional[str] = typer.Option(None, help=AGE_GROUPS_HELP),
     detect: bool = typer.Option(False, "--detect", help="photos, not crops: detect, score the largest face per image"),
     detector: str = typer.Option("auto", help="--detect: auto (= blazeface) | blazeface | haar | mediapipe"),
@@ -217,7 +218,7 @@ def predict(
     save_dir: Optional[Path] = typer.Option(None, help="write annotated copies of the images here"),
     output: Optional[Path] = typer.Option(None, help="images: predictions .csv/.json; video/webcam: annotated .mp4/.avi"),
     as_json: bool = typer.Option(False, "--json", help="print predictions as JSON on stdout"),
-    tta: bool = typer.Option(False, "--tta", help="average each face with its mirror image"),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help=TTA_HELP),
     runtime: str = typer.Option("torch", help="torch | onnx"),
     webcam: Optional[int] = typer.Option(None, help="read frames from this camera index instead of files"),
     max_frames: Optional[int] = typer.Option(None, help="video/webcam: stop after this many frames"),
@@ -286,6 +287,9 @@ def export(
     face_template: Optional[str] = typer.Option(
         None, help="safetensors-fp16: record aligned crops on this template (utkface | dlib_150) instead of the source's"
     ),
+    tta: Optional[bool] = typer.Option(
+        None, "--tta/--no-tta", help="record whether predictors average each face with its mirror image by default"
+    ),
 ) -> None:
     """Export a checkpoint to ONNX (checked against PyTorch) or to a float16 checkpoint."""
     from agegender.data.align import FaceCropSpec
@@ -301,12 +305,12 @@ def export(
             crop = None if face_template is None else FaceCropSpec("aligned", face_template)
         except ValueError as error:  # an unknown template
             raise typer.BadParameter(f"--face-template: {error}") from error
-        written = save_half_checkpoint(source, out, crop)
+        written = save_half_checkpoint(source, out, crop, tta)
         print(f"{written}: float16 weights, {written.stat().st_size / 2**20:.1f} MB (from {source.stat().st_size / 2**20:.1f} MB)")
         return
     if format_ != "onnx":
         raise typer.BadParameter(f"unknown format '{format_}'; choose onnx or safetensors-fp16")
-    print(export_onnx(model, out, quantize=quantize).summary())
+    print(export_onnx(model, out, quantize=quantize, tta=tta).summary())
 
 
 def _member_weights(text: Optional[str], option: str) -> Optional[list[float]]:

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
+from agegender.data.images import load_rgb
 from agegender.export.onnx import export_onnx
 from agegender.inference.backends import OnnxBackend, OnnxModelError
 from agegender.inference.predictor import Predictor, load_predictor
@@ -174,3 +175,21 @@ def test_cli_evaluate_on_onnx_matches_torch(tiny_checkpoint, utkface, tmp_path, 
     assert reports["onnx"]["n"] == reports["torch"]["n"] == len(utkface.parsed) - 2  # zero-byte and truncated skipped
     assert reports["onnx"]["age_mae"] == pytest.approx(reports["torch"]["age_mae"], abs=1e-3)
     assert reports["onnx"]["gender_accuracy"] == pytest.approx(reports["torch"]["gender_accuracy"])
+
+
+def test_cli_export_can_make_mirror_averaging_the_files_default(tiny_checkpoint, tmp_path, run_cli):
+    half, onnx = tmp_path / "half.safetensors", tmp_path / "model.onnx"
+    for args in (("--format", "safetensors-fp16", "--out", half), ("--out", onnx)):
+        code, _, err = run_cli("export", "--model", tiny_checkpoint, *args, "--tta")
+        assert code == 0, err
+    plain = Predictor.from_checkpoint(tiny_checkpoint)
+    face = plain.prepare_face(load_rgb(EXAMPLES / "astronaut_face.jpg"))[None]  # (1, S, S, 3) at the model's size
+    assert not plain.tta
+    for path, runtime in ((half, "torch"), (onnx, "onnx")):
+        default = Predictor.from_checkpoint(path, runtime=runtime)
+        assert default.tta and not Predictor.from_checkpoint(path, runtime=runtime, tta=False).tta
+        expected = Predictor.from_checkpoint(tiny_checkpoint, tta=True).predict_prepared(face)
+        mirrored = default.predict_prepared(face)
+        assert np.allclose(mirrored[0], expected[0], atol=0.5) and np.allclose(mirrored[1], expected[1], atol=0.01)
+    both = Predictor.from_checkpoint(tiny_checkpoint, tta=True)
+    assert not np.allclose(plain.predict_prepared(face)[1], both.predict_prepared(face)[1])  # mirroring changes it

@@ -81,6 +81,8 @@ HOSTILE = [
     (_set("preprocessing", "face_crop", {"method": "tight"}), "field 'preprocessing.face_crop': unknown crop method 'tight'"),
     (_set("preprocessing", "face_crop", {"method": "aligned", "template": "dlib_9"}), "field 'preprocessing.face_crop': unknown face template 'dlib_9'"),
     (_set("preprocessing", "face_crop", "aligned"), "field 'preprocessing.face_crop': expected dict, got str 'aligned'"),
+    (_set("inference", {"tta": "yes"}), "field 'inference.tta': expected bool, got str 'yes'"),
+    (_set("inference", True), "field 'inference': expected dict, got bool True"),
 ]
 
 

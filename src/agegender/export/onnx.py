@@ -66,12 +66,14 @@ class ExportReport:
 
 
 def export_onnx(
-    checkpoint: Path | None, out: Path, *, quantize: str | None = None, check_batch: int = 8, seed: int = 0
-) -> ExportReport:
+    checkpoint: Path | None, out: Path, *, quantize: str | None = None, tta: bool | None = None, check_batch: int = 8,
+    seed: int = 0,
+) -> ExportReport:  # fmt: skip
     """Export a checkpoint (None: the bundled model) to ONNX, then compare onnxruntime with PyTorch.
 
     `quantize="int8"` applies onnxruntime dynamic quantisation (int8 weights); the comparison then
-    reports the quantisation error instead of failing on it.
+    reports the quantisation error instead of failing on it. `tta`: the file's default for mirror
+    averaging (None: the checkpoint's).
     """
     if quantize not in (None, "int8"):
         raise ConfigError(f"unknown quantisation '{quantize}'; the only choice is int8")
@@ -80,6 +82,8 @@ def export_onnx(
     size = loaded.image_size
     example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
     meta = {**loaded.meta, "onnx": {"input": INPUT_NAME, "outputs": list(OUTPUT_NAMES), "quantized": quantize}}
+    if tta is not None:
+        meta["inference"] = {**meta.get("inference", {}), "tta": tta}
     out = Path(out)
     write_atomically(out, lambda temporary: _write_onnx(wrapper, example, temporary, meta, quantize))
     wrapper.eval()  # the exporter restores the mode it found on the wrapper; be explicit anyway

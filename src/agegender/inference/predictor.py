@@ -57,7 +57,8 @@ class Predictor:
     so --no-detect never loads one. `crop` overrides the model's face crop: a method ("aligned" or
     "box", see data.align.CROP_METHODS) or a whole FaceCropSpec. `margin` overrides that crop's
     margin (aligned: per side, fraction of the template chip; box: per side, fraction of the box,
-    default the detector's). `tta` averages each face with its mirror image. With `age_groups`,
+    default the detector's). `tta` averages each face with its mirror image (None: as the model
+    file says, `export --tta`; off for files that say nothing). With `age_groups`,
     each face also gets the probability of each group of that scheme (FacePrediction.age_groups),
     from the age distribution.
     """
@@ -68,7 +69,7 @@ class Predictor:
         *,
         detector: str | FaceDetector = DEFAULT_DETECTOR,
         margin: float | None = None,
-        tta: bool = False,
+        tta: bool | None = None,
         crop: str | FaceCropSpec | None = None,
         age_groups: AgeGroupScheme | None = None,
     ):
@@ -81,7 +82,7 @@ class Predictor:
         self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
         self._detector_name = detector if isinstance(detector, str) else detector.name
         self.face_crop = resolve_face_crop(backend.info.face_crop, crop, margin)
-        self.tta = tta
+        self.tta = backend.info.default_tta if tta is None else tta
         self.age_groups = age_groups
 
     @classmethod

@@ -41,6 +41,11 @@ class CheckpointInfo:
     def face_crop(self) -> FaceCropSpec:
         return read_face_crop(self.meta)
 
+    @property
+    def default_tta(self) -> bool:
+        """Whether predictors average each face with its mirror image unless told otherwise (export --tta)."""
+        return bool(self.meta.get("inference", {}).get("tta", False))
+
 
 @dataclass(frozen=True)
 class LoadedCheckpoint(CheckpointInfo):
@@ -90,13 +95,16 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     write_atomically(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
-def save_half_checkpoint(source: Path, out: Path, face_crop: FaceCropSpec | None = None) -> Path:
+def save_half_checkpoint(source: Path, out: Path, face_crop: FaceCropSpec | None = None, tta: bool | None = None) -> Path:
     """A copy of a checkpoint with float16 weights: half the file, loaded back into float32 models
     (the bundled model ships this way). Integer buffers (BatchNorm counters) stay as they are.
-    `face_crop`: the crop the copy records instead of the source's (one measured better for it)."""
+    `face_crop`: the crop the copy records instead of the source's (one measured better for it);
+    `tta`: the copy's default for mirror averaging (None: the source's)."""
     meta = read_meta(source)
     if face_crop is not None:
         meta["preprocessing"] = {**meta["preprocessing"], "face_crop": face_crop.to_dict()}
+    if tta is not None:
+        meta["inference"] = {**meta.get("inference", {}), "tta": tta}
     half = {k: v.half() if v.dtype == torch.float32 else v for k, v in read_weights(source).items()}
     metadata = {METADATA_KEY: json.dumps({**meta, "weights_dtype": "float16"})}
     write_atomically(Path(out), lambda temporary: save_file(half, temporary, metadata=metadata))

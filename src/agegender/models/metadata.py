@@ -10,6 +10,8 @@ A checkpoint (and an exported ONNX file, which carries the same JSON) describes 
     label_stats       n_train (int >= 0), age_mean, age_std (years), female_share (0-1); each optional or null
     epoch (int >= 0), phase ("phase1" | "phase2" | "end_to_end"), weights_dtype ("float32" | "float16"),
     source (text), onnx ({input, outputs, quantized}): optional
+    inference         optional: {"tta": bool}, how predictors use the model unless told otherwise
+                      (tta: each face averaged with its mirror image; export --tta writes it)
     ensemble          optional: 2-16 member metadata mappings (each the above, without a nested ensemble);
                       the top-level image size is then the largest member's
     ensemble_weights  optional, with ensemble: {"gender": [...], "age": [...]}, one weight >= 0 per member
@@ -82,6 +84,9 @@ def _check_model_meta(meta: Any, prefix: str) -> RunConfig:
     onnx = _field(meta, "onnx", prefix, dict, required=False)
     if onnx is not None:
         _choice(onnx, "quantized", f"{prefix}onnx.", (None, "int8"))
+    inference = _field(meta, "inference", prefix, dict, required=False)
+    if inference is not None:
+        _field(inference, "tta", f"{prefix}inference.", bool, required=False)
     return config
 
 

@@ -60,6 +60,17 @@ def test_batches_give_the_same_answers(predictor, photo_folder, monkeypatch):
     assert batched.report == whole.report and batched.detection == whole.detection
 
 
+def test_photos_are_searched_one_detector_call_per_chunk(predictor, photo_folder, monkeypatch):
+    whole = evaluate_photos(predictor, photo_folder.path)
+    calls = []
+    detect_batch = predictor.detector.detect_batch
+    monkeypatch.setattr(predictor.detector, "detect_batch", lambda frames: calls.append(len(frames)) or detect_batch(frames))
+    monkeypatch.setattr(photos, "CHUNK_IMAGES", 3)
+    chunked = evaluate_photos(predictor, photo_folder.path)
+    assert calls == [3, 3, 1]  # the 7 readable photos (the unreadable one is skipped before detection)
+    assert chunked.report == whole.report and chunked.detection == whole.detection
+
+
 def test_box_crops_never_count_as_fallbacks(trained_run, stub_detector, photo_folder):
     box = Predictor.from_checkpoint(trained_run.best, detector=stub_detector, crop="box")
     summary = evaluate_photos(box, photo_folder.path).detection

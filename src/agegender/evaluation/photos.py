@@ -2,7 +2,7 @@
 
 Each image is searched with the predictor's detector; its LARGEST face is cropped the way the
 predictor crops (data.align.crop_face through Predictor.crop_detections) and scored against the
-image's labels. Crops of many images go through the model in batches. An image where no face is
+image's labels. Images are searched a chunk at a time and crops go through the model in batches. An image where no face is
 found is counted apart and, in the end-to-end accuracy, as an error: a user who gives that photo
 gets no answer.
 """
@@ -26,6 +26,8 @@ from agegender.evaluation.metrics import GENDER_THRESHOLD
 from agegender.evaluation.report import DetectionSummary, build_report
 from agegender.inference.detection import largest_detection  # noqa: F401  (re-exported: tests and callers)
 from agegender.inference.predictor import Predictor
+from agegender.inference.runs import CHUNK_IMAGES, chunk_frames
+from agegender.inference.sources import Frame
 
 BATCH_FACES = 256  # crops per forward pass
 SHOWN_FILES = 20  # no-face file names kept in the summary
@@ -45,20 +47,27 @@ def _detect_each(
     progress: Callable[[int, int], None] | None,
 ) -> Iterator[tuple[_Found, FaceCrop | None]]:
     """Per readable image: what was found and the crop of its largest face (unreadable images go to
-    `undecodable`). One image at a time, so only the crops waiting for the model are in memory."""
-    for sample in samples:
+    `undecodable`). Images are searched in chunks, one detector call each (as `predict DIR` does),
+    so only a chunk of images and the crops waiting for the model are in memory."""
+    for chunk in chunk_frames(_decoded(samples, undecodable, progress), CHUNK_IMAGES):
+        detections = predictor.detector.detect_batch([frame.image for frame in chunk])
+        for frame, found in zip(chunk, detections):
+            largest = largest_detection(found)
+            crop = None if largest is None else predictor.crop_detections(frame.image, [largest])[0]
+            yield _Found(samples[frame.index], crop and crop.method, len(found)), crop
+
+
+def _decoded(samples: list[FaceSample], undecodable: list[Skipped],
+             progress: Callable[[int, int], None] | None) -> Iterator[Frame]:  # fmt: skip
+    """Each readable image as a Frame whose index is its place in `samples`."""
+    for index, sample in enumerate(samples):
         try:
-            rgb = load_rgb(sample.path)
+            yield Frame(load_rgb(sample.path), str(sample.path), index)
         except ImageLoadError as error:
             undecodable.append(Skipped(str(sample.path), error.reason))
-            continue
         finally:
             if progress:
                 progress(1, len(samples))
-        detections = predictor.detector.detect(rgb)
-        largest = largest_detection(detections)
-        crop = None if largest is None else predictor.crop_detections(rgb, [largest])[0]
-        yield _Found(sample, crop and crop.method, len(detections)), crop
 
 
 def _predict_batched(predictor: Predictor, crops: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@
 #   benchmarks/train_face_models.sh dlib-e2e      # dlib-full's best weights, then every block end to end on images, 1e-5
 #   benchmarks/train_face_models.sh dlib-e2e-fast # the same at 3e-5, with box jitter and photo degradations
 #   benchmarks/train_face_models.sh dlib-e2e-gentle  # the same at 3e-6, flips and colour only (no warps)
+#   benchmarks/train_face_models.sh dlib-full-150 # dlib-full on UTKFace re-aligned to dlib's template (same split)
 # dlib-full-lfw adds gender-only training photos: lfw_dev split by identity (split_photos_by_identity.py, the
 # lfw_select half; lfw_report stays untouched for reporting), each photo's largest face aligned to dlib's
 # 150x150 template by `agegender crop` (resumable: a second call only checks). The LFW chips have no age, so
@@ -34,6 +35,16 @@ lfw_select_chips() {  # the lfw_select half of lfw_dev, each photo's face aligne
   [ -f "$RUNS/lfw_select/labels.csv" ] || \
     python benchmarks/split_photos_by_identity.py "${LFW:-../shared/data/lfw_dev}" "$RUNS/lfw_select" "$RUNS/lfw_report"
   agegender crop "$RUNS/lfw_select" --out "$LFW_CHIPS" --template dlib_150
+}
+UTK150="$RUNS/utkface_dlib150_full"
+utkface_on_dlib_template() {  # each UTKFace image re-aligned to dlib's 150 template under its own name (the
+  # original where BlazeFace finds no face), so the folder splits exactly as UTKFace does
+  agegender crop "$DATA" --out "$RUNS/utkface_dlib150" --template dlib_150
+  mkdir -p "$UTK150"
+  for f in "$DATA"/*; do
+    chip="$RUNS/utkface_dlib150/$(basename "$f")"
+    if [ -f "$chip" ]; then ln -sfn "$(realpath "$chip")" "$UTK150/"; else ln -sfn "$(realpath "$f")" "$UTK150/"; fi
+  done
 }
 case "${1:-}" in
   dlib-5k)     agegender train --data "$DATA" --limit 5000 --out "$RUNS/dlib_5k" "${DLIB[@]}" \
@@ -71,6 +82,9 @@ case "${1:-}" in
   dlib-e2e-gentle) agegender train --data "$DATA" --out "$RUNS/dlib_e2e_gentle" "${DLIB[@]}" "${END_TO_END[@]}" \
                  --set train.end_to_end_lr=0.000003 --set augment.grayscale=0.25 --set augment.rotation=0 \
                  --set augment.zoom=0 --set augment.shift=0 --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle" >&2
+  dlib-full-150) utkface_on_dlib_template
+               agegender train --data "$UTK150" --out "$RUNS/dlib_full_150" "${DLIB[@]}" --set train.feature_views=4 \
+                 --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 --set augment.grayscale=0.25 --threads "$THREADS" ;;
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150" >&2
                exit 2 ;;
 esac

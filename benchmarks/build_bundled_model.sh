@@ -16,7 +16,8 @@
 # `choose-tta` adds two candidates: dlib_full with mirror averaging (val 94.5% / 4.48, lfw_select 98.5%: 96.5
 # against 96.3 without) and dlib_full + a Lite0 member trained at 128 px (train_model_b.sh full-128), weights 1,4
 # (94.85%, 98.41%: 96.6), whose PyTorch pipeline runs 50 fps (bench_inference.py), under the 60 fps target. So the
-# bundled model is dlib_full with mirror averaging on by default (export --tta): 179 faces/s, 103 / 69 fps.
+# bundled model is dlib_full with mirror averaging on by default (export --tta): 174-179 faces/s, 98-103 / 66-69 fps
+# (onnxruntime pipeline / PyTorch pipeline, two runs).
 set -euo pipefail
 DATA=${DATA:-../shared/data/utkface}
 PHOTOS=${PHOTOS:-../shared/data/lfw_dev}

@@ -29,7 +29,7 @@ from agegender.inference.backends import (  # noqa: F401  (OnnxModelError: re-ex
     OnnxModelError,
     bundled_model_path,
 )
-from agegender.models.checkpoint import METADATA_KEY, load_checkpoint
+from agegender.models.checkpoint import METADATA_KEY, load_checkpoint, with_default_tta
 
 OPSET = 17
 # A correct export differs from PyTorch only by float rounding; more than this means a broken graph.
@@ -81,9 +81,8 @@ def export_onnx(
     wrapper = AgeGenderOnnxWrapper(loaded.model.to(memory_format=torch.contiguous_format)).eval()
     size = loaded.image_size
     example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    meta = {**loaded.meta, "onnx": {"input": INPUT_NAME, "outputs": list(OUTPUT_NAMES), "quantized": quantize}}
-    if tta is not None:
-        meta["inference"] = {**meta.get("inference", {}), "tta": tta}
+    onnx = {"input": INPUT_NAME, "outputs": list(OUTPUT_NAMES), "quantized": quantize}
+    meta = with_default_tta({**loaded.meta, "onnx": onnx}, tta)
     out = Path(out)
     write_atomically(out, lambda temporary: _write_onnx(wrapper, example, temporary, meta, quantize))
     wrapper.eval()  # the exporter restores the mode it found on the wrapper; be explicit anyway

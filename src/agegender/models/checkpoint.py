@@ -103,12 +103,16 @@ def save_half_checkpoint(source: Path, out: Path, face_crop: FaceCropSpec | None
     meta = read_meta(source)
     if face_crop is not None:
         meta["preprocessing"] = {**meta["preprocessing"], "face_crop": face_crop.to_dict()}
-    if tta is not None:
-        meta["inference"] = {**meta.get("inference", {}), "tta": tta}
+    meta = with_default_tta(meta, tta)
     half = {k: v.half() if v.dtype == torch.float32 else v for k, v in read_weights(source).items()}
     metadata = {METADATA_KEY: json.dumps({**meta, "weights_dtype": "float16"})}
     write_atomically(Path(out), lambda temporary: save_file(half, temporary, metadata=metadata))
     return Path(out)
+
+
+def with_default_tta(meta: dict[str, Any], tta: bool | None) -> dict[str, Any]:
+    """`meta` recording whether predictors mirror-average by default (None: as it was)."""
+    return meta if tta is None else {**meta, "inference": {**meta.get("inference", {}), "tta": tta}}
 
 
 def read_meta(path: Path) -> dict[str, Any]:

@@ -74,7 +74,7 @@ from agegender.training.rundir import (
     resume_config,
 )
 from agegender.training.schedule import EpochScheduler, Warmup, check_warmup_steps, create_optimizer
-from agegender.training.sources import FromBlock, FrozenStatistics, build_cached_sources, image_sources
+from agegender.training.sources import FromBlock, build_cached_sources, image_sources
 
 __all__ = ["FitMetrics", "FitResult", "RunError", "fit", "resume"]
 
@@ -249,7 +249,7 @@ class Training:
     def start_phase(self, index: int, phase: Phase) -> PhaseRun:
         config, model, first = self.config.train, self.model, phase.first_trained_block
         optimizer = create_optimizer(set_trainable(model, first), config, lr=phase.lr)
-        trained = FromBlock(model, first) if first is not None else FrozenStatistics(model) if phase.named else model
+        trained = FromBlock(model, first) if phase.named else model  # a pretrained model's phase: BatchNorm frozen
         run = PhaseRun(
             phase=phase,
             optimizer=optimizer,

@@ -95,16 +95,20 @@ class CachedBatches:
 
 
 class FromBlock(nn.Module):
-    """What a phase on cached activations runs: the backbone blocks from `first_trained_block` on,
-    pooling and the heads. In train mode only the heads' dropout trains: every BatchNorm keeps its
-    running statistics (the usual advice for fine-tuning with small batches), so the cache stays valid."""
+    """What a pretrained model's phase runs: the backbone blocks from `first_trained_block` on, pooling
+    and the heads, on cached activations (None: the whole model, on images, for the end-to-end phase).
+    In train mode only the heads' dropout trains: every BatchNorm keeps its running statistics (the
+    usual advice for fine-tuning with small batches), so the cache stays valid; dlib's affine layers
+    are BatchNorms whose statistics hold its scale and shift, which batch statistics would replace."""
 
-    def __init__(self, model: nn.Module, first_trained_block: int):
+    def __init__(self, model: nn.Module, first_trained_block: int | None):
         super().__init__()
         self.model, self.first_trained_block = model, first_trained_block
 
     def forward(self, activations: torch.Tensor):
         model = self.model
+        if self.first_trained_block is None:
+            return model(activations)  # (B, 3, S, S) images
         if self.first_trained_block == len(model.backbone):
             return model.heads(activations)  # (B, C) already pooled
         return model.heads(model.pool(model.backbone[self.first_trained_block :](activations)).flatten(1))  # (B, C)
@@ -115,27 +119,6 @@ class FromBlock(nn.Module):
         if mode:
             self.model.gender_head.train()
             self.model.age_head.train()
-        return self
-
-
-class FrozenStatistics(nn.Module):
-    """What a pretrained model's end-to-end phase runs: the whole model, every block trained, but with
-    every BatchNorm in eval mode, as in the cached phases. dlib's affine layers are BatchNorms whose
-    running statistics carry its scale and shift: batch statistics would replace them."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor):
-        return self.model(x)
-
-    def train(self, mode: bool = True) -> FrozenStatistics:
-        self.training = mode
-        self.model.train(mode)
-        for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
         return self
 
 

@@ -14,6 +14,8 @@
 #   benchmarks/train_face_models.sh dlib-e2e-fast # the same at 3e-5, with box jitter and photo degradations
 #   benchmarks/train_face_models.sh dlib-e2e-gentle  # the same at 3e-6, flips and colour only (no warps)
 #   benchmarks/train_face_models.sh dlib-full-150 # dlib-full on UTKFace re-aligned to dlib's template (same split)
+#   benchmarks/train_face_models.sh dlib-aaf      # dlib-full's recipe on UTKFace + All-Age-Faces (benchmarks/split_aaf.py)
+#   benchmarks/train_face_models.sh dlib-aaf-sampled  # the same, AAF and children 0-12 each drawn twice as often
 # dlib-full-lfw adds gender-only training photos: lfw_dev split by identity (split_photos_by_identity.py, the
 # lfw_select half; lfw_report stays untouched for reporting), each photo's largest face aligned to dlib's
 # 150x150 template by `agegender crop` (resumable: a second call only checks). The LFW chips have no age, so
@@ -46,6 +48,12 @@ utkface_on_dlib_template() {  # each UTKFace image re-aligned to dlib's 150 temp
     if [ -f "$chip" ]; then ln -sfn "$(realpath "$chip")" "$UTK150/"; else ln -sfn "$(realpath "$f")" "$UTK150/"; fi
   done
 }
+AAF="$RUNS/aaf"
+aaf_split() {  # All-Age-Faces with its held-out part fixed (a seeded half of its val part)
+  [ -f "$AAF/labels.csv" ] || python benchmarks/split_aaf.py "${AAF_SOURCE:-../shared/data/aaf}" "$AAF"
+}
+DLIB_FULL=("${DLIB[@]}" --set train.feature_views=4 --set train.finetune_lr=0.00001 --set train.finetune_epochs=10
+           --set augment.grayscale=0.25)
 case "${1:-}" in
   dlib-5k)     agegender train --data "$DATA" --limit 5000 --out "$RUNS/dlib_5k" "${DLIB[@]}" \
                  --set train.feature_views=6 --threads "$THREADS" ;;
@@ -85,6 +93,11 @@ case "${1:-}" in
   dlib-full-150) utkface_on_dlib_template
                agegender train --data "$UTK150" --out "$RUNS/dlib_full_150" "${DLIB[@]}" --set train.feature_views=4 \
                  --set train.finetune_lr=0.00001 --set train.finetune_epochs=10 --set augment.grayscale=0.25 --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150" >&2
+  dlib-aaf)    aaf_split
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf" "${DLIB_FULL[@]}" --threads "$THREADS" ;;
+  dlib-aaf-sampled) aaf_split
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_sampled" "${DLIB_FULL[@]}" \
+                 --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled" >&2
                exit 2 ;;
 esac

@@ -574,3 +574,42 @@ def test_compare_refuses_a_folder_that_is_neither_run_nor_evaluated_checkpoint(r
     code, _, err = run_cli("compare", tmp_path / "empty", "--out", tmp_path / "compare")
     assert code == 2
     assert_one_error_line(err, "not a finished run", "evaluations/ folder")
+
+
+def test_predict_gives_each_face_an_age_interval_and_calibrate_sets_its_width(run_cli, trained_run, faces_dir,
+                                                                              tmp_path):  # fmt: skip
+    output = tmp_path / "predictions.csv"
+    code, out, err = run_cli("predict", faces_dir, "--model", trained_run.best, "--no-detect", "--output", output)
+    assert code == 0, err
+    with output.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        assert int(row["age_low"]) <= float(row["age"]) <= int(row["age_high"])
+    code, out, err = run_cli("predict", faces_dir / "face_0.jpg", "--model", trained_run.best, "--no-detect")
+    assert f"age {float(rows[0]['age']):.0f} ({rows[0]['age_low']}-{rows[0]['age_high']})" in out
+    calibrated = tmp_path / "calibrated.safetensors"
+    code, out, err = run_cli("calibrate", "--data", trained_run.data.path, "--model", trained_run.best, "--out", calibrated,
+                             "--split", "all")  # fmt: skip
+    assert code == 0, err
+    after = float(re.search(r"-> ([\d.]+)% at temperature", out)[1])
+    assert 80.0 <= after < 90.0  # the narrowest intervals that cover 80% of 38 ages
+    temperature = read_meta(calibrated)["inference"]["age_interval_temperature"]
+    assert temperature > 0 and temperature != 1.0
+    code, out, err = run_cli("evaluate", "--data", trained_run.data.path, "--model", calibrated, "--split", "val", "--json")
+    assert code == 0, err
+    assert json.loads(out)["age_interval_coverage"] is not None
+
+
+def test_calibrate_refuses_to_overwrite_the_model_itself(run_cli, trained_run, tmp_path):
+    copy = tmp_path / "model.safetensors"
+    copy.write_bytes(trained_run.best.read_bytes())
+    code, _, err = run_cli("calibrate", "--data", trained_run.data.path, "--model", copy, "--out", copy)
+    assert code == 2
+    assert "is the model file itself" in err
+
+
+def test_train_with_a_negative_sampling_weight_is_one_error_line(run_cli, utkface, tmp_path):
+    code, _, err = run_cli("train", "--data", utkface.path, "--out", tmp_path / "run", *TINY,
+                           "--set", "data.sampling=[utkface=-2]")  # fmt: skip
+    assert code == 2
+    assert_one_error_line(err, "data.sampling", "utkface=-2", "weight must be in [0, 1000]")

@@ -313,6 +313,27 @@ def export(
     print(export_onnx(model, out, quantize=quantize, tta=tta).summary())
 
 
+@app.command()
+def calibrate(
+    data: list[Path] = typer.Option(..., help="labelled folder with exact ages; repeat for several (the model's val split)"),
+    out: Path = typer.Option(..., help="the calibrated copy of the model file to write"),
+    model: Optional[Path] = typer.Option(None, help="checkpoint; default: the bundled model"),
+    split: str = typer.Option("val", help="the split the temperature is chosen on (never the one you report)"),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help=TTA_HELP),
+) -> None:
+    """Make the 80% age intervals cover 80% of true ages on a val split: writes a copy with that temperature."""
+    from agegender.evaluation.intervals import calibrate as choose
+    from agegender.inference.predictor import bundled_model_path, load_predictor
+    from agegender.models.checkpoint import save_with_inference_default
+
+    source = model or bundled_model_path()
+    if out.resolve() == source.resolve():
+        raise typer.BadParameter(f"--out {out} is the model file itself; write the calibrated copy elsewhere")
+    result = choose(load_predictor(source, tta=tta), data, split)
+    save_with_inference_default(source, out, "age_interval_temperature", round(result.temperature, 4))
+    print(f"{out}: {result.line()}")
+
+
 def _member_weights(text: Optional[str], option: str) -> Optional[list[float]]:
     """--gender-weights 1,0,2 -> [1.0, 0.0, 2.0]."""
     if text is None:

@@ -43,6 +43,9 @@ class DataConfig:
     # Train/val age labels replaced by the groups of this scheme (adience | fairface | "0-12,13-19,20+"),
     # test labels kept: measures training on group labels against exact ages on the same split.
     hide_ages: str | None = None
+    # Training draw weights, KEY=WEIGHT terms multiplied per image (data/sampling.py): a folder's name,
+    # age:LOW-HIGH, age:LOW+ or gender:male|female; e.g. [aaf=2, age:0-12=3]. Empty: every image once an epoch.
+    sampling: tuple[str, ...] = ()
 
     def folders(self) -> tuple[str, ...]:
         """The data folders, one or several ("" reads as none)."""

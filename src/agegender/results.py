@@ -12,8 +12,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-# Columns of a prediction row (Prediction.rows); --age-groups adds age_group and p_age_<group>
+# Columns of a prediction row (Prediction.rows); a model with an age distribution adds age_low and age_high
+# (its 80% interval), --age-groups adds age_group and p_age_<group>
 ROW_FIELDS = ("path", "face_index", "x1", "y1", "x2", "y2", "score", "age", "gender", "p_female")
+AGE_INTERVAL_LEVEL = 0.8  # inference/age_interval.py's DEFAULT_LEVEL
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class FacePrediction:
     # The crop made for this face (data.align): "aligned", or "box" (asked for, or the fallback when
     # an aligned crop had no usable keypoints); None when no detector ran.
     crop: str | None = None
+    # [low, high] whole years holding the central 80% of the age distribution (inference/age_interval.py);
+    # None where the model gives no distribution (a regression head, an ONNX file).
+    age_interval: tuple[float, float] | None = None
 
     @property
     def gender(self) -> str:
@@ -82,6 +87,8 @@ class FacePrediction:
             out.update(age_group=self.age_group, age_groups=dict(self.age_groups))
         if self.crop is not None:
             out["crop"] = self.crop
+        if self.age_interval is not None:
+            out.update(age_interval=list(self.age_interval), age_interval_level=AGE_INTERVAL_LEVEL)
         return out
 
     def row(self, path: str, index: int) -> dict:
@@ -92,6 +99,8 @@ class FacePrediction:
             "score": None if self.score is None else round(self.score, 4),
             "age": round(self.age, 1), "gender": self.gender, "p_female": round(self.p_female, 4),
         }  # fmt: skip
+        if self.age_interval is not None:
+            row["age_low"], row["age_high"] = (round(bound) for bound in self.age_interval)
         if self.age_groups is not None:  # --age-groups: the likeliest group, then one column per group
             row["age_group"] = self.age_group
             row.update({f"p_age_{name}": round(p, 4) for name, p in self.age_groups.items()})
@@ -134,4 +143,5 @@ def _row_text(row: dict) -> str:
     if row["x1"] is not None:
         where = f" face {row['face_index']} at ({row['x1']},{row['y1']},{row['x2']},{row['y2']})"
     group = f", group {row['age_group']} (p {row['p_age_' + row['age_group']]:.2f})" if "age_group" in row else ""
-    return f"{row['path']}{where}: {row['gender']} (p_female {row['p_female']:.2f}), age {row['age']:.0f}{group}"
+    interval = f" ({row['age_low']}-{row['age_high']})" if "age_low" in row else ""
+    return f"{row['path']}{where}: {row['gender']} (p_female {row['p_female']:.2f}), age {row['age']:.0f}{interval}{group}"

@@ -293,3 +293,13 @@ def test_read_folders_refuses_a_folder_given_twice(utkface):
 def test_read_folders_names_a_bad_folder(utkface, tmp_path):
     with pytest.raises(DataError, match="nowhere: data folder not found"):
         read_folders([utkface.path, tmp_path / "nowhere"])
+
+
+def test_labels_csv_split_column_is_read_and_checked(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        (tmp_path / name).write_bytes(name.encode())
+    (tmp_path / "labels.csv").write_text("filename,age,gender,split\na.jpg,30,male,Test\nb.jpg,30,male,\n"
+                                         "c.jpg,30,male,holdout\nd.jpg,30,male,train\n")  # fmt: skip
+    result = read_folder(tmp_path)
+    assert {s.path.name: s.split for s in result.samples} == {"a.jpg": "test", "b.jpg": None, "d.jpg": "train"}
+    assert "line 4: split 'holdout' is not one of train, val, test" in result.skipped[0].reason

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,15 @@ def test_a_copy_in_a_later_folder_goes_with_the_first(tmp_path):
         splits = split_folders([samples, [FaceSample(copy, gender=1)]], val_fraction=0.3, test_fraction=0.3, seed=seed)
         where = {s.path: name for name in ("train", "val", "test") for s in getattr(splits, name)}
         assert where[copy] == where[samples[7].path]
+
+
+def test_a_split_column_fixes_its_rows_and_the_rest_are_split_by_seed(tmp_path):
+    samples = make_samples(tmp_path)
+    given = {0: "test", 1: "val", 2: "train"}  # the first three samples of each stratum name their split
+    fixed = [replace(s, split=given[i % 20]) if i % 20 in given else s for i, s in enumerate(samples)]
+    splits = split_folders([fixed], val_fraction=0.2, test_fraction=0.2, seed=3)
+    for name in ("train", "val", "test"):
+        assert {s.path for s in fixed if s.split == name} <= {s.path for s in getattr(splits, name)}
+    seeded = split_samples([s for s in fixed if s.split is None], val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert sorted(names(splits.test)) == sorted(names(seeded.test) + [n for n in names(fixed) if n.endswith("_0.jpg")])
+    assert len(splits.train) + len(splits.val) + len(splits.test) == len(fixed)

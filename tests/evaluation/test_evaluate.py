@@ -134,3 +134,29 @@ def test_evaluate_with_tta_scores_the_average_of_each_face_and_its_mirror(traine
     age_true = np.array([s.age for s in kept], float)
     assert report.n == len(kept)
     assert report.age_mae == pytest.approx(float(np.mean(np.abs(ages - age_true))), abs=1e-4)
+
+
+def test_two_folders_are_reported_each_and_a_label_one_lacks_is_not_counted(predictor, trained_run, labels_folder,
+                                                                            cache_dir):  # fmt: skip
+    both = evaluate(predictor, [trained_run.data.path, labels_folder.path], "all", cache_dir=cache_dir).report
+    alone = {name: evaluate(predictor, folder, "all", cache_dir=cache_dir).report
+             for name, folder in (("utkface", trained_run.data.path), ("labelled", labels_folder.path))}  # fmt: skip
+    assert list(both.per_dataset) == ["utkface", "labelled"]
+    for name, report in alone.items():
+        assert both.per_dataset[name].n == report.n
+        assert both.per_dataset[name].gender_accuracy == pytest.approx(report.gender_accuracy)
+        assert both.per_dataset[name].age_mae == pytest.approx(report.age_mae)
+    assert not alone["utkface"].per_dataset  # one folder: nothing to break down
+    # the labels folder's rows without a race are simply not in the race breakdown
+    assert sum(group.n for group in both.per_race.values()) < both.n
+
+
+def test_the_age_intervals_coverage_is_what_the_predicted_intervals_cover(predictor, trained_run, cache_dir):
+    report = evaluate(predictor, trained_run.data.path, "all", cache_dir=cache_dir).report
+    samples = [s for s in read_folder(trained_run.data.path).samples if s.path.name not in trained_run.data.undecodable]
+    faces = np.stack([load_face(s.path, predictor.image_size) for s in samples])
+    intervals = predictor.age_intervals(predictor.predict_distributions(faces))
+    ages = np.array([s.age for s in samples])
+    inside = (ages >= intervals[:, 0]) & (ages <= intervals[:, 1])
+    assert report.age_interval_coverage == pytest.approx(inside.mean())
+    assert report.age_interval_width == pytest.approx(np.mean(intervals[:, 1] - intervals[:, 0]))

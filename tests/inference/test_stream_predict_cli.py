@@ -47,7 +47,8 @@ def test_folder_predict_writes_csv_and_annotated_images_and_counts_skips(tiny_ch
     assert code == 0, err
     assert "7 images predicted" in err and "3 unreadable skipped" in err
     rows = list(csv.DictReader(output.open()))
-    assert list(rows[0]) == ["path", "face_index", "x1", "y1", "x2", "y2", "score", "age", "gender", "p_female"]
+    assert list(rows[0]) == ["path", "face_index", "x1", "y1", "x2", "y2", "score", "age", "gender", "p_female",
+                             "age_low", "age_high"]
     names = {Path(r["path"]).name for r in rows}
     assert {"astronaut.jpg", "cmyk.jpg", "alpha.png"} <= names and "no_face.png" not in names
     assert len(list(save_dir.glob("*_pred*.jpg"))) == 7 and (save_dir / "astronaut_pred_2.jpg").is_file()

@@ -104,9 +104,9 @@ def test_early_stopping_restores_the_best_weights(utkface, cache_dir, make_confi
     measured = []
     real_split_report = fit_module.split_report
 
-    def recording_split_report(model, arrays, channels_last):
+    def recording_split_report(model, arrays, channels_last, read=None):
         measured.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return real_split_report(model, arrays, channels_last)
+        return real_split_report(model, arrays, channels_last, read)
 
     monkeypatch.setattr(fit_module, "split_report", recording_split_report)
     result = fit(config, tmp_path / "run", console=quiet())
@@ -474,3 +474,24 @@ def test_a_one_phase_state_saved_by_77dbc71_resumes_like_a_new_one(utkface, cach
         assert resume(tmp_path / run, epochs=2, console=quiet()).stopped_epoch == 2
     for name in ("last.safetensors", "best.safetensors"):
         assert_same_weights(load_file(str(tmp_path / "old" / name)), load_file(str(tmp_path / "new" / name)))
+
+
+def test_a_sampled_run_on_two_folders_trains_and_reports_each_dataset(utkface, labels_folder, cache_dir, make_config,
+                                                                       tmp_path):  # fmt: skip
+    config = make_config(utkface.path, cache_dir, epochs=1)
+    config = replace(config, data=replace(config.data, path=(str(utkface.path), str(labels_folder.path)),
+                                          sampling=("labelled=3", "age:0-12=2")))  # fmt: skip
+    result = fit(config, tmp_path / "run", console=quiet())
+    assert set(result.metrics.val.per_dataset) <= {"utkface", "labelled"} and result.metrics.val.per_dataset
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["test"]["per_dataset"].keys() == result.metrics.test.per_dataset.keys()
+    plain = fit(replace(config, data=replace(config.data, sampling=())), tmp_path / "plain", console=quiet())
+    assert result.metrics.train_at_best != plain.metrics.train_at_best  # other draws, other training
+
+
+def test_a_sampling_term_naming_no_folder_is_refused_before_any_data_is_read(make_config, tmp_path):
+    config = make_config(tmp_path / "utkface", tmp_path / "cache")
+    config = replace(config, data=replace(config.data, sampling=("aaf=2",)))
+    with pytest.raises(ConfigError, match="'aaf' is not a data folder of this run"):
+        fit(config, tmp_path / "run", console=quiet())
+    assert not (tmp_path / "run").exists()

@@ -12,6 +12,7 @@ from agegender.data.age_groups import group_interval, resolve_age_groups
 from agegender.data.cache import decode_samples
 from agegender.data.readers import ReadResult, Skipped, read_folders
 from agegender.data.samples import FaceSample
+from agegender.data.sampling import parse_sampling, sample_weights
 from agegender.data.splits import Splits, split_folders
 
 
@@ -24,6 +25,8 @@ class LabelledArrays:
     # (N, 2) [low, high] years each age label allows: [a, a] for an exact age, a group's interval for an
     # age_group (data/age_groups.py), NaN for neither. None: the exact ages in `age` are all there is.
     age_range: np.ndarray | None = None
+    # (N,) training draw weights (data.sampling); None: every image once per epoch.
+    weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -96,6 +99,28 @@ def hide_exact_ages(samples: list[FaceSample], scheme_text: str) -> list[FaceSam
     return [replace(s, age=None, age_group=group_of[id(s)]) if id(s) in group_of else s for s in samples]
 
 
+def folder_of_samples(samples: list[FaceSample], read: ReadResult, folders: tuple[str, ...]) -> np.ndarray:
+    """(N,) the data folder (as given) each sample was read from."""
+    if not read.parts:
+        return np.array([folders[0] if folders else ""] * len(samples), dtype=object)
+    owner = {sample.path: folder for folder, part in read.parts for sample in part.samples}
+    return np.array([owner[sample.path] for sample in samples], dtype=object)
+
+
+def dataset_names(samples: list[FaceSample], read: ReadResult) -> list[str] | None:
+    """Each sample's data folder by name, for per-dataset reports (None: one folder, nothing to break down)."""
+    if not read.parts:
+        return None
+    return [Path(folder).name for folder in folder_of_samples(samples, read, ())]
+
+
+def with_sampling_weights(train: LabelledArrays, read: ReadResult, config: DataConfig) -> LabelledArrays:
+    terms = parse_sampling(config.sampling, config.folders())
+    folder_of = folder_of_samples(train.samples, read, config.folders())
+    age_range = train.age_range if train.age_range is not None else np.stack([train.age, train.age], axis=1)
+    return replace(train, weight=sample_weights(terms, folder_of, age_range, train.gender))
+
+
 def make_splits(read: ReadResult, config: DataConfig) -> Splits:
     """The run's split; several folders are split one by one (data.splits.split_folders)."""
     return split_folders(
@@ -109,6 +134,7 @@ def make_splits(read: ReadResult, config: DataConfig) -> Splits:
 
 def prepare_data(config: DataConfig) -> PreparedData:
     """Read, split and decode the data folders as `config` describes."""
+    parse_sampling(config.sampling, config.folders())  # a bad term fails before any image is decoded
     read = read_folders(config.folders())
     splits = make_splits(read, config)
     arrays, undecodable = {}, []
@@ -118,7 +144,8 @@ def prepare_data(config: DataConfig) -> PreparedData:
             samples = hide_exact_ages(samples, config.hide_ages)
         arrays[name], skipped = decode_split(samples, config)
         undecodable += skipped
-    return PreparedData(arrays["train"], arrays["val"], arrays["test"], read, undecodable)
+    train = with_sampling_weights(arrays["train"], read, config)
+    return PreparedData(train, arrays["val"], arrays["test"], read, undecodable)
 
 
 def label_stats(train: LabelledArrays) -> dict[str, float]:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from agegender.data.age_groups import parse_age_group
 from agegender.data.images import list_image_files, unreadable_reason
-from agegender.data.samples import GENDER_NAMES, MAX_AGE, RACE_NAMES, FaceSample
+from agegender.data.samples import GENDER_NAMES, MAX_AGE, RACE_NAMES, SPLIT_NAMES, FaceSample
 from agegender.errors import UserInputError
 
 # [age]_[gender]_[race]_[datetime].jpg, optionally with the aligned-crop suffix .chip.jpg
@@ -138,6 +138,15 @@ def _parse_age_group(text: str) -> str | None:
     return value
 
 
+def _parse_split(text: str) -> str | None:
+    value = text.strip().lower()
+    if value == "":
+        return None
+    if value not in SPLIT_NAMES:
+        raise _BadRow(f"split '{text}' is not one of {', '.join(SPLIT_NAMES)}")
+    return value
+
+
 def _path_in_folder(folder: Path, name: str) -> Path:
     """folder / name, for a name that stays inside the folder (labels.csv paths are relative to it)."""
     relative = Path(name)
@@ -163,6 +172,7 @@ def _row_to_sample(row: dict[str, str], folder: Path) -> FaceSample:
         race=_parse_race(row.get("race") or ""),
         age_group=_parse_age_group(row.get("age_group") or ""),
         identity=(row.get("identity") or "").strip() or None,
+        split=_parse_split(row.get("split") or ""),
     )
     if sample.age is None and sample.gender is None and sample.age_group is None:
         raise _BadRow("no age, gender or age_group label")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 RACE_NAMES = ("White", "Black", "Asian", "Indian", "Others")
 GENDER_NAMES = ("male", "female")
+SPLIT_NAMES = ("train", "val", "test")
 MAX_AGE = 116
 
 
@@ -21,3 +22,5 @@ class FaceSample:
     age_group: str | None = None  # e.g. "20-29" or "70+" (Adience-style)
     # The person shown (labels.csv's identity column): splits keep every photo of a person on one side.
     identity: str | None = None
+    # The split a labels.csv's split column assigns (train / val / test); None: the seeded split decides.
+    split: str | None = None

@@ -4,7 +4,9 @@ Byte-identical files (UTKFace has ~375 such groups, some with conflicting labels
 together as one unit, so no image appears in two splits; so are all photos of one identity
 (labels.csv's identity column, compared as text across folders), so no person appears in two.
 Several folders (split_folders) are grouped together, so a photo copied into two folders is one
-unit too, then split folder by folder: adding a folder leaves the others' splits as they were.
+unit too, then split folder by folder: adding a folder leaves the others' splits as they were. A labels.csv
+with a split column (train / val / test) fixes its rows' splits: a dataset's own protocol, or a held-out
+part chosen once (benchmarks/split_aaf.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from agegender.config import ConfigError
-from agegender.data.samples import FaceSample
+from agegender.data.samples import SPLIT_NAMES, FaceSample
 
 STRATUM_AGE_EDGES = (13, 20, 30, 40, 50, 60, 70)
 
@@ -130,6 +132,17 @@ def _split_groups(
     return train, val, test
 
 
+def _split_folder(
+    groups: list[list[FaceSample]], val_fraction: float, test_fraction: float, seed: int, limit: int | None
+) -> tuple[list[list[FaceSample]], ...]:
+    """(train, val, test) groups of one folder: a group whose first sample names its split (labels.csv's
+    split column) goes there as given; the others are split by seed as usual (`limit` applies to those)."""
+    given = {name: [g for g in groups if g[0].split == name] for name in SPLIT_NAMES}
+    seeded = [g for g in groups if g[0].split is None]
+    train, val, test = _split_groups(seeded, val_fraction, test_fraction, seed, limit) if seeded else ([], [], [])
+    return given["train"] + train, given["val"] + val, given["test"] + test
+
+
 def split_samples(
     samples: list[FaceSample],
     *,
@@ -164,6 +177,6 @@ def split_folders(
     by_folder: list[list[list[FaceSample]]] = [[] for _ in folders]
     for group in group_duplicates([sample for samples in folders for sample in samples]):
         by_folder[folder_of[id(group[0])]].append(group)
-    parts = [_split_groups(groups, val_fraction, test_fraction, seed, limit) for groups in by_folder]
+    parts = [_split_folder(groups, val_fraction, test_fraction, seed, limit) for groups in by_folder]
     train, val, test = ([sample for part in parts for sample in _flatten(part[k])] for k in range(3))
     return Splits(train=train, val=val, test=test)

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from agegender.config import ConfigError, DataConfig
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
-from agegender.data.dataset import decode_split, make_splits
+from agegender.data.dataset import dataset_names, decode_split, make_splits
 from agegender.data.readers import DataError, ReadResult, Skipped, as_folders, read_folders
 from agegender.evaluation.age_groups import score_age_groups
 from agegender.evaluation.report import DetectionSummary, EvaluationReport, build_report
@@ -56,11 +56,12 @@ def evaluate(
     arrays, undecodable = decode_split(samples, data_config)
     if len(arrays) == 0:
         raise DataError(f"{data_dir}: no readable images to evaluate ({len(undecodable)} unreadable skipped)")
-    if age_groups is None:
-        age, p_female = predictor.predict_prepared(arrays.images)  # with flip averaging when tta is on
-        return Evaluation(build_report(arrays.samples, age, p_female), read, undecodable, split)
-    predicted = predictor.predict_distributions(arrays.images)
-    probs = group_probabilities(age_groups, predicted.age, predicted.age_probs)  # (N, G)
-    groups = score_age_groups(arrays.samples, probs, age_groups, from_distribution=predicted.age_probs is not None)
-    report = build_report(arrays.samples, predicted.age, predicted.p_female, age_groups=groups)
+    datasets = dataset_names(arrays.samples, read)
+    predicted = predictor.predict_distributions(arrays.images)  # with flip averaging when tta is on
+    groups = None
+    if age_groups is not None:
+        probs = group_probabilities(age_groups, predicted.age, predicted.age_probs)  # (N, G)
+        groups = score_age_groups(arrays.samples, probs, age_groups, from_distribution=predicted.age_probs is not None)
+    report = build_report(arrays.samples, predicted.age, predicted.p_female, age_groups=groups, datasets=datasets,
+                          age_intervals=predictor.age_intervals(predicted))  # fmt: skip
     return Evaluation(report, read, undecodable, split)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ from rich.table import Table
 
 from agegender.data.samples import GENDER_NAMES, RACE_NAMES, FaceSample
 from agegender.evaluation.age_groups import AgeGroupReport, GroupAccuracy
+from agegender.inference.age_interval import coverage
 from agegender.evaluation.metrics import (
     AGE_BAND_NAMES,
     GroupMetrics,
@@ -50,6 +51,10 @@ class EvaluationReport:
     per_gender: dict[str, GroupMetrics]
     per_age_band: dict[str, GroupMetrics]
     age_groups: AgeGroupReport | None = None  # with --age-groups: group accuracy, 1-off, confusion
+    per_dataset: dict[str, GroupMetrics] = field(default_factory=dict)  # several folders: each one's part
+    # Share of exact ages inside their predicted 80% interval, and its mean width in years (None: no distribution)
+    age_interval_coverage: float | None = None
+    age_interval_width: float | None = None
 
 
 def _label_array(values: list[float | int | None]) -> np.ndarray:
@@ -58,9 +63,12 @@ def _label_array(values: list[float | int | None]) -> np.ndarray:
 
 
 def build_report(
-    samples: list[FaceSample], age_pred: np.ndarray, p_female: np.ndarray, age_groups: AgeGroupReport | None = None
+    samples: list[FaceSample], age_pred: np.ndarray, p_female: np.ndarray, age_groups: AgeGroupReport | None = None,
+    datasets: list[str] | None = None, age_intervals: np.ndarray | None = None,
 ) -> EvaluationReport:
-    """Score predictions (one per sample, same order) against the samples' labels.
+    """Score predictions (one per sample, same order) against the samples' labels; `datasets` (the folder
+    name of each sample, for several folders) adds a breakdown per dataset; `age_intervals` ((N, 2) years)
+    their coverage of the true ages.
 
     Breakdown groups come from the TRUE labels, so e.g. "female" means samples
     labelled female, whatever the model predicted.
@@ -81,6 +89,10 @@ def build_report(
     band_groups = [None if s.age is None else age_band(s.age) for s in samples]
 
     overall = compute_group_metrics(*metric_arrays)
+    interval_coverage = interval_width = None
+    if age_intervals is not None and np.isfinite(age_true).any():
+        interval_coverage = coverage(age_intervals, age_true)
+        interval_width = float(np.mean(age_intervals[:, 1] - age_intervals[:, 0]))
     return EvaluationReport(
         n=overall.n,
         gender_accuracy=overall.gender_accuracy,
@@ -91,6 +103,9 @@ def build_report(
         per_gender=breakdown(gender_groups, *metric_arrays, order=GENDER_NAMES),
         per_age_band=breakdown(band_groups, *metric_arrays, order=AGE_BAND_NAMES),
         age_groups=age_groups,
+        per_dataset={} if datasets is None else breakdown(list(datasets), *metric_arrays, order=tuple(dict.fromkeys(datasets))),
+        age_interval_coverage=interval_coverage,
+        age_interval_width=interval_width,
     )
 
 
@@ -116,7 +131,8 @@ def report_from_dict(saved: dict[str, Any]) -> EvaluationReport:
     """The inverse of report_to_dict (e.g. metrics.json's val and test): a None stays the report's None."""
     breakdowns = {
         key: {name: GroupMetrics(**metrics) for name, metrics in saved[key].items()}
-        for key in ("per_race", "per_gender", "per_age_band")
+        for key in ("per_race", "per_gender", "per_age_band", "per_dataset")
+        if key in saved  # per_dataset: absent from reports written before it
     }
     age_groups = saved.get("age_groups")
     age_groups = None if age_groups is None else _age_groups_from_dict(age_groups)
@@ -171,6 +187,9 @@ def format_overall_line(report: EvaluationReport) -> str:
     ]
     if report.age_group_accuracy is not None:
         parts.append(f"age-group acc {_percent(report.age_group_accuracy)}%")
+    if report.age_interval_coverage is not None:
+        parts.append(f"80% age interval covers {_percent(report.age_interval_coverage)}% "
+                     f"(mean width {report.age_interval_width:.1f} years)")  # fmt: skip
     return "Overall: " + ", ".join(parts)
 
 
@@ -178,6 +197,7 @@ def print_report(report: EvaluationReport, console: Console) -> None:
     """Overall line, then one table per non-empty breakdown."""
     console.print(format_overall_line(report))
     breakdowns = (
+        ("By dataset", report.per_dataset),
         ("By race", report.per_race),
         ("By gender", report.per_gender),
         ("By age band", report.per_age_band),

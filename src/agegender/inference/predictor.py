@@ -29,6 +29,7 @@ from agegender.inference.backends import (  # noqa: F401  (bundled_model_path, R
     bundled_model_path,
     load_backend,
 )
+from agegender.inference.age_interval import DEFAULT_LEVEL, age_intervals
 from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, Detection, FaceDetector, create_detector, crop_faces
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import FaceTracker
@@ -161,13 +162,21 @@ class Predictor:
         if not crops:
             return []
         predicted = self.predict_distributions(np.stack([self.prepare_face(c) for c in crops]))  # (N, S, S, 3) in
+        intervals = self.age_intervals(predicted)
+        faces = [FacePrediction(float(a), float(p)) for a, p in zip(predicted.age, predicted.p_female)]
+        if intervals is not None:
+            faces = [replace(face, age_interval=(float(low), float(high))) for face, (low, high) in zip(faces, intervals)]
         if self.age_groups is None:
-            return [FacePrediction(age=float(a), p_female=float(p)) for a, p in zip(predicted.age, predicted.p_female)]
+            return faces
         groups = group_probabilities(self.age_groups, predicted.age, predicted.age_probs)  # (N, G)
-        return [
-            FacePrediction(float(a), float(p), age_groups=dict(zip(self.age_groups.names, map(float, g))))
-            for a, p, g in zip(predicted.age, predicted.p_female, groups)
-        ]
+        return [replace(face, age_groups=dict(zip(self.age_groups.names, map(float, g)))) for face, g in zip(faces, groups)]
+
+    def age_intervals(self, predicted: FaceOutputs) -> np.ndarray | None:
+        """(N, 2) the central 80% of each face's age distribution, with the model file's temperature
+        (None where the model gives no distribution: a regression head, or an ONNX file)."""
+        if predicted.age_probs is None:
+            return None
+        return age_intervals(predicted.age_probs, DEFAULT_LEVEL, self.checkpoint.age_interval_temperature)
 
     def load_cropped(self, path: Path | str) -> np.ndarray:
         """An image file meant as one already-cropped face, decoded as training decoded it."""

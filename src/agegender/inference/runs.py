@@ -52,7 +52,7 @@ def write_rows(rows: Sequence[dict], output: Path) -> None:
     if output.suffix.lower() == ".json":
         output.write_text(json.dumps(list(rows), indent=2) + "\n")
         return
-    extra = [key for key in (rows[0] if rows else {}) if key not in ROW_FIELDS]  # age-group columns
+    extra = [key for key in (rows[0] if rows else {}) if key not in ROW_FIELDS]  # age interval, age-group columns
     with output.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, [*ROW_FIELDS, *extra])
         writer.writeheader()

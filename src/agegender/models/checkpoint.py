@@ -46,6 +46,11 @@ class CheckpointInfo:
         """Whether predictors average each face with its mirror image unless told otherwise (export --tta)."""
         return bool(self.meta.get("inference", {}).get("tta", False))
 
+    @property
+    def age_interval_temperature(self) -> float:
+        """How much the age distribution is flattened (> 1) or sharpened for age intervals (agegender calibrate)."""
+        return float(self.meta.get("inference", {}).get("age_interval_temperature", 1.0))
+
 
 @dataclass(frozen=True)
 class LoadedCheckpoint(CheckpointInfo):
@@ -112,7 +117,21 @@ def save_half_checkpoint(source: Path, out: Path, face_crop: FaceCropSpec | None
 
 def with_default_tta(meta: dict[str, Any], tta: bool | None) -> dict[str, Any]:
     """`meta` recording whether predictors mirror-average by default (None: as it was)."""
-    return meta if tta is None else {**meta, "inference": {**meta.get("inference", {}), "tta": tta}}
+    return meta if tta is None else with_inference_default(meta, "tta", tta)
+
+
+def with_inference_default(meta: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """`meta` with one of the defaults predictors read (metadata.py's inference mapping) set."""
+    return {**meta, "inference": {**meta.get("inference", {}), key: value}}
+
+
+def save_with_inference_default(source: Path, out: Path, key: str, value: Any) -> Path:
+    """A copy of a checkpoint, weights as they are, with one inference default set (agegender calibrate)."""
+    meta = with_inference_default(read_meta(source), key, value)
+    metadata = {METADATA_KEY: json.dumps(meta)}
+    weights = read_weights(source)
+    write_atomically(Path(out), lambda temporary: save_file(weights, temporary, metadata=metadata))
+    return Path(out)
 
 
 def read_meta(path: Path) -> dict[str, Any]:

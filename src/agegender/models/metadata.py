@@ -10,8 +10,9 @@ A checkpoint (and an exported ONNX file, which carries the same JSON) describes 
     label_stats       n_train (int >= 0), age_mean, age_std (years), female_share (0-1); each optional or null
     epoch (int >= 0), phase ("phase1" | "phase2" | "end_to_end"), weights_dtype ("float32" | "float16"),
     source (text), onnx ({input, outputs, quantized}): optional
-    inference         optional: {"tta": bool}, how predictors use the model unless told otherwise
-                      (tta: each face averaged with its mirror image; export --tta writes it)
+    inference         optional: {"tta": bool, "age_interval_temperature": number in (0, 100]}, how
+                      predictors use the model unless told otherwise (tta: each face averaged with its
+                      mirror image, export --tta; the temperature of the age intervals, agegender calibrate)
     ensemble          optional: 2-16 member metadata mappings (each the above, without a nested ensemble);
                       the top-level image size is then the largest member's
     ensemble_weights  optional, with ensemble: {"gender": [...], "age": [...]}, one weight >= 0 per member
@@ -39,6 +40,7 @@ _MEAN = Bound(0, 1)
 _STD = Bound(0, 10, low_open=True)
 _AGE = Bound(0, MAX_AGE)
 _COUNT = Bound(0, 10**9)
+_TEMPERATURE = Bound(0, 100, low_open=True)
 
 
 class CheckpointError(UserInputError):
@@ -87,6 +89,7 @@ def _check_model_meta(meta: Any, prefix: str) -> RunConfig:
     inference = _field(meta, "inference", prefix, dict, required=False)
     if inference is not None:
         _field(inference, "tta", f"{prefix}inference.", bool, required=False)
+        _number(inference, "age_interval_temperature", f"{prefix}inference.", _TEMPERATURE, required=False)
     return config
 
 

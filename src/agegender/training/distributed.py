@@ -107,7 +107,8 @@ def take(data: LabelledArrays, index: torch.Tensor) -> LabelledArrays:
     picked = index.numpy()
     ranges = None if data.age_range is None else data.age_range[picked]
     samples = [data.samples[i] for i in picked]
-    return LabelledArrays(data.images[picked], data.age[picked], data.gender[picked], samples, ranges)
+    weight = None if data.weight is None else data.weight[picked]
+    return LabelledArrays(data.images[picked], data.age[picked], data.gender[picked], samples, ranges, weight)
 
 
 def rank_epoch(batch_size: int, seed: int, epoch: int, context: DistributedContext) -> tuple[int, torch.Generator]:

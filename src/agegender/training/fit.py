@@ -14,6 +14,7 @@ from rich.console import Console
 from torch import nn
 
 from agegender.config import RunConfig, save_config
+from agegender.data.sampling import parse_sampling
 from agegender.data.dataset import PreparedData, label_stats, prepare_data
 from agegender.data.transforms import check_augment
 from agegender.models.checkpoint import (
@@ -130,6 +131,7 @@ def check_options(config: RunConfig, resume: bool) -> None:
     check_augment(config.augment)
     check_warmup_steps(config.train.warmup_steps)
     check_ema_decay(config.train.ema_decay)
+    parse_sampling(config.data.sampling, config.data.folders())
     name = config.model.name
     if not is_pretrained(name):
         if config.model.weights:
@@ -328,7 +330,7 @@ class Training:
             model=summary, best_epoch=best, stopped_epoch=self.position.epoch, early_stopped=self.early_stopped,
             split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
             data_summary=data.summary_line(), train_at_best=train_at_best(rows, best),
-            val=split_report(self.model, data.val, cl), test=split_report(self.model, data.test, cl),
+            val=split_report(self.model, data.val, cl, data.read), test=split_report(self.model, data.test, cl, data.read),
             timing=timing_summary(rows, best, len(data.train), self.config.train.batch_size),
             phases=tuple(phases) if two_phase else None,
             feature_cache_seconds=self.position.cache_seconds if two_phase else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from agegender.data.dataset import LabelledArrays
@@ -69,8 +70,16 @@ class RunningMeans:
         return f"loss {m.loss:.3f} acc {m.gender_acc:.3f} mae {m.age_mae:.2f}"
 
 
-def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None,
+                  weights: np.ndarray | None = None) -> list[torch.Tensor]:  # fmt: skip
+    """An epoch's batches of indices: a shuffled pass with a generator (n draws in proportion to `weights`,
+    with replacement, where data.sampling gives them), else 0..n-1 in order."""
+    if generator is None:
+        order = torch.arange(n)
+    elif weights is None:
+        order = torch.randperm(n, generator=generator)
+    else:
+        order = torch.multinomial(torch.from_numpy(weights), n, replacement=True, generator=generator)
     return list(order.split(batch_size))
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from agegender.data.dataset import LabelledArrays
+from agegender.data.dataset import LabelledArrays, dataset_names
+from agegender.data.readers import ReadResult
 from agegender.evaluation.plots import plot_learning_curves
 from agegender.evaluation.report import EvaluationReport, build_report, report_from_dict, report_to_dict
 from agegender.inference.backends import predict_arrays
@@ -98,11 +99,14 @@ def timing_summary(rows: list[dict[str, str]], best_epoch: int, n_train: int, ba
     return summary
 
 
-def split_report(model: nn.Module, arrays: LabelledArrays, channels_last: bool) -> EvaluationReport | None:
+def split_report(model: nn.Module, arrays: LabelledArrays, channels_last: bool,
+                 read: ReadResult | None = None) -> EvaluationReport | None:  # fmt: skip
+    """The split's report; `read` (the run's folders) adds a breakdown per dataset when there are several."""
     if len(arrays) == 0:
         return None
     age, p_female = predict_arrays(model, arrays.images, channels_last=channels_last)
-    return build_report(arrays.samples, age, p_female)
+    datasets = None if read is None else dataset_names(arrays.samples, read)
+    return build_report(arrays.samples, age, p_female, datasets=datasets)
 
 
 def final_val_line(val: EvaluationReport) -> str:

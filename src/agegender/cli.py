@@ -17,6 +17,7 @@ from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, load_config
 from agegender.errors import UserInputError
 from agegender.inference.detection import DetectorUnavailableError
+from agegender.outputs import check_output_dir, check_output_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Age and gender estimation from face images.")
 console = Console(stderr=True, soft_wrap=True)
@@ -90,6 +91,7 @@ def train(
     run_config = load_config(config, [*settings, *set_])
     if not run_config.data.folders():
         raise typer.BadParameter("--data DIR is required for a new run")
+    check_output_dir(out, "--out", [Path(folder) for folder in run_config.data.folders()])
     fit(run_config, out, console=console)
 
 
@@ -141,6 +143,8 @@ def evaluate(
     if detect and age_groups is not None:
         raise ConfigError("--age-groups scores face crops: evaluate --detect does not take it yet")
     scheme = _age_group_scheme(age_groups)
+    if report is not None:
+        check_output_file(report, "--report", (".json",), [*data, *([model] if model else [])])
     predictor = load_predictor(model, runtime=runtime, tta=tta, detector=detector, crop=crop, margin=margin)
     result = _evaluate_photos(predictor, data, split) if detect else run_evaluation(predictor, data, split, age_groups=scheme)
     console.print(result.read.summary_line())
@@ -194,6 +198,7 @@ def crop(
     from agegender.inference.face_chips import crop_folder
 
     get_template(template)  # an unknown name: one error line before any photo is read
+    check_output_dir(out, "--out", [source])
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("cropping", total=None)
         run = crop_folder(source, out, create_detector(detector), template=template, size=size,
@@ -221,7 +226,7 @@ def predict(
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help=TTA_HELP),
     runtime: str = typer.Option("torch", help="torch | onnx"),
     webcam: Optional[int] = typer.Option(None, help="read frames from this camera index instead of files"),
-    max_frames: Optional[int] = typer.Option(None, help="video/webcam: stop after this many frames"),
+    max_frames: Optional[int] = typer.Option(None, min=1, help="video/webcam: stop after this many frames"),
     age_groups: Optional[str] = typer.Option(None, help=AGE_GROUPS_HELP),
 ) -> None:
     """Age and gender of every face in images, a video file, or a webcam stream."""
@@ -299,6 +304,10 @@ def export(
 
     if face_template is not None and format_ != "safetensors-fp16":
         raise typer.BadParameter("--face-template applies to --format safetensors-fp16")
+    if quantize is not None and format_ != "onnx":
+        raise typer.BadParameter("--quantize applies to --format onnx")
+    suffix = {"onnx": (".onnx",), "safetensors-fp16": (".safetensors",)}.get(format_, ())
+    check_output_file(out, "--out", suffix, [model or bundled_model_path()])
     if format_ == "safetensors-fp16":
         source = model or bundled_model_path()
         try:
@@ -327,8 +336,7 @@ def calibrate(
     from agegender.models.checkpoint import save_with_inference_default
 
     source = model or bundled_model_path()
-    if out.resolve() == source.resolve():
-        raise typer.BadParameter(f"--out {out} is the model file itself; write the calibrated copy elsewhere")
+    check_output_file(out, "--out", (".safetensors",), [source, *data])
     result = choose(load_predictor(source, tta=tta), data, split)
     save_with_inference_default(source, out, "age_interval_temperature", round(result.temperature, 4))
     print(f"{out}: {result.line()}")
@@ -368,7 +376,7 @@ def ensemble(
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
-    port: int = typer.Option(8000),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port, 1-65535"),
     model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
     runtime: str = typer.Option("torch", help="torch | onnx"),
     detector: str = typer.Option("auto", help="face detector: auto (= blazeface) | blazeface | haar | mediapipe"),
@@ -396,6 +404,7 @@ def compare(
     from agegender.evaluation.compare import compare_runs
 
     scheme = _age_group_scheme(age_groups)
+    check_output_dir(out, "--out", runs)
     result = compare_runs(runs, out, data_dir=data, split=split, max_images=max_images, age_groups=scheme)
     for note in result.notes:
         console.print(note)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from agegender import __version__
-from agegender.atomic_write import write_atomically
+from agegender.atomic_write import WriteError, write_atomically
 from agegender.config import ModelConfig, RunConfig, config_to_dict
 from agegender.data.align import DEFAULT_FACE_CROP, FaceCropSpec
 from agegender.models.checkpoint import (
@@ -105,7 +105,7 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(saved):
         pathlib.Path(temporary).write_bytes(b"partial")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match=f"{path.name}: cannot write \\(disk full\\); any earlier file is unchanged"):
         write_atomically(path, half_write_then_crash)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.safetensors"]

@@ -18,10 +18,12 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from agegender.atomic_write import write_atomically
 from agegender.data.align import FaceCropSpec
 from agegender.data.images import ImageLoadError, PathLike, load_rgb
 from agegender.errors import UserInputError
 from agegender.inference.predictor import Predictor
+from agegender.outputs import check_output_dir, check_output_file
 from agegender.inference.sources import (
     CaptureSource,
     Frame,
@@ -46,17 +48,36 @@ class InputError(UserInputError):
     """`predict` inputs or outputs that do not go together."""
 
 
+ROW_SUFFIXES = (".csv", ".json")
+
+
 def write_rows(rows: Sequence[dict], output: Path) -> None:
-    """CSV, or JSON when `output` ends in .json."""
-    output.parent.mkdir(parents=True, exist_ok=True)
+    """CSV, or JSON when `output` ends in .json, written atomically. A file name that is not valid UTF-8
+    (an undecodable byte, kept by Python as a surrogate escape) is written as the file system's bytes in
+    CSV and as its escape in JSON, never an encoding error."""
     if output.suffix.lower() == ".json":
-        output.write_text(json.dumps(list(rows), indent=2) + "\n")
+        text = json.dumps(list(rows), indent=2) + "\n"  # ASCII: an undecodable byte becomes its escape
+        write_atomically(output, lambda temporary: Path(temporary).write_text(text))
         return
     extra = [key for key in (rows[0] if rows else {}) if key not in ROW_FIELDS]  # age interval, age-group columns
-    with output.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, [*ROW_FIELDS, *extra])
-        writer.writeheader()
-        writer.writerows(rows)
+
+    def write_csv(temporary: str) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            writer = csv.DictWriter(handle, [*ROW_FIELDS, *extra])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(output, write_csv)
+
+
+def check_outputs(inputs: "PredictInputs", options: "PredictOptions") -> None:
+    """Every path `predict` will write, checked before the first image is read (outputs.py)."""
+    sources = [*inputs.images, *([inputs.video] if inputs.video is not None else [])]
+    if options.output is not None:
+        suffixes = tuple(VIDEO_OUTPUT_SUFFIXES) if inputs.is_stream else ROW_SUFFIXES
+        check_output_file(options.output, "--output", suffixes, sources)
+    if options.save_dir is not None:
+        check_output_dir(options.save_dir, "--save-dir", sources)
 
 
 def crop_note(face_crop: FaceCropSpec | None, fallbacks: int) -> str:
@@ -313,6 +334,7 @@ def run_predict(
 ) -> ImageRun | VideoRun:
     """Predict `inputs` as `options` say: images batched (rows written to options.output), or a stream
     (annotated video to options.output, else a live window where there is a display)."""
+    check_outputs(inputs, options)
     if not inputs.is_stream:
         run = predict_images(
             predictor, inputs.images, detect=options.detect, save_dir=options.save_dir, progress=progress,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from agegender.atomic_write import write_atomically
+from agegender.atomic_write import WriteError, write_atomically
 from agegender.data.cache import default_cache_dir
 from agegender.models.weights_files import PretrainedWeightsError, read_weights_file
 
@@ -272,6 +272,6 @@ def convert_age_onnx(path: Path) -> dict[str, torch.Tensor]:
     state = onnx_to_state_dict(path)
     try:
         write_atomically(cached, lambda temporary: save_file(state, temporary))
-    except OSError:  # a read-only cache costs a conversion (about a second) per run, nothing else
+    except WriteError:  # a read-only cache costs a conversion (about a second) per run, nothing else
         pass
     return state

@@ -207,8 +207,14 @@ def test_predict_no_detect_matches_the_library(run_cli, trained_run, faces_dir):
 def test_predict_with_only_unreadable_files_fails(run_cli, trained_run, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"")
     code, _, err = run_cli("predict", tmp_path / "bad.jpg", "--model", trained_run.best, "--no-detect")
-    assert code == 1
-    assert "bad.jpg" in err
+    assert code == 2  # a user's mistake, not a bug
+    assert "bad.jpg" in err and "error: none of the 1 inputs is a readable image" in err
+
+
+def test_predict_on_a_missing_file_is_one_error_line(run_cli, trained_run, tmp_path):
+    code, _, err = run_cli("predict", tmp_path / "nope.jpg", "--model", trained_run.best)
+    assert code == 2
+    assert_one_error_line(err, "nope.jpg: input not found")
 
 
 def test_predict_without_no_detect(run_cli, trained_run, faces_dir):

@@ -231,7 +231,7 @@ def predict(
 ) -> None:
     """Age and gender of every face in images, a video file, or a webcam stream."""
     from agegender.inference.predictor import load_predictor
-    from agegender.inference.runs import ImageRun, PredictOptions, plan_inputs
+    from agegender.inference.runs import ImageRun, InputError, PredictOptions, plan_inputs
 
     inputs = plan_inputs(paths or [], webcam, detect=not no_detect)  # lists the folders' files, once
     scheme = _age_group_scheme(age_groups)
@@ -252,7 +252,7 @@ def predict(
                 print(line)
     console.print(run.summary())
     if isinstance(run, ImageRun) and not run.images:
-        raise typer.Exit(1)
+        raise InputError(f"none of the {len(run.skipped)} inputs is a readable image")
 
 
 class _FacesPerSecond(ProgressColumn):
@@ -397,7 +397,7 @@ def compare(
     out: Path = typer.Option(..., help="folder for report.md, report.html and figures/"),
     data: Optional[Path] = typer.Option(None, help="data folder, if the runs' own data path moved"),
     split: str = typer.Option("val", help="val | test: the split the per-group tables and figures use"),
-    max_images: int = typer.Option(500, help="images per run re-predicted for the figures"),
+    max_images: int = typer.Option(500, min=1, help="images per run re-predicted for the figures"),
     age_groups: Optional[str] = typer.Option(None, help="add age-group accuracy, 1-off and confusion matrices: " + AGE_GROUPS_HELP),
 ) -> None:
     """Compare trained runs: architecture, training, performance and per-group tables plus figures."""

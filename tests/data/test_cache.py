@@ -108,3 +108,23 @@ def test_a_file_that_turned_into_a_symlink_loop_is_skipped_not_fatal(utkface, sa
     reasons = {Path(s.path).name: s.reason for s in decoded.skipped}
     assert reasons[looping.name] == "cannot read file (Too many levels of symbolic links)"
     assert len(decoded.samples) == len(samples) - 3  # the loop plus the two undecodable files
+
+
+@pytest.mark.parametrize("damage", ["truncated", "object array", "wrong row count", "bad index"])
+def test_a_damaged_cache_is_decoded_again_with_a_warning(samples, cache_dir, damage):
+    first = decode_samples(samples, 32, cache_dir)
+    array_path = next(cache_dir.glob("*.npy"))
+    if damage == "truncated":
+        array_path.write_bytes(array_path.read_bytes()[:1000])
+    elif damage == "object array":
+        np.save(array_path, np.array([object()] * 3, dtype=object), allow_pickle=True)
+    elif damage == "wrong row count":
+        np.save(array_path, first.images[:-1])
+    else:
+        array_path.with_suffix(".json").write_text("[not json")
+    with pytest.warns(UserWarning, match="cache is damaged; decoding the images again"):
+        again = decode_samples(samples, 32, cache_dir)
+    np.testing.assert_array_equal(again.images, first.images)
+    assert again.samples == first.samples
+    third = decode_samples(samples, 32, cache_dir)  # rebuilt: no warning now
+    np.testing.assert_array_equal(third.images, first.images)

@@ -303,3 +303,11 @@ def test_labels_csv_split_column_is_read_and_checked(tmp_path):
     result = read_folder(tmp_path)
     assert {s.path.name: s.split for s in result.samples} == {"a.jpg": "test", "b.jpg": None, "d.jpg": "train"}
     assert "line 4: split 'holdout' is not one of train, val, test" in result.skipped[0].reason
+
+
+def test_a_file_listed_twice_in_labels_csv_is_one_sample_with_its_first_labels(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"a")
+    (tmp_path / "labels.csv").write_text("filename,age,gender\na.jpg,30,male\n./a.jpg,31,female\n")
+    result = read_folder(tmp_path)
+    assert [(s.age, s.gender) for s in result.samples] == [(30.0, 0)]
+    assert "line 3: a.jpg is listed again (first at line 2)" in result.skipped[0].reason

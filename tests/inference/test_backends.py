@@ -55,3 +55,35 @@ def test_importing_the_predictor_does_not_import_training_or_export():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_checkpoint_whose_network_gives_nan_is_refused_at_load(tiny_checkpoint, tmp_path, run_cli):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from agegender.inference.backends import ModelOutputError
+
+    weights = load_file(str(tiny_checkpoint))
+    with safe_open(str(tiny_checkpoint), "pt") as opened:  # the metadata, kept as it is
+        metadata = opened.metadata()
+    broken = tmp_path / "nan.safetensors"
+    save_file({k: v * float("nan") if v.is_floating_point() else v for k, v in weights.items()}, str(broken), metadata)
+    with pytest.raises(ModelOutputError, match=f"{broken}: the model gave an age that is not a number"):
+        load_backend(broken)
+    code, _, err = run_cli("predict", tmp_path, "--model", broken, "--no-detect")
+    assert code == 2 and "the file is broken" in err
+
+
+@pytest.mark.parametrize(
+    ("age", "p_female", "message"),
+    [
+        (np.array([30.0, 40.0]), np.array([0.2, 5.38]), "P(female) outside 0-1"),
+        (np.array([-379817408.0, 40.0]), np.array([0.2, 0.3]), "an age outside"),
+        (np.ones((2, 3)), np.array([0.2, 0.3]), "6 ages and 2 probabilities for 2 faces"),
+    ],
+)
+def test_outputs_no_model_can_mean_are_one_error_naming_the_file(tmp_path, age, p_female, message):
+    from agegender.inference.backends import FaceOutputs, ModelOutputError, checked_outputs
+
+    with pytest.raises(ModelOutputError, match=f"model.onnx: .*{message}".replace("(", "\\(").replace(")", "\\)")):
+        checked_outputs(FaceOutputs(age, p_female, None), 2, tmp_path / "model.onnx")

@@ -52,7 +52,10 @@ def test_chunks_are_bounded_in_images_and_pixels():
 def test_inputs_are_checked_and_folders_listed_once(faces_dir, tmp_path):
     inputs = plan_inputs([faces_dir, faces_dir / "face_0.jpg"])
     assert [p.name for p in inputs.images] == ["face_0.jpg", "face_1.jpg", "face_2.jpg", "face_0.jpg"]
+    (tmp_path / "clip.mp4").write_bytes(b"")
     assert plan_inputs([tmp_path / "clip.mp4"]) == PredictInputs(video=tmp_path / "clip.mp4")
+    with pytest.raises(InputError, match="nope.jpg: input not found"):
+        plan_inputs([faces_dir, tmp_path / "nope.jpg"])
     assert plan_inputs([], webcam=0).is_stream
     with pytest.raises(InputError, match="give images, folders or a video file"):
         plan_inputs([])

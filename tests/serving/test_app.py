@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 import io
 from pathlib import Path
 
@@ -96,7 +98,9 @@ def test_cli_serve_builds_the_app_and_runs_uvicorn(monkeypatch, capsys, tiny_che
     main()
     (app, options), = calls
     assert isinstance(app, FastAPI) and options == {"host": "127.0.0.1", "port": 8123}
-    assert TestClient(app).get("/health").json()["model"] == str(tiny_checkpoint)
+    health = TestClient(app).get("/health").json()
+    assert health["model"] == tiny_checkpoint.name and str(tiny_checkpoint.parent) not in str(health)  # no server path
+    assert health["model_sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()[:16]
 
 
 def test_concurrent_requests_each_get_their_own_answer(client):
@@ -196,3 +200,19 @@ def test_pool_calls_on_idle_once_after_a_burst():
 
     assert asyncio.run(burst()) == [True, True, True]
     assert idle_calls == [1]
+
+
+def test_a_form_with_two_file_parts_is_a_422(client):
+    image = (EXAMPLES / "astronaut.jpg").read_bytes()
+    answer = client.post("/predict", files=[("file", ("a.jpg", image)), ("file", ("b.jpg", image))])
+    assert answer.status_code == 422 and "one image per request" in answer.json()["detail"]
+
+
+def test_serve_on_a_busy_port_is_one_error_line(run_cli, tiny_checkpoint):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        code, _, err = run_cli("serve", "--model", tiny_checkpoint, "--port", str(port))
+    assert code == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}" in err

@@ -495,3 +495,38 @@ def test_a_sampling_term_naming_no_folder_is_refused_before_any_data_is_read(mak
     with pytest.raises(ConfigError, match="'aaf' is not a data folder of this run"):
         fit(config, tmp_path / "run", console=quiet())
     assert not (tmp_path / "run").exists()
+
+
+def test_a_second_train_on_a_folder_in_use_is_refused(utkface, cache_dir, make_config, tmp_path):
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with (run_dir / ".lock").open("a") as held:  # another process training there
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunError, match="another `agegender train` is running in this folder"):
+            fit(make_config(utkface.path, cache_dir, epochs=1), run_dir, console=quiet())
+    assert not (run_dir / "history.csv").exists()
+
+
+def test_a_start_killed_before_its_first_checkpoint_starts_afresh_without_duplicate_epochs(
+    utkface, cache_dir, make_config, tmp_path
+):
+    run_dir = tmp_path / "run"
+    config = make_config(utkface.path, cache_dir, epochs=1)
+    fit(config, run_dir, console=quiet())
+    for name in ("last.safetensors", "last_state.pt", "best.safetensors", "metrics.json"):
+        (run_dir / name).unlink()  # as if killed while writing the first checkpoint
+    (run_dir / ".last.safetensors.abc.tmp").write_bytes(b"half")
+    fit(config, run_dir, console=quiet())
+    assert [r["epoch"] for r in history(run_dir)] == ["1"]
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_resume_drops_a_malformed_or_repeated_history_row(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    rows = (run_dir / "history.csv").read_text().splitlines()
+    (run_dir / "history.csv").write_text("\n".join([*rows, rows[1], "garbage,,,", "x"]) + "\n")
+    resume(run_dir, epochs=3, console=quiet())
+    assert [r["epoch"] for r in history(run_dir)] == ["1", "2", "3"]

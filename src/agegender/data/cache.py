@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,8 +93,10 @@ def decode_samples(
     key = _cache_key(samples, size)
     array_path, index_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     if array_path.exists() and index_path.exists():
-        bad = json.loads(index_path.read_text())
-        return _assemble(samples, np.load(array_path), {int(i): r for i, r in bad.items()})
+        cached = _read_cache(array_path, index_path, len(samples), size)
+        if cached is not None:
+            return _assemble(samples, *cached)
+        warnings.warn(f"{array_path}: decoded-image cache is damaged; decoding the images again", stacklevel=2)
     results = _decode_all(samples, size, workers or os.cpu_count() or 1)
     bad = {i: r for i, r in enumerate(results) if isinstance(r, str)}
     good = [r for r in results if not isinstance(r, str)]
@@ -101,6 +104,18 @@ def decode_samples(
     write_atomically(array_path, lambda p: _save_array(Path(p), images))
     write_atomically(index_path, lambda p: Path(p).write_text(json.dumps(bad)))
     return _assemble(samples, images, bad)
+
+
+def _read_cache(array_path: Path, index_path: Path, n: int, size: int) -> tuple[np.ndarray, dict[int, str]] | None:
+    """The cached (images, unreadable) pair when it is whole and fits these samples: valid JSON of row
+    numbers, a plain uint8 (rows, size, size, 3) array with one row per readable sample; else None."""
+    try:
+        bad = {int(i): str(reason) for i, reason in json.loads(index_path.read_text()).items()}
+        images = np.load(array_path, mmap_mode=None, allow_pickle=False)
+    except (OSError, ValueError, TypeError, AttributeError, EOFError):  # truncated, object arrays, bad JSON
+        return None
+    fits = images.dtype == np.uint8 and images.shape == (n - len(bad), size, size, 3)
+    return (images, bad) if fits and all(0 <= i < n for i in bad) else None
 
 
 def _assemble(samples: list[FaceSample], images: np.ndarray, bad: dict[int, str]) -> DecodedImages:

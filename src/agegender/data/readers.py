@@ -196,9 +196,14 @@ def _read_label_rows(reader: csv.DictReader, folder: Path, csv_path: Path) -> Re
             f" (found: {', '.join(sorted(columns)) or 'no header'})"
         )
     samples, skipped = [], []
+    first_line: dict[Path, int] = {}  # a file listed twice is one sample: its first row's labels
     for line_number, row in enumerate(reader, start=2):
         try:
-            samples.append(_row_to_sample(row, folder))
+            sample = _row_to_sample(row, folder)
+            if sample.path in first_line:
+                raise _BadRow(f"{sample.path.name} is listed again (first at line {first_line[sample.path]})")
+            first_line[sample.path] = line_number
+            samples.append(sample)
         except _BadRow as error:
             label = row.get("filename") or f"{LABELS_FILE} line {line_number}"
             skipped.append(Skipped(str(folder / label), f"line {line_number}: {error}"))

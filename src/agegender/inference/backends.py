@@ -86,6 +86,37 @@ def predict_arrays(
     return predictions.age, predictions.p_female
 
 
+class ModelOutputError(CheckpointError):
+    """A model file whose network gives outputs no model can mean (NaN, a probability of 5, an age of -4e8)."""
+
+
+AGE_RANGE = (-20.0, 200.0)  # a regression head may stray a little past 0-116; beyond this the file is broken
+
+
+def checked_outputs(outputs: FaceOutputs, n: int, source: Path) -> FaceOutputs:
+    """`outputs` of `n` faces, as (n,) arrays, if every value is one a model can mean; else one error line."""
+    age, p_female = np.asarray(outputs.age), np.asarray(outputs.p_female)
+    if age.size != n or p_female.size != n:
+        raise ModelOutputError(f"{source}: the model gave {age.size} ages and {p_female.size} probabilities for {n} faces")
+    age, p_female = age.reshape(n), p_female.reshape(n)
+    problems = [
+        (not np.isfinite(age).all(), "an age that is not a number"),
+        (not np.isfinite(p_female).all(), "a probability that is not a number"),
+        (np.isfinite(age).all() and ((age < AGE_RANGE[0]) | (age > AGE_RANGE[1])).any(), f"an age outside {AGE_RANGE}"),
+        (np.isfinite(p_female).all() and ((p_female < -1e-4) | (p_female > 1 + 1e-4)).any(), "P(female) outside 0-1"),
+    ]
+    found = [text for bad, text in problems if bad]
+    if found:
+        raise ModelOutputError(f"{source}: the model gave {found[0]}; the file is broken or not an age/gender model")
+    return FaceOutputs(age, p_female, outputs.age_probs)
+
+
+def probe(backend: "InferenceBackend") -> None:
+    """One grey face through a freshly loaded model: a broken file fails at load, not mid-run."""
+    size = backend.info.image_size
+    backend.predict(np.full((1, size, size, 3), 128, np.uint8))
+
+
 class TorchBackend:
     """A .safetensors checkpoint run by PyTorch (channels-last, eval mode)."""
 
@@ -100,10 +131,12 @@ class TorchBackend:
     def from_file(cls, path: Path | str | None = None) -> "TorchBackend":
         """`path`, or the model bundled with the package when None."""
         path = Path(path) if path is not None else bundled_model_path()
-        return cls(load_checkpoint(path), path)
+        backend = cls(load_checkpoint(path), path)
+        probe(backend)
+        return backend
 
     def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
-        return predict_outputs(self.model, faces, batch_size)
+        return checked_outputs(predict_outputs(self.model, faces, batch_size), len(faces), self.source)
 
 
 class OnnxModelError(CheckpointError):
@@ -132,7 +165,9 @@ class OnnxBackend:
             )
         path = Path(path)
         session = create_session(path, threads)
-        return cls(session, read_onnx_info(session, path), path)
+        backend = cls(session, read_onnx_info(session, path), path)
+        probe(backend)
+        return backend
 
     def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
         ages, p_female = [], []
@@ -143,7 +178,11 @@ class OnnxBackend:
             p_female.append(p)
         if not ages:
             return FaceOutputs.empty()
-        return FaceOutputs(np.concatenate(ages), np.concatenate(p_female), None)
+        try:
+            outputs = FaceOutputs(np.concatenate([a.reshape(-1) for a in ages]), np.concatenate([p.reshape(-1) for p in p_female]), None)
+        except (ValueError, AttributeError, TypeError) as error:  # outputs that are not arrays of numbers
+            raise ModelOutputError(f"{self.source}: the model's outputs are not per-face numbers ({error})") from None
+        return checked_outputs(outputs, len(faces), self.source)
 
 
 def load_backend(path: Path | str | None = None, runtime: str = "torch") -> InferenceBackend:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -314,6 +315,9 @@ def plan_inputs(paths: Sequence[PathLike], webcam: int | None = None, detect: bo
         raise InputError("a video or --webcam is predicted on its own (one input, with face detection)")
     if webcam is not None:
         return PredictInputs(webcam=webcam)
+    missing = [str(path) for path in paths if not os.path.lexists(path)]
+    if missing:
+        raise InputError(f"{missing[0]}: input not found" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if stream:
         return PredictInputs(video=Path(paths[0]))
     return PredictInputs(images=tuple(expand_image_paths(paths)))

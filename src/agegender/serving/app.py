@@ -25,19 +25,22 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import hashlib
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from typing import Callable, TypeVar
 
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from agegender import __version__
 from agegender.data.images import DecodedImage, ImageLoadError, decode_rgb_bytes_bounded
+from agegender.errors import UserInputError
 from agegender.inference.predictor import Predictor
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -71,7 +74,8 @@ class PredictOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     version: str
-    model: str
+    model: str  # the model file's name, never its path on the server
+    model_sha256: str  # the first 16 hex digits of the file's SHA-256: which weights answer
     runtime: str
     image_size: int
     detector: str
@@ -212,10 +216,12 @@ def create_app(
     def page() -> str:
         return resources.files("agegender.serving").joinpath("static/index.html").read_text(encoding="utf-8")
 
+    digest = hashlib.sha256(predictor.source.read_bytes()).hexdigest()[:16]
+
     @app.get("/health", response_model=HealthOut)
     def health() -> HealthOut:
         return HealthOut(
-            status="ok", version=__version__, model=str(predictor.source), runtime=predictor.runtime,
+            status="ok", version=__version__, model=predictor.source.name, model_sha256=digest, runtime=predictor.runtime,
             image_size=predictor.image_size, detector=predictor.detector.name, crop=predictor.face_crop.to_dict(),
         )  # fmt: skip
 
@@ -226,8 +232,11 @@ def create_app(
                    422: {"description": "image cannot be decoded"}},
     )  # fmt: skip
     async def predict(
+        request: Request,
         file: UploadFile = File(..., description="an image file (JPEG, PNG, WebP, BMP, TIFF)"),
     ) -> PredictOut:
+        if len((await request.form()).getlist("file")) > 1:  # the form FastAPI parsed, cached: no second read
+            raise HTTPException(422, "send one image per request: the form has several 'file' parts")
         return await pool.run(predict_upload, file)
 
     return app
@@ -238,4 +247,18 @@ def run_server(
 ) -> None:
     import uvicorn
 
+    check_can_listen(host, port)
     uvicorn.run(create_app(predictor, max_concurrent=max_concurrent), host=host, port=port)
+
+
+class ServeError(UserInputError):
+    """The server cannot start as asked (a busy port, an unknown host)."""
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind once before the app starts: a busy port or a bad host is one error line, not uvicorn's exit 3."""
+    try:
+        with socket.create_server((host, port), reuse_port=False) as _:
+            pass
+    except OSError as error:
+        raise ServeError(f"cannot listen on {host}:{port} ({error.strerror or error}); is another server there?") from None

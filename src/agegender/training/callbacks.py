@@ -7,12 +7,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+from agegender.errors import UserInputError
+
 HISTORY_COLUMNS = (
     "epoch", "phase",
     "train_loss", "train_gender_loss", "train_age_loss", "train_gender_acc", "train_age_mae",
     "val_loss", "val_gender_loss", "val_age_loss", "val_gender_acc", "val_age_mae",
     "lr", "seconds",
 )  # fmt: skip
+
+
+class HistoryError(UserInputError):
+    """A run's history.csv cannot be read."""
 
 
 class EarlyStopping:
@@ -52,11 +58,21 @@ class HistoryCSV:
     def rows(self) -> list[dict[str, str]]:
         if not self.path.exists():
             return []
-        with self.path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        try:
+            with self.path.open(newline="") as handle:
+                return list(csv.DictReader(handle))
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise HistoryError(f"{self.path}: not a readable history CSV ({error}); move it away to resume") from None
 
     def truncate_after(self, epoch: int) -> None:
-        kept = [row for row in self.rows() if int(row["epoch"]) <= epoch]
+        """Keep the rows of epochs 1..`epoch` (the resumed state's), one each: a malformed row, or rows
+        mixed by an earlier crash, are dropped rather than trusted."""
+        by_epoch: dict[int, dict[str, str]] = {}
+        for row in self.rows():
+            number = str(row.get("epoch") or "")
+            if number.isdigit() and 1 <= int(number) <= epoch:
+                by_epoch[int(number)] = row  # a repeated epoch: the later row, written by the later attempt
+        kept = [{key: row.get(key) for key in HISTORY_COLUMNS} for _, row in sorted(by_epoch.items())]
         with self.path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, HISTORY_COLUMNS)
             writer.writeheader()

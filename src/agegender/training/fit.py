@@ -70,9 +70,11 @@ from agegender.training.rundir import (
     METRICS,
     STATE,
     RunError,
+    discard_unsaved_start,
     epoch_line,
     history_row,
     resume_config,
+    run_lock,
 )
 from agegender.training.schedule import EpochScheduler, Warmup, check_warmup_steps, create_optimizer
 from agegender.training.sources import FromBlock, build_cached_sources, image_sources
@@ -119,10 +121,14 @@ def _train(config: RunConfig, run_dir: Path, *, resume: bool, data: PreparedData
         if not config.train.teacher:  # a teacher gives every unlabelled image an age
             check_age_labels(data, config.data.path)
         run_dir.mkdir(parents=True, exist_ok=True)
-        data = with_teacher_targets(data, config, console)
-        if context.is_main:
-            save_config(config, run_dir / CONFIG)
-        return Training(config, run_dir, data, context, console).run(resume)
+        with run_lock(run_dir, hold=context.is_main):
+            note = None if resume or not context.is_main else discard_unsaved_start(run_dir)
+            if note:
+                console.print(note)
+            data = with_teacher_targets(data, config, console)
+            if context.is_main:
+                save_config(config, run_dir / CONFIG)
+            return Training(config, run_dir, data, context, console).run(resume)
 
 
 def check_options(config: RunConfig, resume: bool) -> None:

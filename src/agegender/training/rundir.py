@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from agegender.config import RunConfig, apply_mapping, load_config
 from agegender.errors import UserInputError
@@ -16,8 +18,41 @@ CONFIG, HISTORY, METRICS, CURVES = "config.yaml", "history.csv", "metrics.json",
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "last_state.pt"
 
 
+LOCK = ".lock"  # held (flock) by the process training in the folder, for its whole run
+
+
 class RunError(UserInputError):
     """A run directory cannot be used as asked (e.g. --resume of a different model)."""
+
+
+@contextmanager
+def run_lock(run_dir: Path, hold: bool = True) -> Iterator[None]:
+    """One training process per run folder: an exclusive lock for the run's lifetime (a second `train` on
+    the folder is one RunError line). Once held, temporary files that killed runs left are removed.
+    `hold` False (torchrun's other ranks) takes nothing: rank 0 holds it for them."""
+    if not hold:
+        yield
+        return
+    import fcntl
+
+    with (run_dir / LOCK).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run_dir}: another `agegender train` is running in this folder") from None
+        for leftover in run_dir.glob(".*.tmp"):  # write_atomically's, from a process killed mid-write
+            leftover.unlink(missing_ok=True)
+        yield
+
+
+def discard_unsaved_start(run_dir: Path) -> str | None:
+    """A new run in a folder whose earlier start was killed before its first checkpoint: that attempt's
+    history rows (with no weights behind them) are dropped, so epochs are never counted twice."""
+    history = run_dir / HISTORY
+    if (run_dir / LAST).exists() or not history.exists():
+        return None
+    history.unlink()
+    return f"{run_dir}: an earlier start left no checkpoint; its {HISTORY} was discarded and the run starts afresh"
 
 
 def resume_config(run_dir: Path, *, model: str | None = None, epochs: int | None = None, threads: int | None = None,

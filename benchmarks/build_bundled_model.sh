@@ -8,7 +8,9 @@
 #                                              # 77dbc71 bundled model), several hours on one thread
 #   benchmarks/build_bundled_model.sh choose   # each candidate alone on lfw_select; every ensemble weighting on val
 #   benchmarks/build_bundled_model.sh choose-tta  # dlib_full with and without mirror averaging; the 128 px Lite0 ensemble
-#   benchmarks/build_bundled_model.sh build    # writes the chosen network, float16, mirror averaging on, into the package
+#   benchmarks/build_bundled_model.sh build    # the 37bb9df model: dlib_full, float16, mirror averaging on
+#   benchmarks/build_bundled_model.sh every-face  # the bundled model since stop 15 (docs/every_face.md): dlib_aaf_sampled,
+#                                              # float16, mirror averaging, age intervals calibrated on UTKFace val + AAF val
 # `choose` (val gender / MAE from the pool, lfw_select end to end with each model's own crop): dlib_full
 # 94.2% / 4.57, 98.5%; dlib_full2 94.3% / 4.55, 98.1%; dlib_distill 94.3% / 4.63, 98.1%; the Lite0 member of the
 # 77dbc71 model 93.2% / 5.11, 92.6%. Ensembles with the Lite0 member reach 95.5% on val but keep the old model's
@@ -53,5 +55,10 @@ case "${1:-}" in
   build)
     agegender export --format safetensors-fp16 --model "$RUNS/dlib_full/best.safetensors" --tta \
       --out "${OUT:-src/agegender/assets/bundled_model.safetensors}" ;;
-  *) echo "usage: $0 train|choose|choose-tta|build" >&2; exit 2 ;;
+  every-face)  # the ensemble with cydral_gender_aaf scored higher on the criterion but misses the PyTorch fps target
+    agegender export --format safetensors-fp16 --model "$RUNS/dlib_aaf_sampled/best.safetensors" --tta \
+      --out "$RUNS/sampled_fp16.safetensors"
+    agegender calibrate --data "$DATA" --data "$RUNS/aaf" --split val --model "$RUNS/sampled_fp16.safetensors" \
+      --out "${OUT:-src/agegender/assets/bundled_model.safetensors}" ;;
+  *) echo "usage: $0 train|choose|choose-tta|build|every-face" >&2; exit 2 ;;
 esac

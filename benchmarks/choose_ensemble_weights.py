@@ -2,12 +2,15 @@
 
     python benchmarks/choose_ensemble_weights.py runs/bundle_equal.safetensors \
         --crops ../shared/data/utkface --split val --photos runs/lfw_select
+    python benchmarks/choose_ensemble_weights.py POOL --crops ../shared/data/utkface --crops runs/aaf \
+        --children runs/aaf --split val --photos runs/lfw_select --tta    # the every-face criterion
 
 Each member of the ensemble runs once on the same inputs the ensemble would get: the `--split` images of
 the crop folder (decoded as `agegender evaluate` does) and the largest face of each photo of `--photos`
 (detected and cropped as `agegender evaluate --detect` does). Every weight combination of the grid is then
-scored from those outputs: gender weights by the mean of the crop and photo gender accuracies (photos: no
-face = wrong), age weights by the crop MAE. It prints each member alone and the best combinations; build the
+scored from those outputs: gender weights by the mean of each crop folder's gender accuracy, the children's
+(0-12) of each --children folder, and the photos' (no face = wrong); age weights by the crop MAE. With --tta
+each member's outputs are averaged with those of the mirrored faces, as a model file with mirror averaging does. It prints each member alone and the best combinations; build the
 chosen ensemble with `agegender ensemble ... --gender-weights ... --age-weights ...`.
 """
 
@@ -32,15 +35,16 @@ GRID = (0, 1, 2, 4)  # weights tried per member
 
 
 @torch.no_grad()
-def member_outputs(predictor: Predictor, faces: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def member_outputs(predictor: Predictor, faces: np.ndarray, batch: int = 128, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(P(female) (M, N), age (M, N)) of each member on uint8 (N, S, S, 3) faces at the ensemble's size."""
     ensemble = predictor.backend.model  # a TorchBackend's
     p_female, ages = [], []
     for begin in range(0, len(faces), batch):
         x = to_model_input(faces[begin : begin + batch])
-        outputs = [member(resize(x)) for member, resize in zip(ensemble.members, ensemble.resizers)]
-        p_female.append(torch.stack([torch.sigmoid(o.gender_logit) for o in outputs]).numpy())
-        ages.append(torch.stack([o.age for o in outputs]).numpy())
+        views = [x, x.flip(-1)] if tta else [x]
+        outputs = [[member(resize(v)) for member, resize in zip(ensemble.members, ensemble.resizers)] for v in views]
+        p_female.append(np.mean([torch.stack([torch.sigmoid(o.gender_logit) for o in view]).numpy() for view in outputs], 0))
+        ages.append(np.mean([torch.stack([o.age for o in view]).numpy() for view in outputs], 0))
     return np.concatenate(p_female, axis=1), np.concatenate(ages, axis=1)
 
 
@@ -83,34 +87,42 @@ def weighted(values: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ensemble", type=Path)
-    parser.add_argument("--crops", type=Path, required=True)
+    parser.add_argument("--crops", type=Path, action="append", required=True, help="repeat for several folders")
+    parser.add_argument("--children", type=Path, action="append", default=[], help="crop folders whose 0-12 count too")
     parser.add_argument("--split", default="val")
     parser.add_argument("--photos", type=Path, required=True)
+    parser.add_argument("--tta", action="store_true", help="average each face with its mirror image")
     parser.add_argument("--top", type=int, default=8)
     args = parser.parse_args()
     predictor = Predictor.from_checkpoint(args.ensemble)
     sources = [m["source"] for m in predictor.checkpoint.meta["ensemble"]]
-    crops, crop_gender, crop_age = crop_inputs(predictor, args.crops, args.split)
+    parts = []  # (name, member P(female) (M, N), gender (N,), photos missed)
+    crop_ages, crop_age = [], []
+    for folder in args.crops:
+        crops, gender, age = crop_inputs(predictor, folder, args.split)
+        p, ages = member_outputs(predictor, crops, tta=args.tta)
+        parts.append((f"{folder.name} {args.split}", p, gender, 0))
+        if folder in args.children:
+            kids = age <= 12
+            parts.append((f"{folder.name} {args.split} 0-12", p[:, kids], gender[kids], 0))
+        crop_ages.append(ages)
+        crop_age.append(age)
     photos, photo_gender, missed = photo_inputs(predictor, args.photos)
-    crop_p, crop_ages = member_outputs(predictor, crops)
-    photo_p, _ = member_outputs(predictor, photos)
+    parts.append((args.photos.name, member_outputs(predictor, photos, tta=args.tta)[0], photo_gender, missed))
+    crop_ages, crop_age = np.concatenate(crop_ages, axis=1), np.concatenate(crop_age)
     aged = np.isfinite(crop_age)
-    print(f"{args.crops} {args.split}: {len(crops)} faces; {args.photos}: {len(photos)} faces, {missed} photos without one")
+    print("; ".join(f"{name}: {p.shape[1]} faces" for name, p, _, _ in parts) + f"; {missed} photos without a face")
     for index, source in enumerate(sources):
-        print(
-            f"  member {index} {source}: crops gender {gender_accuracy(crop_p[index], crop_gender):.1%}, "
-            f"MAE {np.abs(crop_ages[index][aged] - crop_age[aged]).mean():.2f}; "
-            f"photos gender {gender_accuracy(photo_p[index], photo_gender, missed):.1%}"
-        )
+        scores = ", ".join(f"{name} {gender_accuracy(p[index], g, m):.1%}" for name, p, g, m in parts)
+        print(f"  member {index} {source}: {scores}; crop MAE {np.abs(crop_ages[index][aged] - crop_age[aged]).mean():.2f}")
     grid = [w for w in itertools.product(GRID, repeat=len(sources)) if sum(w) > 0]
     by_gender = []
     for w in grid:
-        on_crops = gender_accuracy(weighted(crop_p, w), crop_gender)
-        on_photos = gender_accuracy(weighted(photo_p, w), photo_gender, missed)
-        by_gender.append(((on_crops + on_photos) / 2, on_crops, on_photos, w))
-    print("gender weights (mean of crops and photos, crops, photos):")
-    for mean, on_crops, on_photos, w in sorted(by_gender, reverse=True)[: args.top]:
-        print(f"  {','.join(map(str, w))}: {mean:.2%} ({on_crops:.2%}, {on_photos:.2%})")
+        scores = [gender_accuracy(weighted(p, w), g, m) for _, p, g, m in parts]
+        by_gender.append((float(np.mean(scores)), scores, w))
+    print("gender weights (mean of: " + ", ".join(name for name, _, _, _ in parts) + "):")
+    for mean, scores, w in sorted(by_gender, key=lambda row: row[0], reverse=True)[: args.top]:
+        print(f"  {','.join(map(str, w))}: {mean:.2%} (" + ", ".join(f"{s:.2%}" for s in scores) + ")")
     by_age = sorted((np.abs(weighted(crop_ages, w)[aged] - crop_age[aged]).mean(), w) for w in grid)
     print("age weights (crop MAE):")
     for mae, w in by_age[: args.top]:

@@ -16,6 +16,7 @@
 #   benchmarks/train_face_models.sh dlib-full-150 # dlib-full on UTKFace re-aligned to dlib's template (same split)
 #   benchmarks/train_face_models.sh dlib-aaf      # dlib-full's recipe on UTKFace + All-Age-Faces (benchmarks/split_aaf.py)
 #   benchmarks/train_face_models.sh dlib-aaf-sampled  # the same, AAF and children 0-12 each drawn twice as often
+#   benchmarks/train_face_models.sh dlib-aaf-kids     # the same, children drawn four times as often
 #   benchmarks/train_face_models.sh cydral-gender-aaf # Cydral's 32 px gender network, all blocks, sampled as above,
 #                                                 # gender loss only (an ensemble member for gender; its ages are unused)
 # dlib-full-lfw adds gender-only training photos: lfw_dev split by identity (split_photos_by_identity.py, the
@@ -100,12 +101,15 @@ case "${1:-}" in
   dlib-aaf-sampled) aaf_split
                agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_sampled" "${DLIB_FULL[@]}" \
                  --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
+  dlib-aaf-kids) aaf_split
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_kids" "${DLIB_FULL[@]}" \
+                 --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
   cydral-gender-aaf) aaf_split
                agegender train --data "$DATA" --data "$AAF" --out "$RUNS/cydral_gender_aaf" --config benchmarks/model_b.yaml \
                  --set model.name=cydral_gender --set data.image_size=32 --set model.unfreeze_blocks=7 \
                  --set train.feature_views=4 --set train.finetune_lr=0.0001 \
                  --set train.finetune_epochs=8 --set train.age_weight=0 --set train.age_distribution_weight=0 \
                  --set augment.grayscale=0.25 --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|cydral-gender-aaf" >&2
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|dlib-aaf-kids|cydral-gender-aaf" >&2
                exit 2 ;;
 esac

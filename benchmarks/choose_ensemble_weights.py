@@ -17,17 +17,15 @@ chosen ensemble with `agegender ensemble ... --gender-weights ... --age-weights 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from agegender.data.dataset import decode_split
 from agegender.data.readers import read_folder
 from agegender.data.transforms import to_model_input
-from agegender.evaluation.evaluate import select_split
+from agegender.evaluation.evaluate import decode_evaluation_split
 from agegender.evaluation.photos import largest_detection
 from agegender.inference.predictor import Predictor
 
@@ -50,10 +48,7 @@ def member_outputs(predictor: Predictor, faces: np.ndarray, batch: int = 128, tt
 
 def crop_inputs(predictor: Predictor, folder: Path, split: str):
     """The split's decoded faces and their labels, as `agegender evaluate --split` scores them."""
-    trained_on = predictor.checkpoint.config.data
-    samples = select_split(read_folder(folder), split, trained_on)
-    config = dataclasses.replace(trained_on, path=str(folder), image_size=predictor.image_size)
-    arrays, _ = decode_split(samples, config)
+    _, arrays, _ = decode_evaluation_split(predictor, folder, split)
     return arrays.images, arrays.gender, arrays.age
 
 

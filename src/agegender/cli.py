@@ -306,10 +306,10 @@ def export(
         raise typer.BadParameter("--face-template applies to --format safetensors-fp16")
     if quantize is not None and format_ != "onnx":
         raise typer.BadParameter("--quantize applies to --format onnx")
+    source = model or bundled_model_path()
     suffix = {"onnx": (".onnx",), "safetensors-fp16": (".safetensors",)}.get(format_, ())
-    check_output_file(out, "--out", suffix, [model or bundled_model_path()])
+    check_output_file(out, "--out", suffix, [source])
     if format_ == "safetensors-fp16":
-        source = model or bundled_model_path()
         try:
             crop = None if face_template is None else FaceCropSpec("aligned", face_template)
         except ValueError as error:  # an unknown template

@@ -21,11 +21,17 @@ class OutputError(UserInputError):
     """An output path a verb cannot write, or must not."""
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _resolved(path: Path) -> Path | None:
     try:
-        return a.resolve() == b.resolve()
+        return Path(path).resolve()
     except (OSError, RuntimeError):  # a symlink loop: not one of ours
-        return False
+        return None
+
+
+def _is_an_input(path: Path, inputs: Iterable[Path]) -> bool:
+    """Whether `path` is one of `inputs` (resolved once; a folder run can list thousands of files)."""
+    target = _resolved(path)
+    return target is not None and any(_resolved(source) == target for source in inputs)
 
 
 def check_writable_dir(folder: Path, option: str, shown: Path | None = None) -> None:
@@ -53,9 +59,8 @@ def check_output_file(path: Path, option: str, suffixes: Sequence[str] = (), inp
         raise OutputError(f"{option} {path}: is a folder; give a file name")
     if suffixes and path.suffix.lower() not in suffixes:
         raise OutputError(f"{option} {path}: must end in {' or '.join(suffixes)}")
-    for source in inputs:
-        if _same_file(path, Path(source)):
-            raise OutputError(f"{option} {path}: is one of the inputs; write the output elsewhere")
+    if _is_an_input(path, inputs):
+        raise OutputError(f"{option} {path}: is one of the inputs; write the output elsewhere")
     check_writable_dir(path.parent, option, path)
     return path
 
@@ -65,8 +70,7 @@ def check_output_dir(path: Path, option: str, inputs: Iterable[Path] = ()) -> Pa
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path}: is a file; give a folder")
-    for source in inputs:
-        if Path(source).is_dir() and _same_file(path, Path(source)):
-            raise OutputError(f"{option} {path}: is one of the input folders; write the output elsewhere")
+    if path.is_dir() and _is_an_input(path, inputs):
+        raise OutputError(f"{option} {path}: is one of the input folders; write the output elsewhere")
     check_writable_dir(path, option)
     return path

@@ -15,7 +15,7 @@ import numpy as np
 # Columns of a prediction row (Prediction.rows); a model with an age distribution adds age_low and age_high
 # (its 80% interval), --age-groups adds age_group and p_age_<group>
 ROW_FIELDS = ("path", "face_index", "x1", "y1", "x2", "y2", "score", "age", "gender", "p_female")
-AGE_INTERVAL_LEVEL = 0.8  # inference/age_interval.py's DEFAULT_LEVEL
+AGE_INTERVAL_LEVEL = 0.8  # the central share of the age distribution an interval holds (inference/age_interval.py)
 
 
 @dataclass(frozen=True)

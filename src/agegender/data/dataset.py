@@ -12,7 +12,7 @@ from agegender.data.age_groups import group_interval, resolve_age_groups
 from agegender.data.cache import decode_samples
 from agegender.data.readers import ReadResult, Skipped, read_folders
 from agegender.data.samples import FaceSample
-from agegender.data.sampling import parse_sampling, sample_weights
+from agegender.data.sampling import SamplingTerm, parse_sampling, sample_weights
 from agegender.data.splits import Splits, split_folders
 
 
@@ -114,9 +114,9 @@ def dataset_names(samples: list[FaceSample], read: ReadResult) -> list[str] | No
     return [Path(folder).name for folder in folder_of_samples(samples, read, ())]
 
 
-def with_sampling_weights(train: LabelledArrays, read: ReadResult, config: DataConfig) -> LabelledArrays:
-    terms = parse_sampling(config.sampling, config.folders())
-    folder_of = folder_of_samples(train.samples, read, config.folders())
+def with_sampling_weights(train: LabelledArrays, read: ReadResult, folders: tuple[str, ...],
+                          terms: tuple[SamplingTerm, ...]) -> LabelledArrays:  # fmt: skip
+    folder_of = folder_of_samples(train.samples, read, folders)
     age_range = train.age_range if train.age_range is not None else np.stack([train.age, train.age], axis=1)
     return replace(train, weight=sample_weights(terms, folder_of, age_range, train.gender))
 
@@ -134,7 +134,7 @@ def make_splits(read: ReadResult, config: DataConfig) -> Splits:
 
 def prepare_data(config: DataConfig) -> PreparedData:
     """Read, split and decode the data folders as `config` describes."""
-    parse_sampling(config.sampling, config.folders())  # a bad term fails before any image is decoded
+    terms = parse_sampling(config.sampling, config.folders())  # a bad term fails before any image is decoded
     read = read_folders(config.folders())
     splits = make_splits(read, config)
     arrays, undecodable = {}, []
@@ -144,7 +144,7 @@ def prepare_data(config: DataConfig) -> PreparedData:
             samples = hide_exact_ages(samples, config.hide_ages)
         arrays[name], skipped = decode_split(samples, config)
         undecodable += skipped
-    train = with_sampling_weights(arrays["train"], read, config)
+    train = with_sampling_weights(arrays["train"], read, config.folders(), terms)
     return PreparedData(train, arrays["val"], arrays["test"], read, undecodable)
 
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from agegender.config import ConfigError, DataConfig
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
-from agegender.data.dataset import dataset_names, decode_split, make_splits
+from agegender.data.dataset import LabelledArrays, dataset_names, decode_split, make_splits
 from agegender.data.readers import DataError, ReadResult, Skipped, as_folders, read_folders
 from agegender.evaluation.age_groups import score_age_groups
 from agegender.evaluation.report import DetectionSummary, EvaluationReport, build_report
@@ -36,6 +36,22 @@ def select_split(read: ReadResult, split: str, checkpoint_data: DataConfig):
     return getattr(make_splits(read, checkpoint_data), split)
 
 
+def decode_evaluation_split(
+    predictor: Predictor, data_dir: Path | Sequence[Path], split: str, cache_dir: Path | None = None
+) -> tuple[ReadResult, LabelledArrays, list[Skipped]]:
+    """`split` of the labelled folders, recomputed with the model's own split settings and decoded at its
+    input size: what evaluate() scores and calibrate() fits on."""
+    read = read_folders(as_folders(data_dir))
+    trained_on = predictor.checkpoint.config.data
+    samples = select_split(read, split, trained_on)
+    data_config = dataclasses.replace(
+        trained_on, path=tuple(map(str, as_folders(data_dir))), cache_dir=str(cache_dir) if cache_dir else trained_on.cache_dir,
+        image_size=predictor.image_size,
+    )
+    arrays, undecodable = decode_split(samples, data_config)
+    return read, arrays, undecodable
+
+
 def evaluate(
     predictor: Predictor,
     data_dir: Path | Sequence[Path],
@@ -46,14 +62,7 @@ def evaluate(
     """Score the predictor on `split` of a labelled folder, or of several read together; with
     `age_groups`, also on that scheme's groups (evaluation/age_groups.py). Folders are split one by
     one, so `split` of one folder of a several-folder run is that folder's part of the run's split."""
-    read = read_folders(as_folders(data_dir))
-    trained_on = predictor.checkpoint.config.data
-    samples = select_split(read, split, trained_on)
-    data_config = dataclasses.replace(
-        trained_on, path=tuple(map(str, as_folders(data_dir))), cache_dir=str(cache_dir) if cache_dir else trained_on.cache_dir,
-        image_size=predictor.image_size,
-    )
-    arrays, undecodable = decode_split(samples, data_config)
+    read, arrays, undecodable = decode_evaluation_split(predictor, data_dir, split, cache_dir)
     if len(arrays) == 0:
         raise DataError(f"{data_dir}: no readable images to evaluate ({len(undecodable)} unreadable skipped)")
     datasets = dataset_names(arrays.samples, read)

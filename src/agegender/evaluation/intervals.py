@@ -9,11 +9,11 @@ from typing import Sequence
 
 import numpy as np
 
-from agegender.data.dataset import decode_split
-from agegender.data.readers import DataError, as_folders, read_folders
-from agegender.evaluation.evaluate import select_split
-from agegender.inference.age_interval import DEFAULT_LEVEL, age_intervals, coverage
+from agegender.data.readers import DataError
+from agegender.evaluation.evaluate import decode_evaluation_split
+from agegender.inference.age_interval import age_intervals, coverage
 from agegender.inference.predictor import Predictor
+from agegender.results import AGE_INTERVAL_LEVEL
 
 TEMPERATURES = (0.1, 20.0)  # the range searched; coverage grows with the temperature
 
@@ -25,12 +25,12 @@ class Calibration:
     coverage_after: float
     n: int
 
-    def line(self, level: float = DEFAULT_LEVEL) -> str:
+    def line(self, level: float = AGE_INTERVAL_LEVEL) -> str:
         return (f"{100 * level:.0f}% age interval on {self.n} faces: coverage {100 * self.coverage_before:.1f}% -> "
                 f"{100 * self.coverage_after:.1f}% at temperature {self.temperature:.3f}")  # fmt: skip
 
 
-def choose_temperature(age_probs: np.ndarray, true_age: np.ndarray, level: float = DEFAULT_LEVEL,
+def choose_temperature(age_probs: np.ndarray, true_age: np.ndarray, level: float = AGE_INTERVAL_LEVEL,
                        steps: int = 40) -> float:  # fmt: skip
     """The temperature whose `level` intervals cover `level` of `true_age`, by bisection on a log scale."""
     low, high = np.log(TEMPERATURES[0]), np.log(TEMPERATURES[1])
@@ -45,17 +45,15 @@ def choose_temperature(age_probs: np.ndarray, true_age: np.ndarray, level: float
 
 def calibrate(predictor: Predictor, data_dir: Path | Sequence[Path], split: str = "val") -> Calibration:
     """The temperature for `predictor`'s age intervals, measured on `split` of the labelled folders."""
-    read = read_folders(as_folders(data_dir))
-    config = predictor.checkpoint.config.data
-    samples = [s for s in select_split(read, split, config) if s.age is not None]
-    data_config = dataclasses.replace(config, path=tuple(map(str, as_folders(data_dir))), image_size=predictor.image_size)
-    arrays, _ = decode_split(samples, data_config)
-    if len(arrays) == 0:
+    _, arrays, _ = decode_evaluation_split(predictor, data_dir, split)
+    aged = np.isfinite(arrays.age)
+    if not aged.any():
         raise DataError(f"{data_dir}: no readable images with an exact age in split '{split}' to calibrate on")
-    predicted = predictor.predict_distributions(arrays.images)
+    predicted = predictor.predict_distributions(arrays.images[aged])
     if predicted.age_probs is None:
         raise DataError(f"{predictor.source}: the model gives no age distribution (a regression head or an ONNX file)")
-    temperature = choose_temperature(predicted.age_probs, arrays.age)
-    before = coverage(predictor.age_intervals(predicted), arrays.age)
-    after = coverage(age_intervals(predicted.age_probs, DEFAULT_LEVEL, temperature), arrays.age)
-    return Calibration(temperature, before, after, len(arrays))
+    ages = arrays.age[aged]
+    temperature = choose_temperature(predicted.age_probs, ages)
+    before = coverage(predictor.age_intervals(predicted), ages)
+    after = coverage(age_intervals(predicted.age_probs, AGE_INTERVAL_LEVEL, temperature), ages)
+    return Calibration(temperature, before, after, int(aged.sum()))

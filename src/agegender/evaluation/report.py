@@ -12,7 +12,6 @@ from rich.table import Table
 
 from agegender.data.samples import GENDER_NAMES, RACE_NAMES, FaceSample
 from agegender.evaluation.age_groups import AgeGroupReport, GroupAccuracy
-from agegender.inference.age_interval import coverage
 from agegender.evaluation.metrics import (
     AGE_BAND_NAMES,
     GroupMetrics,
@@ -21,6 +20,7 @@ from agegender.evaluation.metrics import (
     breakdown,
     compute_group_metrics,
 )
+from agegender.inference.age_interval import coverage
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ import numpy as np
 
 from agegender.results import AGE_INTERVAL_LEVEL
 
-DEFAULT_LEVEL = AGE_INTERVAL_LEVEL
-
 
 def tempered(age_probs: np.ndarray, temperature: float) -> np.ndarray:
     """(N, K) the distributions with their log-probabilities divided by `temperature` (> 1 flattens)."""
@@ -21,7 +19,7 @@ def tempered(age_probs: np.ndarray, temperature: float) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-def age_intervals(age_probs: np.ndarray, level: float = DEFAULT_LEVEL, temperature: float = 1.0) -> np.ndarray:
+def age_intervals(age_probs: np.ndarray, level: float = AGE_INTERVAL_LEVEL, temperature: float = 1.0) -> np.ndarray:
     """(N, 2) [low, high] whole years holding the central `level` of each 1-year-bin distribution (bin k is
     age k): low is the first age whose cumulative mass reaches (1 - level) / 2, high the first to reach
     (1 + level) / 2."""

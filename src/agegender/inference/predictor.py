@@ -22,6 +22,7 @@ from agegender.config import Bound, ConfigError
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.align import FaceCrop, FaceCropSpec
 from agegender.data.images import load_rgb, resize_square
+from agegender.inference.age_interval import age_intervals
 from agegender.inference.backends import (  # noqa: F401  (bundled_model_path, RUNTIMES: re-exported for callers)
     RUNTIMES,
     FaceOutputs,
@@ -29,12 +30,11 @@ from agegender.inference.backends import (  # noqa: F401  (bundled_model_path, R
     bundled_model_path,
     load_backend,
 )
-from agegender.inference.age_interval import DEFAULT_LEVEL, age_intervals
 from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, Detection, FaceDetector, create_detector, crop_faces
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import FaceTracker
 from agegender.models.checkpoint import CheckpointInfo
-from agegender.results import FacePrediction, Prediction
+from agegender.results import AGE_INTERVAL_LEVEL, FacePrediction, Prediction
 
 MARGIN = Bound(0, 2)  # crop margin per side, as a fraction of the face box
 
@@ -176,7 +176,7 @@ class Predictor:
         (None where the model gives no distribution: a regression head, or an ONNX file)."""
         if predicted.age_probs is None:
             return None
-        return age_intervals(predicted.age_probs, DEFAULT_LEVEL, self.checkpoint.age_interval_temperature)
+        return age_intervals(predicted.age_probs, AGE_INTERVAL_LEVEL, self.checkpoint.age_interval_temperature)
 
     def load_cropped(self, path: Path | str) -> np.ndarray:
         """An image file meant as one already-cropped face, decoded as training decoded it."""

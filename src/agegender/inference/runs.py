@@ -24,7 +24,6 @@ from agegender.data.align import FaceCropSpec
 from agegender.data.images import ImageLoadError, PathLike, load_rgb
 from agegender.errors import UserInputError
 from agegender.inference.predictor import Predictor
-from agegender.outputs import check_output_dir, check_output_file
 from agegender.inference.sources import (
     CaptureSource,
     Frame,
@@ -35,6 +34,7 @@ from agegender.inference.sources import (
     expand_image_paths,
     is_video_path,
 )
+from agegender.outputs import check_output_dir, check_output_file
 from agegender.results import ROW_FIELDS, Prediction
 
 VIDEO_OUTPUT_SUFFIXES = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}

@@ -258,7 +258,6 @@ class ServeError(UserInputError):
 def check_can_listen(host: str, port: int) -> None:
     """Bind once before the app starts: a busy port or a bad host is one error line, not uvicorn's exit 3."""
     try:
-        with socket.create_server((host, port), reuse_port=False) as _:
-            pass
+        socket.create_server((host, port)).close()
     except OSError as error:
         raise ServeError(f"cannot listen on {host}:{port} ({error.strerror or error}); is another server there?") from None

@@ -14,8 +14,8 @@ from rich.console import Console
 from torch import nn
 
 from agegender.config import RunConfig, save_config
-from agegender.data.sampling import parse_sampling
 from agegender.data.dataset import PreparedData, label_stats, prepare_data
+from agegender.data.sampling import parse_sampling
 from agegender.data.transforms import check_augment
 from agegender.models.checkpoint import (
     CheckpointError,

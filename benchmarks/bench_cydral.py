@@ -1,7 +1,7 @@
 """Cydral ResNet-10 face age backbone (`--model cydral_resnet10`): size, speed, and what its frozen
 features are worth on UTKFace before any fine-tuning.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_cydral.py --data ../shared/data/utkface [--weights age-v1.onnx]
+    OMP_NUM_THREADS=1 python benchmarks/bench_cydral.py --data $AGEGENDER_DATA/utkface [--weights age-v1.onnx]
 
 Prints: parameter counts; faces/s at batch 64 on one thread (PyTorch port, and onnxruntime on the
 package's graph); the network's own expected age (its 81 probabilities, no training) on the first

@@ -31,6 +31,8 @@ from agegender.data.readers import read_utkface
 from agegender.models.dlib_resnet import MEAN, STD, create_dlib_resnet_backbone
 from agegender.models.pretrained import load_backbone_state, resolve_weights_path
 
+DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
+
 
 def normalise(chips: np.ndarray) -> torch.Tensor:
     """uint8 (N, 150, 150, 3) -> what the backbone reads: (N, 3, 150, 150), dlib's (pixel - mean) / 256."""
@@ -87,7 +89,7 @@ def dlib_parity(weights: Path, backbone: torch.nn.Module, chips: np.ndarray) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/utkface"))
+    parser.add_argument("--data", type=Path, default=DATA_ROOT / "utkface")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--test", type=int, default=1000)

@@ -16,6 +16,7 @@ and the rest extrapolated (said so in the output); the cached variant runs all `
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import replace
@@ -38,6 +39,8 @@ from agegender.training.loop import batch_indices
 from agegender.training.losses import MultiTaskLoss
 from agegender.training.schedule import EpochScheduler, Warmup, create_optimizer
 from agegender.training.sources import FromBlock, build_cached_sources
+
+DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
 
 
 def load_images(path: Path, n: int, image_size: int) -> LabelledArrays:
@@ -103,7 +106,7 @@ def time_cached(config: RunConfig, data: LabelledArrays, epochs: int) -> tuple[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/utkface"))
+    parser.add_argument("--data", type=Path, default=DATA_ROOT / "utkface")
     parser.add_argument("--n", type=int, default=4000, help="training images")
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="phase-1 epochs (train.epochs bounds phase 1)")
     parser.add_argument("--naive-epochs", type=int, default=3, help="naive epochs actually run (then extrapolated)")

@@ -23,10 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
+DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
+
 NEW_SRC = Path(__file__).resolve().parents[1] / "src"
 MODEL_THROUGHPUT = """
 import time, numpy as np, torch
 from agegender.inference.predictor import Predictor
+
 predictor = Predictor.from_checkpoint()
 faces = np.random.default_rng(0).integers(0, 256, ({n}, predictor.image_size, predictor.image_size, 3), dtype=np.uint8)
 predictor.predict_faces(faces[:32], batch_size=32)  # warm-up
@@ -90,8 +93,8 @@ def bench_case(name: str, folder: Path, one: Path, old_src: Path, threads: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old-src", type=Path, required=True, help="src/ of the checkout to compare with")
-    parser.add_argument("--utkface", type=Path, default=Path("/work/shared/data/utkface"))
-    parser.add_argument("--lfw", type=Path, default=Path("/work/shared/data/lfw_dev"))
+    parser.add_argument("--utkface", type=Path, default=DATA_ROOT / "utkface")
+    parser.add_argument("--lfw", type=Path, default=DATA_ROOT / "lfw_dev")
     parser.add_argument("--crops", type=int, default=2000)
     parser.add_argument("--photos", type=int, default=300, help="0: skip the detection case")
     parser.add_argument("--threads", type=int, default=2)

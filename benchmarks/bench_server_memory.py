@@ -5,7 +5,7 @@
 
 Starts `agegender serve` (uvicorn, the bundled model unless --model) as a subprocess, sends one
 warm-up request, then bursts of `--n` concurrent uploads: ordinary photos (examples/astronaut.jpg,
-plus UTKFace/LFW photos from /work/shared/data where present), then for every `--huge-sides` S an
+plus UTKFace/LFW photos from $AGEGENDER_DATA where present), then for every `--huge-sides` S an
 S x S PNG that compresses to a few tens of KB (a smooth gradient) and an S x S JPEG. Between bursts
 it waits `--settle` seconds. A thread samples the server's VmRSS every 10 ms from /proc/PID/status
 (psutil is not a dependency); VmHWM is the kernel's own peak. Printed per phase: status codes,
@@ -30,8 +30,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
+DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SHARED = [Path("/work/shared/data/utkface"), Path("/work/shared/data/lfw_dev")]
+SHARED = [DATA_ROOT / "utkface", DATA_ROOT / "lfw_dev"]
 
 
 def read_status_kb(pid: int) -> dict[str, int]:

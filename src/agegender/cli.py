@@ -108,6 +108,15 @@ def _age_group_scheme(text: str | None):
 
 
 TTA_HELP = "average each face with its mirror image (default: as the model file says; the bundled model does)"
+# inference.detect.AUTO_HELP, spelled out here so that --help imports no torch (a test keeps them equal).
+DETECTOR_HELP = (
+    "auto (blazeface + mtcnn: faces down to 24 px; on video/webcam mtcnn every 10th frame) "
+    "| mtcnn | blazeface (fast; faces over ~1/4 of the frame) | haar | mediapipe"
+)
+RUNTIME_HELP = (
+    "auto (onnxruntime, from an ONNX file built once per checkpoint in ~/.cache/agegender/onnx; PyTorch "
+    "where onnxruntime is missing or the cache unwritable) | torch | onnx"
+)
 CROP_HELP = "aligned (warp the detector's keypoints onto the model's face template) | box; default: the model's"
 MARGIN_HELP = (
     "crop margin per side (aligned: of the template chip, default 0; box: of the face box, default the detector's)"
@@ -122,11 +131,11 @@ def evaluate(
     model: Optional[Path] = typer.Option(None, help="checkpoint; default: the bundled model"),
     split: str = typer.Option("all", help="all | train | val | test (recomputed with the model's own split seed)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
-    runtime: str = typer.Option("torch", help="torch | onnx (--model then names an exported .onnx file)"),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help=TTA_HELP),
     age_groups: Optional[str] = typer.Option(None, help=AGE_GROUPS_HELP),
     detect: bool = typer.Option(False, "--detect", help="photos, not crops: detect, score the largest face per image"),
-    detector: str = typer.Option("auto", help="--detect: auto (= blazeface) | blazeface | haar | mediapipe"),
+    detector: str = typer.Option("auto", help=f"--detect: {DETECTOR_HELP}"),
     crop: Optional[str] = typer.Option(None, help=f"--detect: {CROP_HELP}"),
     margin: Optional[float] = typer.Option(None, help=f"--detect: {MARGIN_HELP}"),
     report: Optional[Path] = typer.Option(
@@ -188,7 +197,7 @@ def crop(
     out: Path = typer.Option(..., help="folder for the chips, their labels.csv and skipped.csv"),
     template: str = typer.Option("utkface", help="face template the chips are aligned to: utkface | dlib_150"),
     size: Optional[int] = typer.Option(None, min=16, max=1024, help="chip side in pixels; default: the template's"),
-    detector: str = typer.Option("auto", help="auto (= blazeface) | blazeface | mediapipe (haar gives no keypoints)"),
+    detector: str = typer.Option("auto", help="auto (blazeface + mtcnn) | mtcnn | blazeface | mediapipe (haar gives no keypoints)"),
 ) -> None:
     """Aligned chips of the largest face in each labelled photo, labels carried over (training data)."""
     from rich.progress import Progress
@@ -215,16 +224,16 @@ def crop(
 @app.command()
 def predict(
     paths: list[Path] = typer.Argument(None, help="images, folders (searched recursively) or one video file"),
-    model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
+    model: Optional[Path] = typer.Option(None, help="checkpoint (.safetensors) or exported .onnx file; default: the bundled model"),
     no_detect: bool = typer.Option(False, "--no-detect", help="treat each image as an already-cropped face"),
-    detector: str = typer.Option("auto", help="auto (= blazeface) | blazeface | haar | mediapipe"),
+    detector: str = typer.Option("auto", help=DETECTOR_HELP),
     crop: Optional[str] = typer.Option(None, help=CROP_HELP),
     margin: Optional[float] = typer.Option(None, help=MARGIN_HELP),
     save_dir: Optional[Path] = typer.Option(None, help="write annotated copies of the images here"),
     output: Optional[Path] = typer.Option(None, help="images: predictions .csv/.json; video/webcam: annotated .mp4/.avi"),
     as_json: bool = typer.Option(False, "--json", help="print predictions as JSON on stdout"),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help=TTA_HELP),
-    runtime: str = typer.Option("torch", help="torch | onnx"),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
     webcam: Optional[int] = typer.Option(None, help="read frames from this camera index instead of files"),
     max_frames: Optional[int] = typer.Option(None, min=1, help="video/webcam: stop after this many frames"),
     age_groups: Optional[str] = typer.Option(None, help=AGE_GROUPS_HELP),
@@ -377,9 +386,9 @@ def ensemble(
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port, 1-65535"),
-    model: Optional[Path] = typer.Option(None, help="checkpoint (.onnx with --runtime onnx); default: the bundled model"),
-    runtime: str = typer.Option("torch", help="torch | onnx"),
-    detector: str = typer.Option("auto", help="face detector: auto (= blazeface) | blazeface | haar | mediapipe"),
+    model: Optional[Path] = typer.Option(None, help="checkpoint (.safetensors) or exported .onnx file; default: the bundled model"),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    detector: str = typer.Option("auto", help=f"face detector: {DETECTOR_HELP}"),
     crop: Optional[str] = typer.Option(None, help=CROP_HELP),
     max_concurrent: int = typer.Option(2, min=1, help="requests decoding or predicting at once (memory bound)"),
 ) -> None:

@@ -134,7 +134,11 @@ def test_cli_export_and_predict_on_onnx(tiny_checkpoint, tmp_path, run_cli):
     code, stdout, err = run_cli("predict", image, "--model", out, "--runtime", "onnx", "--json")
     assert code == 0, err
     assert len(json.loads(stdout)) == 1
-    code, _, err = run_cli("predict", image, "--model", tiny_checkpoint, "--runtime", "onnx")
+    code, stdout, err = run_cli("predict", image, "--model", tiny_checkpoint, "--runtime", "onnx", "--json")
+    assert code == 0 and len(json.loads(stdout)) == 1, err  # a checkpoint on onnx: through its cached ONNX file
+    not_onnx = tmp_path / "not.onnx"
+    not_onnx.write_bytes(b"not a protobuf")
+    code, _, err = run_cli("predict", image, "--model", not_onnx)
     assert code == 2 and "not a readable ONNX model" in err
     code, _, err = run_cli("export", "--format", "tflite", "--out", tmp_path / "m.tflite")
     assert code == 2 and "choose onnx or safetensors-fp16" in err

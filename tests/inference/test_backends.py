@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from agegender.config import ConfigError
-from agegender.inference.backends import OnnxBackend, OnnxModelError, TorchBackend, load_backend
+from agegender.inference.backends import TorchBackend
 from agegender.inference.predictor import Predictor
+from agegender.inference.runtime import load_backend
 
 
 def test_torch_backend_outputs_do_not_depend_on_the_batch_size(tiny_checkpoint):
-    backend = load_backend(tiny_checkpoint)
+    backend = load_backend(tiny_checkpoint, "torch")
     assert isinstance(backend, TorchBackend) and backend.runtime == "torch" and backend.info.image_size == 32
     faces = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     small, large = backend.predict(faces, batch_size=2), backend.predict(faces)
@@ -41,11 +42,11 @@ def test_predictor_takes_any_backend(tiny_checkpoint):
     assert (face.age, face.gender, predictor.runtime, predictor.image_size) == (40.0, "female", "constant", 32)
 
 
-def test_unknown_runtime_and_missing_onnx_file_are_clear(tmp_path):
-    with pytest.raises(ConfigError, match="unknown runtime 'tflite'; choose one of torch, onnx"):
+def test_unknown_runtime_and_an_onnx_file_on_torch_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="unknown runtime 'tflite'; choose one of auto, torch, onnx"):
         load_backend(None, "tflite")
-    with pytest.raises(OnnxModelError, match="needs a model file"):
-        OnnxBackend.from_file(None)
+    with pytest.raises(ConfigError, match="model.onnx: an ONNX file runs on onnxruntime"):
+        load_backend(tmp_path / "model.onnx", "torch")
 
 
 def test_importing_the_predictor_does_not_import_training_or_export():
@@ -69,7 +70,9 @@ def test_a_checkpoint_whose_network_gives_nan_is_refused_at_load(tiny_checkpoint
     broken = tmp_path / "nan.safetensors"
     save_file({k: v * float("nan") if v.is_floating_point() else v for k, v in weights.items()}, str(broken), metadata)
     with pytest.raises(ModelOutputError, match=f"{broken}: the model gave an age that is not a number"):
-        load_backend(broken)
+        load_backend(broken, "torch")
+    with pytest.raises(ModelOutputError, match=f"{broken}: the model gave an age that is not a number"):
+        load_backend(broken)  # on onnxruntime: the export's own check refuses it first
     code, _, err = run_cli("predict", tmp_path, "--model", broken, "--no-detect")
     assert code == 2 and "the file is broken" in err
 

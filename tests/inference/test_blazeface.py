@@ -60,7 +60,7 @@ def test_matches_mediapipe(frame_name, astronaut, detector):
     reference = MediaPipeDetector().detect(frame)
     ours = detector.detect(frame)
     assert len(reference) >= 1 and len(ours) == len(reference)
-    # Measured: identical to 1e-4 pixel (benchmarks/check_blazeface_parity.py); the margins are for
+    # Measured: identical to 1e-4 pixel (tools/check_blazeface_parity.py); the margins are for
     # other OpenCV and XNNPACK builds.
     for mine, theirs in zip(ours, reference):
         assert _iou(mine.box, theirs.box) > 0.95

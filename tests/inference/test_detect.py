@@ -3,17 +3,21 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from agegender.data.align import FaceCropSpec, get_template, template_points
 from agegender.data.images import load_rgb
 from agegender.inference.detect import (
+    VIDEO_SMALL_FACE_EVERY,
+    CombinedDetector,
     Detection,
     DetectorUnavailableError,
     FaceDetector,
     HaarDetector,
     create_detector,
+    create_video_detector,
     crop_faces,
     list_detectors,
 )
@@ -29,7 +33,7 @@ def astronaut() -> np.ndarray:
 
 
 def _available(name: str) -> bool:
-    return name in ("haar", "blazeface") or importlib.util.find_spec("mediapipe") is not None
+    return name in ("haar", "blazeface", "mtcnn") or importlib.util.find_spec("mediapipe") is not None
 
 
 @pytest.mark.parametrize("name", list_detectors())
@@ -100,9 +104,42 @@ def test_detection_is_a_frozen_value():
         detection.score = 1.0  # type: ignore[misc]
 
 
-def test_auto_is_the_bundled_blazeface_port():
-    # The weights ship inside the package, so a plain install gets the best measured detector.
-    assert create_detector("auto").name == "blazeface"
+def test_auto_finds_small_faces_in_stills_and_keeps_video_fast():
+    # Both detectors' weights ship inside the package, so a plain install gets them.
+    stills, video = create_detector("auto"), create_video_detector("auto")
+    assert isinstance(stills, CombinedDetector) and stills.every == 1
+    assert isinstance(video, CombinedDetector) and video.every == VIDEO_SMALL_FACE_EVERY > 1
+    assert video.fast.name == "blazeface" and video.small.name == "mtcnn"
+    assert create_video_detector("haar").name == "haar"  # a named detector runs on every frame
+
+
+def _paste_face(astronaut: np.ndarray, places: list[tuple[int, int, int]], size=(640, 480)) -> np.ndarray:
+    """The astronaut's face resized to each (side, x, y) in a mid-grey frame."""
+    face = astronaut[40:210, 140:310]
+    frame = np.full((size[1], size[0], 3), 128, np.uint8)
+    for side, x, y in places:
+        frame[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def test_on_video_a_small_face_is_found_within_the_period_and_followed(astronaut):
+    video = CombinedDetector(create_detector("blazeface"), create_detector("mtcnn"), every=4)
+    big = (300, 320, 40)  # blazeface's face, every frame
+    frames = [_paste_face(astronaut, [big])] * 2 + [_paste_face(astronaut, [big, (48, 40 + 2 * i, 300)]) for i in range(8)]
+    counts = [len(video.detect(frame)) for frame in frames]
+    # The 48 px face appears at frame 2; the small-face pass runs at frames 0, 4 and 8 and O-Net follows it between.
+    assert counts[:4] == [1, 1, 1, 1] and counts[4:] == [2] * 6
+    small = [d for d in video.detect(frames[-1]) if d.box.width < 100]
+    assert len(small) == 1 and 40 + 14 <= (small[0].box.x1 + small[0].box.x2) / 2 <= 40 + 14 + 48
+
+
+def test_auto_on_stills_adds_the_small_faces_to_blazeface_s(astronaut):
+    frame = _paste_face(astronaut, [(300, 320, 40), (40, 60, 60), (32, 100, 400)])
+    stills = create_detector("auto")
+    (big,) = create_detector("blazeface").detect(frame)
+    found = stills.detect(frame)
+    assert len(found) == 3 and big in found  # the face both see keeps blazeface's box and keypoints
+    assert stills.detect_batch([frame, frame[:10]]) == [found, []]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="mediapipe not installed")

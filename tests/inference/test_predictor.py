@@ -18,7 +18,7 @@ from agegender.results import FacePrediction, Prediction
 
 @pytest.fixture(scope="module")
 def predictor(trained_run) -> Predictor:
-    return Predictor.from_checkpoint(trained_run.best)
+    return Predictor.from_checkpoint(trained_run.best, runtime="torch")
 
 
 def test_from_checkpoint_reads_its_own_preprocessing(predictor, trained_run):
@@ -102,7 +102,7 @@ def test_bundled_model_loads_and_predicts(trained_run):
 def test_bundled_model_is_the_documented_network_and_reads_the_example_photo_right():
     predictor = Predictor.from_checkpoint()
     meta = predictor.checkpoint.meta
-    config = meta["config"]  # as benchmarks/build_bundled_model.sh builds it: dlib's network, no teacher
+    config = meta["config"]  # as recipes/build_bundled_model.sh builds it: dlib's network, no teacher
     assert (config["model"]["name"], config["data"]["image_size"], config["train"].get("teacher")) == ("dlib_resnet", 150, None)
     assert "ensemble" not in meta and meta["weights_dtype"] == "float16"
     assert predictor.face_crop.template == "dlib_150"

@@ -287,3 +287,24 @@ def test_a_face_pretrained_backbone_names_its_template(monkeypatch):
     config = replace(CONFIG, model=replace(CONFIG.model, name="mobilenet_v2"))
     assert face_crop_for(config) == FaceCropSpec("aligned", "dlib_150")
     assert face_crop_for(CONFIG) == DEFAULT_FACE_CROP
+
+
+def test_a_full_disk_while_saving_is_one_error_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    import agegender.models.checkpoint as checkpoint
+
+    model = create_model(ModelConfig(widths=(8, 16)))
+    meta = build_meta(model, RunConfig(), label_stats={"age_mean": 30.0})
+    path = tmp_path / "best.safetensors"
+    save_checkpoint(path, model, meta)
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):  # what safetensors raises on ENOSPC
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(WriteError, match="best.safetensors: cannot write .*No space left on device") as error:
+        save_checkpoint(path, model, meta)
+    assert "\n" not in str(error.value) and path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["best.safetensors"]  # no temporary left

@@ -8,7 +8,7 @@ from agegender.models import create_model
 from agegender.models.pretrained import BACKBONES, PretrainedWeightsError, is_pretrained, load_pretrained_weights
 
 # Whole ImageNet models: timm's legacy_xception / torchvision's efficientnet_b0 counts (checked against
-# both libraries by benchmarks/check_imagenet_backbones.py) and the published sizes they round to.
+# both libraries by tools/check_imagenet_backbones.py) and the published sizes they round to.
 PUBLISHED = {
     "xception": (22_855_952, 2048 * 1000 + 1000, 22.9),
     "efficientnet_b0": (5_288_548, 1280 * 1000 + 1000, 5.3),

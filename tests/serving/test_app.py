@@ -26,7 +26,7 @@ def _upload(client: TestClient, data: bytes, name: str = "photo.jpg", content_ty
 
 def test_health_page_and_docs(client):
     health = client.get("/health").json()
-    assert health["status"] == "ok" and health["image_size"] == 32 and health["runtime"] == "torch"
+    assert health["status"] == "ok" and health["image_size"] == 32 and health["runtime"] == "onnx"  # the default
     assert health["crop"] == DEFAULT_FACE_CROP.to_dict()  # the checkpoint's, as prediction uses it
     page = client.get("/")
     assert page.status_code == 200 and "getUserMedia" in page.text and "<canvas" in page.text

@@ -3,8 +3,10 @@ gave at commit 77dbc71, before the training paths became one phase runner.
 
 The reference (data/refactor_parity.json) holds, per tensor, float64 sums (plain, absolute and
 position-weighted, so a permutation shows) rather than the weights: Model B's backbone is a few MB.
-Compared at rtol 1e-6, not bitwise: another CPU's SIMD kernels may round the last bit differently;
-on the machine that wrote the reference the runs were also checked bitwise equal.
+Compared at rtol 1e-5, not bitwise: another CPU's SIMD kernels round differently (an AVX2-only
+machine differs from the AVX-512 one that wrote the reference by up to 3e-6 relative, 8e-9 absolute,
+after one epoch); a change of the training code moves these sums by far more. On the machine that
+wrote the reference the runs were also checked bitwise equal.
 Regenerate (only when a change of results is intended): AGEGENDER_WRITE_PARITY=1 pytest this file.
 """
 
@@ -65,11 +67,11 @@ def train(config, run_dir: Path) -> dict:
 def assert_matches(measured: dict, expected: dict) -> None:
     assert [row[0] for row in measured["history"]] == [row[0] for row in expected["history"]]
     for got, want in zip(measured["history"], expected["history"]):
-        assert got[1:] == pytest.approx(want[1:], rel=1e-6, nan_ok=True)
+        assert got[1:] == pytest.approx(want[1:], rel=1e-5, nan_ok=True)
     for name, tensors in expected["weights"].items():
         assert measured["weights"][name].keys() == tensors.keys(), name
         for key, sums in tensors.items():
-            assert measured["weights"][name][key] == pytest.approx(sums, rel=1e-6, abs=1e-9), f"{name}: {key}"
+            assert measured["weights"][name][key] == pytest.approx(sums, rel=1e-5, abs=1e-8), f"{name}: {key}"
 
 
 @pytest.mark.parametrize("model", ["model_a", "model_b"])

@@ -49,7 +49,7 @@ class FaceTemplate:
     measured: str  # how the positions were obtained
 
 
-# Medians of MediaPipe keypoints, measured with benchmarks/measure_face_templates.py (see its
+# Medians of MediaPipe keypoints, measured with tools/measure_face_templates.py (see its
 # docstring for the commands and the spread).
 TEMPLATES: dict[str, FaceTemplate] = {
     "utkface": FaceTemplate(
@@ -211,7 +211,7 @@ class FaceCropSpec:
 
 
 # The crop for checkpoints that do not say (the bundled model among them) and for new UTKFace-trained
-# ones. Measured with benchmarks/photos.py (bundled model, MediaPipe, lfw_dev's 2,348 photos): gender
+# ones. Measured with benchmarks/bench_photo_crops.py (bundled model, MediaPipe, lfw_dev's 2,348 photos): gender
 # 95.2% (women 89.5%) aligned at margin 0, against 91.1% (women 78.4%) for the box crop and 94.0-94.9%
 # for margins 0.05 / 0.1 and the dlib_150 template; docs/aligned_crops.md.
 DEFAULT_FACE_CROP = FaceCropSpec("aligned", "utkface")

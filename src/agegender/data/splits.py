@@ -6,7 +6,7 @@ together as one unit, so no image appears in two splits; so are all photos of on
 Several folders (split_folders) are grouped together, so a photo copied into two folders is one
 unit too, then split folder by folder: adding a folder leaves the others' splits as they were. A labels.csv
 with a split column (train / val / test) fixes its rows' splits: a dataset's own protocol, or a held-out
-part chosen once (benchmarks/split_aaf.py).
+part chosen once (tools/split_aaf.py).
 """
 
 from __future__ import annotations

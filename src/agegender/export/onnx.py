@@ -2,14 +2,17 @@
 
 The exported graph is a wrapper around the checkpoint's model that takes float32 (B, 3, S, S)
 RGB in [0, 1] (exactly `data.transforms.to_model_input`, so pixel conversion keeps one owner)
-and returns (age in years, P(female)), with a dynamic batch axis. Normalisation is inside the
+and returns (age in years, P(female)) and, for a model with a bins head, the age distribution
+(B, MAX_AGE + 1) that age intervals and age groups need, with a dynamic batch axis. Normalisation is inside the
 model, so it is inside the graph too. The checkpoint's metadata (config, preprocessing, label
-statistics) is stored as JSON in the ONNX `metadata_props`, so `OnnxBackend` needs nothing
-but the .onnx file.
+statistics) is stored as JSON in the ONNX `metadata_props`, with the sha256 of the checkpoint file
+it came from (`onnx.source_sha256`, which inference.runtime's cache checks), so `OnnxBackend`
+needs nothing but the .onnx file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from agegender.data.transforms import to_model_input
 from agegender.inference.backends import (  # noqa: F401  (OnnxModelError: re-exported, export raises it too)
     INPUT_NAME,
     OUTPUT_NAMES,
+    PROBS_NAME,
     OnnxBackend,
     OnnxModelError,
     bundled_model_path,
@@ -38,15 +42,26 @@ MAX_P_DIFF = 1e-4
 
 
 class AgeGenderOnnxWrapper(nn.Module):
-    """float (B, 3, S, S) in [0, 1] -> (age (B,), P(female) (B,))."""
+    """float (B, 3, S, S) in [0, 1] -> (age (B,), P(female) (B,)[, age distribution (B, MAX_AGE + 1)])."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, with_probs: bool):
         super().__init__()
         self.model = model
+        self.with_probs = with_probs
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         output = self.model(image)
-        return output.age, torch.sigmoid(output.gender_logit)
+        if not self.with_probs:
+            return output.age, torch.sigmoid(output.gender_logit)
+        return output.age, torch.sigmoid(output.gender_logit), output.age_logits.softmax(dim=1)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,14 +92,19 @@ def export_onnx(
     """
     if quantize not in (None, "int8"):
         raise ConfigError(f"unknown quantisation '{quantize}'; the only choice is int8")
-    loaded = load_checkpoint(Path(checkpoint) if checkpoint is not None else bundled_model_path())
-    wrapper = AgeGenderOnnxWrapper(loaded.model.to(memory_format=torch.contiguous_format)).eval()
+    source = Path(checkpoint) if checkpoint is not None else bundled_model_path()
+    loaded = load_checkpoint(source)
     size = loaded.image_size
     example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    onnx = {"input": INPUT_NAME, "outputs": list(OUTPUT_NAMES), "quantized": quantize}
+    model = loaded.model.to(memory_format=torch.contiguous_format).eval()
+    with torch.no_grad():
+        with_probs = model(example).age_logits is not None
+    wrapper = AgeGenderOnnxWrapper(model, with_probs).eval()
+    outputs = [*OUTPUT_NAMES, PROBS_NAME] if with_probs else list(OUTPUT_NAMES)
+    onnx = {"input": INPUT_NAME, "outputs": outputs, "quantized": quantize, "source_sha256": file_sha256(source)}
     meta = with_default_tta({**loaded.meta, "onnx": onnx}, tta)
     out = Path(out)
-    write_atomically(out, lambda temporary: _write_onnx(wrapper, example, temporary, meta, quantize))
+    write_atomically(out, lambda temporary: _write_onnx(wrapper, example, temporary, meta, quantize, outputs))
     wrapper.eval()  # the exporter restores the mode it found on the wrapper; be explicit anyway
     age_diff, p_diff = _compare_with_torch(wrapper, OnnxBackend.from_file(out), size, check_batch, seed)
     if quantize is None and (age_diff > MAX_AGE_DIFF or p_diff > MAX_P_DIFF):
@@ -95,16 +115,18 @@ def export_onnx(
     return ExportReport(out, out.stat().st_size, age_diff, p_diff, quantize is not None)
 
 
-def _write_onnx(wrapper: nn.Module, example: torch.Tensor, path: str, meta: dict, quantize: str | None) -> None:
+def _write_onnx(
+    wrapper: nn.Module, example: torch.Tensor, path: str, meta: dict, quantize: str | None, outputs: list[str]
+) -> None:
     import onnx
 
-    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *outputs)}
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of the dynamo one, which needs onnxscript
         # (not installed); the TorchScript one handles this plain CNN exactly.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, (example,), path, dynamo=False, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            wrapper, (example,), path, dynamo=False, input_names=[INPUT_NAME], output_names=outputs,
             dynamic_axes=dynamic, opset_version=OPSET,
         )  # fmt: skip
     if quantize == "int8":
@@ -130,6 +152,9 @@ def _write_onnx(wrapper: nn.Module, example: torch.Tensor, path: str, meta: dict
 @torch.no_grad()
 def _compare_with_torch(wrapper: nn.Module, onnx_backend: OnnxBackend, size: int, n: int, seed: int):
     faces = np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    torch_age, torch_p = wrapper(to_model_input(faces, channels_last=False))
+    torch_age, torch_p, *torch_probs = wrapper(to_model_input(faces, channels_last=False))
     onnx = onnx_backend.predict(faces)
-    return float(np.abs(onnx.age - torch_age.numpy()).max()), float(np.abs(onnx.p_female - torch_p.numpy()).max())
+    p_diff = float(np.abs(onnx.p_female - torch_p.numpy()).max())
+    if torch_probs:  # the distribution: a probability per bin, held to P(female)'s tolerance
+        p_diff = max(p_diff, float(np.abs(onnx.age_probs - torch_probs[0].numpy()).max()))
+    return float(np.abs(onnx.age - torch_age.numpy()).max()), p_diff

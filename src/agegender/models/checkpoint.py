@@ -4,6 +4,7 @@ label statistics, package version). Loading never unpickles anything.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from dataclasses import dataclass
@@ -94,10 +95,22 @@ def build_meta(model: nn.Module, config: RunConfig, label_stats: dict, **extra: 
     }
 
 
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """safetensors' save_file, atomically; its I/O failures (a full disk) become the one-line WriteError
+    of write_atomically, as every other file's do (safetensors raises them as SafetensorError)."""
+
+    def save(temporary: str) -> None:
+        try:
+            save_file(tensors, temporary, metadata=metadata)
+        except SafetensorError as error:
+            raise OSError(errno.EIO, f"safetensors: {str(error).splitlines()[0]}") from error
+
+    write_atomically(Path(path), save)
+
+
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    metadata = {METADATA_KEY: json.dumps(meta)}
-    write_atomically(Path(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
+    write_safetensors(path, tensors, {METADATA_KEY: json.dumps(meta)})
 
 
 def save_half_checkpoint(source: Path, out: Path, face_crop: FaceCropSpec | None = None, tta: bool | None = None) -> Path:
@@ -110,8 +123,7 @@ def save_half_checkpoint(source: Path, out: Path, face_crop: FaceCropSpec | None
         meta["preprocessing"] = {**meta["preprocessing"], "face_crop": face_crop.to_dict()}
     meta = with_default_tta(meta, tta)
     half = {k: v.half() if v.dtype == torch.float32 else v for k, v in read_weights(source).items()}
-    metadata = {METADATA_KEY: json.dumps({**meta, "weights_dtype": "float16"})}
-    write_atomically(Path(out), lambda temporary: save_file(half, temporary, metadata=metadata))
+    write_safetensors(out, half, {METADATA_KEY: json.dumps({**meta, "weights_dtype": "float16"})})
     return Path(out)
 
 
@@ -128,9 +140,7 @@ def with_inference_default(meta: dict[str, Any], key: str, value: Any) -> dict[s
 def save_with_inference_default(source: Path, out: Path, key: str, value: Any) -> Path:
     """A copy of a checkpoint, weights as they are, with one inference default set (agegender calibrate)."""
     meta = with_inference_default(read_meta(source), key, value)
-    metadata = {METADATA_KEY: json.dumps(meta)}
-    weights = read_weights(source)
-    write_atomically(Path(out), lambda temporary: save_file(weights, temporary, metadata=metadata))
+    write_safetensors(out, read_weights(source), {METADATA_KEY: json.dumps(meta)})
     return Path(out)
 
 

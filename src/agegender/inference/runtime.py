@@ -1,0 +1,85 @@
+"""Which runtime runs a model file, and the ONNX file built once per checkpoint for onnxruntime.
+
+`runtime="auto"` (the default everywhere): an .onnx file runs on onnxruntime, and so does a
+.safetensors checkpoint (the bundled model included) where onnxruntime is installed (it is in the
+default install), from an ONNX file exported once into the cache: `<cache>/onnx/<sha256 of the
+checkpoint>.onnx`, checked against PyTorch when it is built (export.onnx). onnxruntime runs these
+CNNs faster than PyTorch on the CPU (`benchmarks/bench_inference.py`). A cached file is used
+only if its metadata names the checkpoint's hash and it loads; a stale, truncated or foreign file is
+rebuilt. Where the cache cannot be written, PyTorch runs it, with one warning line.
+`runtime="torch"` forces PyTorch; `runtime="onnx"` forces onnxruntime (building the cached file).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from agegender.config import ConfigError
+from agegender.data.cache import default_cache_dir
+from agegender.inference.backends import (
+    InferenceBackend,
+    OnnxBackend,
+    OnnxModelError,
+    TorchBackend,
+    bundled_model_path,
+)
+from agegender.models.checkpoint import CheckpointError
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def load_backend(path: Path | str | None = None, runtime: str = "auto", *, cache_dir: Path | None = None) -> InferenceBackend:
+    """A backend for `path` (None: the bundled model) on `runtime` (see the module docstring)."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+    path = Path(path) if path is not None else bundled_model_path()
+    threads = torch.get_num_threads()  # onnxruntime gets the thread count the process gave torch
+    if path.suffix == ".onnx":
+        if runtime == "torch":
+            raise ConfigError(f"{path}: an ONNX file runs on onnxruntime (--runtime onnx or auto), not torch")
+        return OnnxBackend.from_file(path, threads=threads)
+    if runtime == "torch" or (runtime == "auto" and importlib.util.find_spec("onnxruntime") is None):
+        return TorchBackend.from_file(path)
+    folder = (cache_dir or default_cache_dir()) / "onnx"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{id(path)}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        if runtime == "onnx":
+            raise OnnxModelError(f"{folder}: cannot write the ONNX cache ({error.strerror})") from None
+        print(f"warning: {folder}: cannot write the ONNX cache ({error.strerror}); running {path.name} on PyTorch",
+              file=sys.stderr)  # fmt: skip
+        return TorchBackend.from_file(path)
+    return cached_onnx_backend(path, folder, threads)
+
+
+def cached_onnx_backend(checkpoint: Path, folder: Path, threads: int) -> OnnxBackend:
+    """onnxruntime on `checkpoint`'s cached ONNX file, built first if missing, stale or broken."""
+    from agegender.export.onnx import export_onnx, file_sha256  # the exporter, only when a file is built
+
+    if not checkpoint.is_file():
+        raise CheckpointError(f"{checkpoint}: checkpoint not found")
+    digest = file_sha256(checkpoint)
+    cached = folder / f"{digest}.onnx"
+    if cached.is_file():
+        try:
+            backend = OnnxBackend.from_file(cached, threads=threads, source=checkpoint)
+            if backend.info.meta.get("onnx", {}).get("source_sha256") == digest:
+                return backend
+        except CheckpointError:  # truncated or not an agegender file: rebuilt below
+            pass
+    start = time.perf_counter()
+    try:
+        export_onnx(checkpoint, cached)
+    except CheckpointError as error:  # a broken checkpoint: said of the file the user named, nothing cached
+        cached.unlink(missing_ok=True)
+        raise type(error)(str(error).replace(str(cached), str(checkpoint))) from None
+    print(f"onnxruntime: exported {checkpoint.name} once to {cached} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    return OnnxBackend.from_file(cached, threads=threads, source=checkpoint)

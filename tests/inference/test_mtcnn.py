@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import agegender.inference.mtcnn as mtcnn
+from agegender.data.images import load_rgb
+from agegender.inference.detect import DetectorWeightsError, create_detector
+from agegender.inference.mtcnn import MtcnnDetector, MtcnnNets, nms
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Hand-placed on examples/astronaut.jpg (image x, y), as in test_blazeface.py.
+RIGHT_EYE, LEFT_EYE, MOUTH = (202, 105), (246, 110), (220, 150)
+needs_facenet = pytest.mark.skipif(importlib.util.find_spec("facenet_pytorch") is None,
+                                   reason="facenet-pytorch not installed (requirements/parity.txt)")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return load_rgb(EXAMPLES / "astronaut.jpg")
+
+
+@pytest.fixture(scope="module")
+def detector() -> MtcnnDetector:
+    return MtcnnDetector()
+
+
+def _frame(astronaut: np.ndarray, places: list[tuple[int, int, int]], size=(1280, 720)) -> np.ndarray:
+    face = astronaut[40:210, 140:310]  # the face with some hair and neck
+    frame = np.full((size[1], size[0], 3), 128, np.uint8)
+    for side, x, y in places:
+        frame[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def _centres(detections) -> list[tuple[float, float]]:
+    return [((d.box.x1 + d.box.x2) / 2, (d.box.y1 + d.box.y2) / 2) for d in detections]
+
+
+def test_finds_the_astronaut_with_its_keypoints(astronaut, detector):
+    best = detector.detect(astronaut)[0]
+    assert best.score > 0.99 and best.box.x1 <= 224 <= best.box.x2 and best.box.y1 <= 130 <= best.box.y2
+    right_eye, left_eye, _, mouth = best.keypoints
+    # MTCNN's points sit a few pixels above the hand-placed ones (eye distance 44 px here), and the
+    # midpoint of the mouth corners above the middle of the lips.
+    assert np.hypot(*np.subtract(right_eye, RIGHT_EYE)) < 9 and np.hypot(*np.subtract(left_eye, LEFT_EYE)) < 9
+    assert np.hypot(*np.subtract(mouth, MOUTH)) < 14
+
+
+@pytest.mark.parametrize("side", [24, 32, 48, 96])
+def test_finds_four_small_faces_in_a_wide_frame(astronaut, detector, side):
+    places = [(side, 100 + 300 * k, 200 + 60 * k) for k in range(4)]
+    found = _centres(detector.detect(_frame(astronaut, places)))
+    for _, x, y in places:
+        assert sum(x <= cx <= x + side and y <= cy <= y + side for cx, cy in found) == 1
+    assert len(found) == 4
+
+
+def test_a_face_cut_by_the_frame_edge_is_found(astronaut, detector):
+    frame = _frame(astronaut, [(120, 0, 0)])[:, 30:]  # a quarter of the face outside on the left
+    assert len(detector.detect(np.ascontiguousarray(frame))) == 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (10, 3000, 3), (3000, 10, 3), (0, 5, 3), (11, 11, 3)])
+def test_frames_too_small_for_a_face_give_none(detector, shape):
+    assert detector.detect(np.zeros(shape, np.uint8)) == []
+    assert create_detector("auto").detect(np.zeros(shape, np.uint8)) == []  # blazeface + mtcnn, the default
+
+
+def test_a_frame_longer_than_max_side_is_shrunk_and_boxes_mapped_back(astronaut):
+    frame = _frame(astronaut, [(240, 1400, 700)], size=(2000, 1200))
+    small = MtcnnDetector(max_side=500)  # searched at a quarter of the size
+    (found,) = small.detect(frame)
+    cx, cy = _centres([found])[0]
+    assert 1400 <= cx <= 1640 and 700 <= cy <= 940 and found.box.width > 100  # the face is half the pasted crop
+    assert all(1380 <= x <= 1660 and 680 <= y <= 960 for x, y in found.keypoints)
+
+
+def test_verify_follows_a_moved_face_and_drops_a_gone_one(astronaut, detector):
+    first = detector.detect(_frame(astronaut, [(48, 400, 300)]))
+    moved = detector.verify(_frame(astronaut, [(48, 406, 303)]), first)
+    assert len(moved) == 1 and moved[0].box.x1 > first[0].box.x1
+    assert detector.verify(_frame(astronaut, []), first) == []
+    assert detector.verify(_frame(astronaut, []), []) == []
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 9, 9], [1, 1, 10, 10], [50, 50, 59, 59], [0, 0, 19, 19]], np.float64)
+    scores = np.array([0.8, 0.9, 0.7, 0.6])
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2, 3]
+    # Intersection over the smaller box: the 10x10 box inside the 20x20 one goes.
+    assert nms(boxes, scores, 0.7, by_min_area=True).tolist() == [1, 2]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def test_bundled_weights_ship_with_their_licence():
+    path = mtcnn.bundled_weights_path()
+    assert path.is_file() and "MIT License" in (path.parent / "mtcnn_NOTICE.txt").read_text()
+
+
+def test_broken_weights_are_one_error_line(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    mtcnn.load_mtcnn.cache_clear()
+    with pytest.raises(DetectorWeightsError, match="bad.safetensors: not usable MTCNN weights") as error:
+        MtcnnDetector(weights=bad)
+    assert "\n" not in str(error.value)
+    with pytest.raises(DetectorWeightsError, match="MTCNN weights file not found"):
+        create_detector("mtcnn", weights=tmp_path / "missing.safetensors")
+
+
+def test_rejects_a_min_face_below_the_window():
+    with pytest.raises(ValueError, match="min_face"):
+        MtcnnDetector(min_face=8)
+
+
+def _import_facenet_networks(monkeypatch):
+    """facenet_pytorch's PNet/RNet/ONet with the imports it needs only elsewhere stubbed: torchvision
+    (NMS in its cascade, not called here), requests and tqdm (weight downloads for its other network)."""
+    for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.ops",
+                 "torchvision.ops.boxes", "requests", "requests.adapters", "tqdm", "tqdm.auto"):  # fmt: skip
+        stub = types.ModuleType(name)
+        stub.batched_nms = stub.HTTPAdapter = stub.tqdm = None
+        monkeypatch.setitem(sys.modules, name, stub)
+    for name in [m for m in sys.modules if m.startswith("facenet_pytorch")]:
+        monkeypatch.delitem(sys.modules, name)
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    return PNet(), RNet(), ONet()
+
+
+@needs_facenet
+def test_networks_match_facenet_pytorch(monkeypatch):
+    theirs = _import_facenet_networks(monkeypatch)
+    ours = MtcnnNets()
+    ours.load_state_dict({k: v for k, v in mtcnn.load_mtcnn(mtcnn.bundled_weights_path()).state_dict().items()})
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for net, reference, size in zip((ours.pnet, ours.rnet, ours.onet), theirs, (61, 24, 48)):
+            x = torch.rand(3, 3, size, size + (7 if size == 61 else 0), generator=generator) * 2 - 1
+            mine, expected = net.eval()(x), reference.eval()(x)
+            expected = (*expected[:-1], expected[-1][:, 1])  # their last output: both classes' probabilities
+            for a, b in zip(mine, expected):
+                assert torch.allclose(a, b, atol=1e-5), (type(net).__name__, (a - b).abs().max())

@@ -1,0 +1,82 @@
+"""The runtime chosen for a model file, and the ONNX file cached per checkpoint (inference.runtime)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from agegender.export.onnx import export_onnx
+from agegender.inference.backends import OnnxBackend, OnnxModelError, TorchBackend
+from agegender.inference.predictor import Predictor
+from agegender.inference.runtime import load_backend
+
+FACES = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+
+
+def _cached(cache_dir):
+    return sorted((cache_dir / "onnx").glob("*.onnx"))
+
+
+def test_auto_runs_a_checkpoint_on_onnxruntime_with_the_same_numbers(tiny_checkpoint, tmp_path):
+    backend = load_backend(tiny_checkpoint, cache_dir=tmp_path)
+    assert isinstance(backend, OnnxBackend) and backend.source == tiny_checkpoint
+    onnx, torch = backend.predict(FACES), load_backend(tiny_checkpoint, "torch").predict(FACES)
+    np.testing.assert_allclose(onnx.age, torch.age, atol=1e-3)
+    np.testing.assert_allclose(onnx.p_female, torch.p_female, atol=1e-5)
+    np.testing.assert_allclose(onnx.age_probs, torch.age_probs, atol=1e-5)  # intervals and groups need it
+
+
+def test_the_cached_file_is_built_once(tiny_checkpoint, tmp_path, capsys):
+    load_backend(tiny_checkpoint, cache_dir=tmp_path)
+    assert "exported tiny.safetensors once" in capsys.readouterr().err
+    (cached,) = _cached(tmp_path)
+    built = cached.stat().st_mtime_ns
+    load_backend(tiny_checkpoint, "onnx", cache_dir=tmp_path)
+    assert cached.stat().st_mtime_ns == built and capsys.readouterr().err == ""
+
+
+def test_a_truncated_cached_file_is_rebuilt(tiny_checkpoint, tmp_path):
+    load_backend(tiny_checkpoint, cache_dir=tmp_path)
+    (cached,) = _cached(tmp_path)
+    cached.write_bytes(cached.read_bytes()[:200])
+    assert isinstance(load_backend(tiny_checkpoint, cache_dir=tmp_path), OnnxBackend)
+    assert cached.stat().st_size > 200
+
+
+def test_a_cached_file_of_another_checkpoint_is_rebuilt(tiny_checkpoint, trained_run, tmp_path):
+    load_backend(tiny_checkpoint, cache_dir=tmp_path)
+    (cached,) = _cached(tmp_path)
+    export_onnx(trained_run.best, cached)  # a foreign file under this checkpoint's name
+    backend = load_backend(tiny_checkpoint, cache_dir=tmp_path)
+    np.testing.assert_allclose(backend.predict(FACES).age, load_backend(tiny_checkpoint, "torch").predict(FACES).age, atol=1e-3)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_cache_falls_back_to_torch_with_one_warning(tiny_checkpoint, tmp_path, capsys):
+    tmp_path.chmod(0o500)
+    try:
+        backend = load_backend(tiny_checkpoint, cache_dir=tmp_path)
+        with pytest.raises(OnnxModelError, match="cannot write the ONNX cache"):
+            load_backend(tiny_checkpoint, "onnx", cache_dir=tmp_path)
+    finally:
+        tmp_path.chmod(0o700)
+    assert isinstance(backend, TorchBackend)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning:") and "running tiny.safetensors on PyTorch" in line
+
+
+def test_a_cache_path_that_is_a_file_falls_back_to_torch(tiny_checkpoint, tmp_path, capsys):
+    (tmp_path / "onnx").write_text("not a folder")  # fails for root too
+    assert isinstance(load_backend(tiny_checkpoint, cache_dir=tmp_path), TorchBackend)
+    assert "cannot write the ONNX cache" in capsys.readouterr().err
+
+
+def test_predictors_on_both_runtimes_agree_with_mirror_averaging_and_intervals(trained_run):
+    crops = [face for face in FACES]
+    on_torch = Predictor.from_checkpoint(trained_run.best, runtime="torch", tta=True).predict_crops(crops)
+    on_onnx = Predictor.from_checkpoint(trained_run.best, tta=True).predict_crops(crops)
+    for a, b in zip(on_torch, on_onnx):
+        assert a.age == pytest.approx(b.age, abs=1e-3) and a.p_female == pytest.approx(b.p_female, abs=1e-5)
+        assert a.age_interval == pytest.approx(b.age_interval, abs=1e-3)

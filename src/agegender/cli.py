@@ -421,12 +421,22 @@ def compare(
 
 
 @app.command("models")
-def list_models_command() -> None:
-    """List the registered model names."""
-    from agegender.models import list_models
+def list_models_command(
+    info: bool = typer.Option(False, "--info", help="describe a model file instead: its recipe, settings and numbers"),
+    model: Optional[Path] = typer.Option(None, help="--info: a .safetensors checkpoint; default: the bundled model"),
+) -> None:
+    """List the registered model names, or (--info) what a model file says of itself."""
+    if not info:
+        from agegender.models import list_models
 
-    for name in list_models():
-        print(name)
+        for name in list_models():
+            print(name)
+        return
+    from agegender.inference.backends import bundled_model_path
+    from agegender.models.checkpoint import describe_model
+
+    for key, value in describe_model(model or bundled_model_path()).items():
+        print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
 
 
 def _is_usage_error(error: Exception) -> bool:

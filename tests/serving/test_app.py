@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from agegender import __version__
 from agegender.data.align import DEFAULT_FACE_CROP
 from agegender.serving.app import create_app
 
@@ -98,7 +99,8 @@ def test_cli_serve_builds_the_app_and_runs_uvicorn(monkeypatch, capsys, tiny_che
     (app, options), = calls
     assert isinstance(app, FastAPI) and options == {"host": "127.0.0.1", "port": 8123}
     health = TestClient(app).get("/health").json()
-    assert health["model"] == tiny_checkpoint.name and str(tiny_checkpoint.parent) not in str(health)  # no server path
+    assert health["model"] == tiny_checkpoint.stem and str(tiny_checkpoint.parent) not in str(health)  # no server path
+    assert health["model_version"] == __version__
     assert health["model_sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()[:16]
 
 

@@ -144,6 +144,32 @@ def save_with_inference_default(source: Path, out: Path, key: str, value: Any) -
     return Path(out)
 
 
+def model_name(meta: dict[str, Any], path: Path) -> str:
+    """What a model file calls itself: its card's name (tools/write_model_card.py), else the file's stem."""
+    card = meta.get("card")
+    name = card.get("name") if isinstance(card, dict) else None
+    return name if isinstance(name, str) and name else Path(path).stem
+
+
+def describe_model(path: Path) -> dict[str, Any]:
+    """What a checkpoint says of itself, for `agegender models --info`: no weights are loaded."""
+    meta = read_meta(path)
+    validate_meta(meta, path)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    preprocessing, inference = meta["preprocessing"], meta.get("inference", {})
+    described = {
+        "name": model_name(meta, path), "file": Path(path).name, "sha256": digest[:16],
+        "network": meta["config"]["model"]["name"], "input": f"{preprocessing['image_size']} px",
+        "face crop": preprocessing.get("face_crop", DEFAULT_FACE_CROP.to_dict()),
+        "mirror averaging": inference.get("tta", False),
+        "age interval temperature": inference.get("age_interval_temperature", 1.0),
+        "package version": meta.get("package_version"), "weights": meta.get("weights_dtype", "float32"),
+    }  # fmt: skip
+    if isinstance(meta.get("card"), dict):
+        described.update({k: v for k, v in meta["card"].items() if k != "name"})
+    return described
+
+
 def read_meta(path: Path) -> dict[str, Any]:
     """The metadata of a checkpoint, checked, without loading its weights."""
     path = Path(path)

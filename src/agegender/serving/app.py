@@ -42,6 +42,7 @@ from agegender import __version__
 from agegender.data.images import DecodedImage, ImageLoadError, decode_rgb_bytes_bounded
 from agegender.errors import UserInputError
 from agegender.inference.predictor import Predictor
+from agegender.models.checkpoint import model_name
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # The longer side the detector sees. Haar finds faces of >= 40 px of what it sees and the models
@@ -74,7 +75,8 @@ class PredictOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     version: str
-    model: str  # the model file's name, never its path on the server
+    model: str  # the model's name (its card's, else the file's stem), never its path on the server
+    model_version: str  # the package version that wrote the model file
     model_sha256: str  # the first 16 hex digits of the file's SHA-256: which weights answer
     runtime: str
     image_size: int
@@ -217,11 +219,13 @@ def create_app(
         return resources.files("agegender.serving").joinpath("static/index.html").read_text(encoding="utf-8")
 
     digest = hashlib.sha256(predictor.source.read_bytes()).hexdigest()[:16]
+    name = model_name(predictor.checkpoint.meta, predictor.source)
 
     @app.get("/health", response_model=HealthOut)
     def health() -> HealthOut:
         return HealthOut(
-            status="ok", version=__version__, model=predictor.source.name, model_sha256=digest, runtime=predictor.runtime,
+            status="ok", version=__version__, model=name, model_version=str(predictor.checkpoint.meta.get("package_version")),
+            model_sha256=digest, runtime=predictor.runtime,
             image_size=predictor.image_size, detector=predictor.detector.name, crop=predictor.face_crop.to_dict(),
         )  # fmt: skip
 

@@ -1,0 +1,71 @@
+"""Write the bundled model's card into its own metadata: the recipe that made it and its measured numbers.
+
+    python tools/write_model_card.py [--model src/agegender/assets/bundled_model.safetensors] \
+        [--reports docs/results/every_face/dlib_aaf_sampled]
+
+The weights are copied unchanged; the metadata gains `card` (models/metadata.py leaves unknown keys
+alone): a name, the commands of recipes/ that trained and built it, the data, and per evaluation set
+the numbers of the JSON reports that benchmarks/bench_every_face.sh wrote. `agegender models --info`
+prints it, and the server's /health gives its name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from agegender.inference.backends import bundled_model_path
+from agegender.models.checkpoint import METADATA_KEY, read_meta, read_weights, write_safetensors
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = [
+    "recipes/train_face_models.sh dlib-aaf-sampled",
+    "recipes/build_bundled_model.sh every-face",
+]
+DATA = "UTKFace and All-Age-Faces (AAF drawn x2, children 0-12 x2); val splits and lfw_select for every choice"
+SETS = {  # report file -> what the set is
+    "utkface_test.json": "UTKFace test split",
+    "aaf_test.json": "All-Age-Faces held-out test part (tools/split_aaf.py)",
+    "lfw_report.json": "lfw_report photos, end to end (tools/split_photos_by_identity.py)",
+}
+
+
+def percent(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 1)
+
+
+def metrics(report: dict) -> dict:
+    """The headline numbers of one report of `agegender evaluate --report` (crops, or photos with --detect)."""
+    detection = report.get("detection")
+    if detection is not None:
+        per_gender = detection["end_to_end_per_gender"]
+        return {"gender_accuracy_%": percent(detection["end_to_end_gender_accuracy"]),
+                "women_%": percent(per_gender.get("female")), "men_%": percent(per_gender.get("male"))}  # fmt: skip
+    children = report["per_age_band"].get("0-12", {})
+    return {
+        "gender_accuracy_%": percent(report["gender_accuracy"]), "age_mae": round(report["age_mae"], 2),
+        "children_0_12_gender_%": percent(children.get("gender_accuracy")),
+        "age_interval_coverage_%": percent(report.get("age_interval_coverage")), "n": report["n"],
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=bundled_model_path())
+    parser.add_argument("--reports", type=Path, default=ROOT / "docs/results/every_face/dlib_aaf_sampled")
+    args = parser.parse_args()
+    card = {
+        "name": "agegender bundled model (dlib_aaf_sampled)",
+        "recipe": RECIPE,
+        "data": DATA,
+        "metrics": {label: metrics(json.loads((args.reports / name).read_text())) for name, label in SETS.items()},
+        "reports": str(args.reports.relative_to(ROOT)) if args.reports.is_relative_to(ROOT) else str(args.reports),
+    }
+    meta = {**read_meta(args.model), "card": card}
+    write_safetensors(args.model, read_weights(args.model), {METADATA_KEY: json.dumps(meta)})
+    print(json.dumps(card, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -211,9 +211,9 @@ class FaceCropSpec:
 
 
 # The crop for checkpoints that do not say (the bundled model among them) and for new UTKFace-trained
-# ones. Measured with benchmarks/bench_photo_crops.py (bundled model, MediaPipe, lfw_dev's 2,348 photos): gender
-# 95.2% (women 89.5%) aligned at margin 0, against 91.1% (women 78.4%) for the box crop and 94.0-94.9%
-# for margins 0.05 / 0.1 and the dlib_150 template; docs/aligned_crops.md.
+# ones: on lfw_dev's photos the aligned crop at margin 0 beat the box crop, margins 0.05 / 0.1 and the
+# dlib_150 template for a UTKFace-trained model (benchmarks/bench_photo_crops.py; the numbers are in
+# docs/aligned_crops.md).
 DEFAULT_FACE_CROP = FaceCropSpec("aligned", "utkface")
 
 

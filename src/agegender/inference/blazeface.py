@@ -16,7 +16,7 @@ follows MediaPipe's face_detection graph:
 5. DetectionProjectionCalculator: back through the letterbox into frame pixels.
 
 The full-range model is not ported: measured with MediaPipe itself on lfw_dev it found fewer
-faces (93.9% against 100%) at five times the cost (see docs/blazeface.md).
+faces at several times the cost (docs/blazeface.md has the numbers).
 """
 
 from __future__ import annotations
@@ -264,5 +264,5 @@ def load_blazeface(path: Path) -> BlazeFaceNet:
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         reason = str(error).splitlines()[0]
         raise DetectorWeightsError(f"{path}: not usable BlazeFace weights ({reason})") from None
-    # channels_last: PyTorch's CPU depthwise convolutions are about 3x faster in NHWC (measured, 128x128).
+    # channels_last: PyTorch's CPU depthwise convolutions are several times faster in NHWC (measured at 128x128).
     return net.eval().to(memory_format=torch.channels_last)

@@ -66,7 +66,7 @@ class PNet(nn.Module):
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     """nn.MaxPool2d(2, 2, ceil_mode=True) as the maximum of four strided views: the same values, and
-    3-6x faster on large pyramid levels (measured: torch's ceil-mode pooling is slow on the CPU)."""
+    several times faster on large pyramid levels (measured: torch's ceil-mode pooling is slow on the CPU)."""
     height, width = x.shape[2:]
     if height % 2 or width % 2:
         x = F.pad(x, (0, width % 2, 0, height % 2), value=float("-inf"))
@@ -145,7 +145,7 @@ def load_mtcnn(path: Path) -> MtcnnNets:
         raise DetectorWeightsError(f"{path}: MTCNN weights file not found{hint}") from None
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise DetectorWeightsError(f"{path}: not usable MTCNN weights ({str(error).splitlines()[0]})") from None
-    # channels_last: P-Net's convolutions run about 1.5x faster in NHWC on the CPU (measured, 768x432).
+    # channels_last: the whole cascade ran faster in NHWC than in NCHW on the CPU (measured on 1280x720 frames).
     return nets.eval().to(memory_format=torch.channels_last)
 
 
@@ -227,9 +227,9 @@ class MtcnnDetector:
         margin: float = 0.16,  # measured: the box crop on examples/astronaut.jpg then matches blazeface's
         min_face: int = 24,
         # The paper's P-Net 0.6 and O-Net 0.7 let through face parts (an eye and a nose) as faces and
-        # twice the candidates; 0.7 and 0.8 kept every 24 px face of bench_detectors.py.
+        # more candidates; 0.7 and 0.8 lost no face of bench_detectors.py (docs/small_faces.md).
         thresholds: tuple[float, float, float] = (0.7, 0.7, 0.8),
-        factor: float = 0.6,  # pyramid step; the paper's 0.709 costs a third more for no recall measured here
+        factor: float = 0.6,  # pyramid step; the paper's 0.709 costs more for no recall measured here (docs/small_faces.md)
         max_side: int = 2048,
         known_iou: float = 0.3,  # inference.detect.SAME_FACE_IOU: a candidate this close to a known face is that face
         weights: Path | str | None = None,

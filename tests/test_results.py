@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agegender.results import ROW_FIELDS, Box, FacePrediction, Prediction
 
 FACE = FacePrediction(33.46, 0.81234, box=Box(10, 20, 50, 60), score=0.98765, crop="aligned")
@@ -38,3 +40,8 @@ def test_scaled_maps_boxes_into_the_bigger_image_and_clips():
     scaled = Prediction("a.jpg", (FACE, FacePrediction(1.0, 0.5))).scaled(2.0, 1.5, 90, 200)
     assert scaled.faces[0].box == Box(20, 30, 90, 90) and scaled.faces[1].box is None
     assert scaled.faces[0].age == FACE.age and FACE.box == Box(10, 20, 50, 60)  # the original is untouched
+
+
+@pytest.mark.parametrize(("p_female", "gender"), [(0.0, "male"), (0.4999, "male"), (0.5, "female"), (1.0, "female")])
+def test_gender_is_female_from_one_half(p_female, gender):
+    assert FacePrediction(30.0, p_female).gender == gender

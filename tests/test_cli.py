@@ -636,3 +636,11 @@ def test_train_with_a_negative_sampling_weight_is_one_error_line(run_cli, utkfac
                            "--set", "data.sampling=[utkface=-2]")  # fmt: skip
     assert code == 2
     assert_one_error_line(err, "data.sampling", "utkface=-2", "weight must be in [0, 1000]")
+
+
+def test_the_detector_help_says_what_auto_does():
+    # cli.py spells the help out so that --help imports no torch; it must say what inference.detect does.
+    from agegender.cli import DETECTOR_HELP
+    from agegender.inference.detect import AUTO_HELP
+
+    assert DETECTOR_HELP == AUTO_HELP

@@ -12,7 +12,6 @@ needs nothing but the .onnx file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from agegender.inference.backends import (  # noqa: F401  (OnnxModelError: re-ex
     OnnxModelError,
     bundled_model_path,
 )
-from agegender.models.checkpoint import METADATA_KEY, load_checkpoint, with_default_tta
+from agegender.models.checkpoint import METADATA_KEY, file_sha256, load_checkpoint, with_default_tta
 
 OPSET = 17
 # A correct export differs from PyTorch only by float rounding; more than this means a broken graph.
@@ -54,14 +53,6 @@ class AgeGenderOnnxWrapper(nn.Module):
         if not self.with_probs:
             return output.age, torch.sigmoid(output.gender_logit)
         return output.age, torch.sigmoid(output.gender_logit), output.age_logits.softmax(dim=1)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -191,19 +191,21 @@ class CombinedDetector:
 
     def _add_small(self, rgb: np.ndarray, found: list[Detection]) -> list[Detection]:
         if self.every == 1:  # stills: stateless, so one detector may serve concurrent requests
-            return _merged(found, self.small.detect(rgb, known=found))
+            return _merged(found, _unseen(self.small.detect(rgb, known=found), found))
         search = self._frame % self.every == 0
         small = self.small.detect(rgb, known=found) if search else self.small.verify(rgb, self._small_faces)
         self._frame += 1
-        merged = _merged(found, small)
-        self._small_faces = [d for d in merged if d not in found]  # followed by O-Net until the next search
-        return merged
+        self._small_faces = _unseen(small, found)  # followed by O-Net until the next search
+        return _merged(found, self._small_faces)
 
 
-def _merged(found: list[Detection], small: list[Detection]) -> list[Detection]:
-    """`found`, plus the faces of `small` that overlap none of them, most confident first."""
-    extra = [d for d in small if not any(box_iou(d.box, f.box) >= SAME_FACE_IOU for f in found)]
-    return sorted(found + extra, key=lambda d: -d.score)
+def _unseen(small: list[Detection], found: list[Detection]) -> list[Detection]:
+    """The faces of `small` that overlap none of `found`."""
+    return [d for d in small if not any(box_iou(d.box, f.box) >= SAME_FACE_IOU for f in found)]
+
+
+def _merged(found: list[Detection], extra: list[Detection]) -> list[Detection]:
+    return sorted(found + extra, key=lambda d: -d.score)  # most confident first
 
 
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {

@@ -167,15 +167,31 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_min_area: bo
         rects = np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2] + 1], axis=1)
         return np.asarray(cv2.dnn.NMSBoxes(rects.tolist(), scores.tolist(), 0.0, threshold), np.int64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
-    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    area = areas(boxes)
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
         keep.append(best)
-        width = np.maximum(0.0, np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0]) + 1)
-        height = np.maximum(0.0, np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1]) + 1)
-        order = rest[width * height / np.minimum(area[best], area[rest]) <= threshold]
+        overlap = intersections(boxes[best : best + 1], boxes[rest])[0]
+        order = rest[overlap / np.minimum(area[best], area[rest]) <= threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def areas(boxes: np.ndarray) -> np.ndarray:
+    """(N,) areas of inclusive-corner boxes (N, 4+)."""
+    return (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+
+
+def intersections(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(N, K) intersection areas of inclusive-corner boxes (N, 4+) with others (K, 4+)."""
+    width = np.minimum(boxes[:, None, 2], others[None, :, 2]) - np.maximum(boxes[:, None, 0], others[None, :, 0]) + 1
+    height = np.minimum(boxes[:, None, 3], others[None, :, 3]) - np.maximum(boxes[:, None, 1], others[None, :, 1]) + 1
+    return np.clip(width, 0, None) * np.clip(height, 0, None)
+
+
+def inclusive_boxes(detections: list[Detection]) -> np.ndarray:
+    """(N, 4) x1, y1, x2, y2 with inclusive corners, the networks' convention, of Detections' boxes."""
+    return np.array([[d.box.x1, d.box.y1, d.box.x2 - 1, d.box.y2 - 1] for d in detections], np.float64).reshape(-1, 4)
 
 
 def square(boxes: np.ndarray) -> np.ndarray:
@@ -258,7 +274,7 @@ class MtcnnDetector:
         )  # fmt: skip
         if min(image.shape[:2]) < PNET_CELL:
             return []
-        known_boxes = np.array([[d.box.x1, d.box.y1, d.box.x2 - 1, d.box.y2 - 1] for d in known], np.float64) * shrink
+        known_boxes = inclusive_boxes(known) * shrink
         with torch.inference_mode():
             boxes = _unknown(self._propose(image), known_boxes, self.known_iou)
             boxes = _unknown(self._refine(image, boxes), known_boxes, self.known_iou)
@@ -276,8 +292,7 @@ class MtcnnDetector:
         if not detections or min(rgb.shape[:2]) == 0:
             return []
         height, width = rgb.shape[:2]
-        boxes = np.array([[d.box.x1, d.box.y1, d.box.x2 - 1, d.box.y2 - 1, d.score] for d in detections], np.float64)
-        boxes[:, :4] = square(boxes[:, :4])
+        boxes = np.concatenate([square(inclusive_boxes(detections)), [[d.score] for d in detections]], axis=1)
         with torch.inference_mode():
             boxes, points = self._output(rgb, boxes)
         return _to_detections(boxes, points, width, height)
@@ -343,13 +358,8 @@ def _unknown(boxes: np.ndarray, known: np.ndarray, threshold: float) -> np.ndarr
     """The candidate rows of `boxes` (x1, y1, x2, y2, ...) whose IoU with every `known` box is below `threshold`."""
     if not len(boxes) or not len(known):
         return boxes
-    x1 = np.maximum(boxes[:, None, 0], known[None, :, 0])
-    y1 = np.maximum(boxes[:, None, 1], known[None, :, 1])
-    x2 = np.minimum(boxes[:, None, 2], known[None, :, 2])
-    y2 = np.minimum(boxes[:, None, 3], known[None, :, 3])
-    inter = np.clip(x2 - x1 + 1, 0, None) * np.clip(y2 - y1 + 1, 0, None)  # (N, K)
-    area = lambda b: (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)  # noqa: E731
-    iou = inter / (area(boxes)[:, None] + area(known)[None, :] - inter)
+    inter = intersections(boxes, known)  # (N, K)
+    iou = inter / (areas(boxes)[:, None] + areas(known)[None, :] - inter)
     return boxes[(iou < threshold).all(axis=1)]
 
 

@@ -6,7 +6,7 @@ default install), from an ONNX file exported once into the cache: `<cache>/onnx/
 checkpoint>.onnx`, checked against PyTorch when it is built (export.onnx). onnxruntime runs these
 CNNs faster than PyTorch on the CPU (`benchmarks/bench_inference.py`). A cached file is used
 only if its metadata names the checkpoint's hash and it loads; a stale, truncated or foreign file is
-rebuilt. Where the cache cannot be written, PyTorch runs it, with one warning line.
+rebuilt. Where the cache cannot be written (the export's WriteError), PyTorch runs it, with one warning line.
 `runtime="torch"` forces PyTorch; `runtime="onnx"` forces onnxruntime (building the cached file).
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from agegender.atomic_write import WriteError
 from agegender.config import ConfigError
 from agegender.data.cache import default_cache_dir
 from agegender.inference.backends import (
@@ -28,7 +29,7 @@ from agegender.inference.backends import (
     TorchBackend,
     bundled_model_path,
 )
-from agegender.models.checkpoint import CheckpointError
+from agegender.models.checkpoint import CheckpointError, file_sha256
 
 RUNTIMES = ("auto", "torch", "onnx")
 
@@ -47,26 +48,22 @@ def load_backend(path: Path | str | None = None, runtime: str = "auto", *, cache
         return TorchBackend.from_file(path)
     folder = (cache_dir or default_cache_dir()) / "onnx"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".probe-{id(path)}"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
+        return cached_onnx_backend(path, folder, threads)
+    except WriteError as error:  # the export could not write its file (write_atomically's one line)
+        reason = getattr(error.__cause__, "strerror", None) or error.__cause__ or error
         if runtime == "onnx":
-            raise OnnxModelError(f"{folder}: cannot write the ONNX cache ({error.strerror})") from None
-        print(f"warning: {folder}: cannot write the ONNX cache ({error.strerror}); running {path.name} on PyTorch",
-              file=sys.stderr)  # fmt: skip
+            raise OnnxModelError(f"{folder}: cannot write the ONNX cache ({reason})") from None
+        print(f"warning: {folder}: cannot write the ONNX cache ({reason}); running {path.name} on PyTorch", file=sys.stderr)
         return TorchBackend.from_file(path)
-    return cached_onnx_backend(path, folder, threads)
 
 
 def cached_onnx_backend(checkpoint: Path, folder: Path, threads: int) -> OnnxBackend:
     """onnxruntime on `checkpoint`'s cached ONNX file, built first if missing, stale or broken."""
-    from agegender.export.onnx import export_onnx, file_sha256  # the exporter, only when a file is built
+    from agegender.export.onnx import export_onnx  # the exporter, only when a file is built
 
-    if not checkpoint.is_file():
-        raise CheckpointError(f"{checkpoint}: checkpoint not found")
     digest = file_sha256(checkpoint)
+    if digest is None:
+        raise CheckpointError(f"{checkpoint}: checkpoint not found")
     cached = folder / f"{digest}.onnx"
     if cached.is_file():
         try:

@@ -155,7 +155,7 @@ def describe_model(path: Path) -> dict[str, Any]:
     """What a checkpoint says of itself, for `agegender models --info`: no weights are loaded."""
     meta = read_meta(path)
     validate_meta(meta, path)
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = file_sha256(path)
     preprocessing, inference = meta["preprocessing"], meta.get("inference", {})
     described = {
         "name": model_name(meta, path), "file": Path(path).name, "sha256": digest[:16],

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-import hashlib
 import socket
 import threading
 import time
@@ -42,7 +41,7 @@ from agegender import __version__
 from agegender.data.images import DecodedImage, ImageLoadError, decode_rgb_bytes_bounded
 from agegender.errors import UserInputError
 from agegender.inference.predictor import Predictor
-from agegender.models.checkpoint import model_name
+from agegender.models.checkpoint import file_sha256, model_name
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # The longer side the detector sees. Haar finds faces of >= 40 px of what it sees and the models
@@ -218,7 +217,7 @@ def create_app(
     def page() -> str:
         return resources.files("agegender.serving").joinpath("static/index.html").read_text(encoding="utf-8")
 
-    digest = hashlib.sha256(predictor.source.read_bytes()).hexdigest()[:16]
+    digest = file_sha256(predictor.source)[:16]
     name = model_name(predictor.checkpoint.meta, predictor.source)
 
     @app.get("/health", response_model=HealthOut)

@@ -104,6 +104,19 @@ def small_faces(path: str) -> str:
     return table(header, rows)
 
 
+def server_load(path: str) -> str:
+    """benchmarks/bench_server_load.py --json PATH: normal requests alone and beside stalled connections."""
+    report = load(path)
+    stalled = report["stalled"]
+    rows = [[row["phase"], ", ".join(f"{n} x {code}" for code, n in row["codes"].items()), f"{row['p50_s']:.2f} s",
+             f"{row['p95_s']:.2f} s", f"{row['peak_rss_mb']:.0f} MB"] for row in report["phases"]]  # fmt: skip
+    answers = ", ".join(f"{n} {answer}" for answer, n in stalled["answers"].items())
+    rows.append([f"{report['settings']['stalled']} stalled connections", answers,
+                 f"closed {stalled['first_closed_after_s']:.1f}-{stalled['last_closed_after_s']:.1f} s after opening",
+                 f"read timeout {report['settings']['read_timeout_s']:.0f} s", ""])  # fmt: skip
+    return table(["phase", "answers", "p50 latency", "p95 latency", "peak RSS"], rows)
+
+
 def peers(path: str, photos: str, *crops: str) -> str:
     """benchmarks/bench_peers.py --json PATH: every system on the photos and each crop folder, in one run."""
     report = load(path)["datasets"]
@@ -137,7 +150,7 @@ def peers(path: str, photos: str, *crops: str) -> str:
 
 RENDERERS: dict[str, Callable[..., str]] = {
     "every_face": every_face, "detector_recall": detector_recall, "detector_scenes": detector_scenes,
-    "small_faces": small_faces, "peers": peers,
+    "small_faces": small_faces, "peers": peers, "server_load": server_load,
 }  # fmt: skip
 
 

@@ -391,13 +391,17 @@ def serve(
     detector: str = typer.Option("auto", help=f"face detector: {DETECTOR_HELP}"),
     crop: Optional[str] = typer.Option(None, help=CROP_HELP),
     max_concurrent: int = typer.Option(2, min=1, help="requests decoding or predicting at once (memory bound)"),
+    read_timeout: float = typer.Option(10.0, min=0.1, help="seconds a client may take to send a request's headers, and the longest pause within its body; slower clients get 408 and are closed"),
+    max_connections: int = typer.Option(1000, min=1, help="open connections; one more is answered 503 and closed"),
 ) -> None:
     """Serve the web page and the JSON API (POST /predict, GET /health, /docs)."""
     from agegender.inference.predictor import load_predictor
     from agegender.serving.app import run_server
+    from agegender.serving.protocol import ConnectionLimits
 
+    limits = ConnectionLimits(header_timeout=read_timeout, body_idle_timeout=read_timeout, max_connections=max_connections)
     predictor = load_predictor(model, runtime=runtime, detector=detector, crop=crop)
-    run_server(predictor, host=host, port=port, max_concurrent=max_concurrent)
+    run_server(predictor, host=host, port=port, max_concurrent=max_concurrent, limits=limits)
 
 
 @app.command()

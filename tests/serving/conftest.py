@@ -1,9 +1,13 @@
-"""Fixtures for the serving tests: a tiny checkpoint's Predictor and the awkward uploads."""
+"""Fixtures for the serving tests: a tiny checkpoint's Predictor, the awkward uploads, a live server."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import pytest
 from PIL import Image
 
 from agegender.inference.predictor import Predictor
+from agegender.serving.protocol import ConnectionLimits, shedding_protocol
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -53,3 +58,25 @@ def awkward_images() -> dict[str, tuple[bytes, bool]]:
         "alpha.png": (_encode(face.convert("RGBA"), "PNG"), True),
         "gray.jpg": (_encode(face.convert("L"), "JPEG"), True),
     }
+
+
+@contextlib.contextmanager
+def live_server(app, limits: ConnectionLimits = ConnectionLimits()):
+    """(port, protocol class) of uvicorn serving `app` on a free local port in a thread, as `serve` runs it."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    protocol = shedding_protocol(limits)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=protocol))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield port, protocol
+    finally:
+        server.should_exit = True
+        thread.join(10)

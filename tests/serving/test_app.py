@@ -94,10 +94,13 @@ def test_cli_serve_builds_the_app_and_runs_uvicorn(monkeypatch, capsys, tiny_che
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append((app, options)))
-    monkeypatch.setattr(sys, "argv", ["agegender", "serve", "--model", str(tiny_checkpoint), "--port", "8123"])
+    monkeypatch.setattr(sys, "argv", ["agegender", "serve", "--model", str(tiny_checkpoint), "--port", "8123",
+                                      "--read-timeout", "3", "--max-connections", "7"])
     main()
     (app, options), = calls
-    assert isinstance(app, FastAPI) and options == {"host": "127.0.0.1", "port": 8123}
+    protocol = options.pop("http")
+    assert isinstance(app, FastAPI) and options == {"host": "127.0.0.1", "port": 8123, "timeout_keep_alive": 5}
+    assert (protocol.limits.header_timeout, protocol.limits.body_idle_timeout, protocol.limits.max_connections) == (3, 3, 7)
     health = TestClient(app).get("/health").json()
     assert health["model"] == tiny_checkpoint.stem and str(tiny_checkpoint.parent) not in str(health)  # no server path
     assert health["model_version"] == __version__

@@ -12,9 +12,7 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pytest
 from PIL import Image
 
 from agegender.serving.app import create_app
+from tests.serving.conftest import live_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -96,20 +95,8 @@ class DevTools:
 
 @pytest.fixture()
 def server_url(tiny_predictor):
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_predictor), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
+    with live_server(create_app(tiny_predictor)) as (port, _):
+        yield f"http://127.0.0.1:{port}/"
 
 
 def _wait_for(browser: DevTools, expression: str, timeout: float = 20.0):

@@ -71,7 +71,10 @@ def assert_matches(measured: dict, expected: dict) -> None:
     for name, tensors in expected["weights"].items():
         assert measured["weights"][name].keys() == tensors.keys(), name
         for key, sums in tensors.items():
-            assert measured["weights"][name][key] == pytest.approx(sums, rel=1e-5, abs=1e-8), f"{name}: {key}"
+            # tolerance scaled by the tensor's magnitude (its |w| sum): a signed sum that nearly cancels
+            # differs relatively more between CPUs' float kernels (AVX2 vs AVX-512) than the weights do
+            scale = 1e-5 * sums[1] + 1e-8
+            assert measured["weights"][name][key] == pytest.approx(sums, rel=1e-5, abs=scale), f"{name}: {key}"
 
 
 @pytest.mark.parametrize("model", ["model_a", "model_b"])

@@ -42,6 +42,7 @@ from agegender.data.images import DecodedImage, ImageLoadError, decode_rgb_bytes
 from agegender.errors import UserInputError
 from agegender.inference.predictor import Predictor
 from agegender.models.checkpoint import file_sha256, model_name
+from agegender.serving.protocol import ConnectionLimits, shedding_protocol
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # The longer side the detector sees. Haar finds faces of >= 40 px of what it sees and the models
@@ -246,12 +247,36 @@ def create_app(
 
 
 def run_server(
-    predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, max_concurrent: int = MAX_CONCURRENT
+    predictor: Predictor,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_concurrent: int = MAX_CONCURRENT,
+    limits: ConnectionLimits = ConnectionLimits(),
 ) -> None:
     import uvicorn
 
     check_can_listen(host, port)
-    uvicorn.run(create_app(predictor, max_concurrent=max_concurrent), host=host, port=port)
+    allow_open_files(limits.max_connections + SPARE_FILES)
+    uvicorn.run(
+        create_app(predictor, max_concurrent=max_concurrent), host=host, port=port,
+        http=shedding_protocol(limits), timeout_keep_alive=KEEP_ALIVE_S,
+    )  # fmt: skip
+
+
+SPARE_FILES = 64  # descriptors beyond the connections: the model, spooled uploads, the listening socket
+KEEP_ALIVE_S = 5  # uvicorn's default, stated: an idle keep-alive connection closes after it
+
+
+def allow_open_files(needed: int) -> None:
+    """Raise the soft limit on open files towards `needed` (many systems start at 1024), up to the hard one."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class ServeError(UserInputError):

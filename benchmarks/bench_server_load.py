@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import selectors
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -31,17 +28,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from bench_server_memory import EXAMPLES, RssSampler, read_status_kb, wait_healthy  # same folder
+from bench_server_memory import EXAMPLES, RssSampler, read_status_kb, start_server, wait_healthy  # same folder
 
 STALLED_HEAD = b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: 1000000\r\n\r\n"
-
-
-def start_server(model: str | None, port: int, read_timeout: float) -> subprocess.Popen:
-    command = [sys.executable, "-c", "from agegender.cli import main; main()", "serve", "--port", str(port), "--read-timeout", str(read_timeout)]
-    if model:
-        command += ["--model", model]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def timed_burst(base: str, photo: bytes, n: int) -> tuple[Counter, np.ndarray]:
@@ -118,7 +107,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     photo = args.photo.read_bytes()
-    server = start_server(args.model, args.port, args.read_timeout)
+    server = start_server(args.model, args.port, env={}, serve_args=("--read-timeout", str(args.read_timeout)))
     base = f"http://127.0.0.1:{args.port}"
     try:
         wait_healthy(base, server)

@@ -103,9 +103,11 @@ def ordinary_photos(extra: list[Path], n: int, seed: int = 0) -> list[tuple[str,
 NO_TRIM = "import agegender.serving.app as app; app._load_malloc_trim = lambda: (lambda: None); "
 
 
-def start_server(model: str | None, port: int, env: dict[str, str], trim: bool) -> subprocess.Popen:
+def start_server(
+    model: str | None, port: int, env: dict[str, str], trim: bool = True, serve_args: tuple[str, ...] = ()
+) -> subprocess.Popen:
     code = ("" if trim else NO_TRIM) + "from agegender.cli import main; main()"
-    command = [sys.executable, "-c", code, "serve", "--port", str(port)]
+    command = [sys.executable, "-c", code, "serve", "--port", str(port), *serve_args]
     if model:
         command += ["--model", model]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}

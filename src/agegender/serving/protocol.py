@@ -54,10 +54,10 @@ class SheddingH11Protocol(H11Protocol):
 
     limits = ConnectionLimits()
     shed = {"stalled": 0, "over_cap": 0}  # counts, per server process (read by tests and the benchmark)
+    _watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._watchdog: asyncio.TimerHandle | None = None
         self._start_waiting_for_headers()
         if len(self.connections) > self.limits.max_connections:
             type(self).shed["over_cap"] += 1
@@ -94,7 +94,7 @@ class SheddingH11Protocol(H11Protocol):
         self._watchdog = self.loop.call_later(max(delay, 0.0), self._check_deadlines)
 
     def _stop_watchdog(self) -> None:
-        if getattr(self, "_watchdog", None) is not None:
+        if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
 
@@ -112,13 +112,10 @@ class SheddingH11Protocol(H11Protocol):
         now = time.monotonic()
         if self._waiting_for_headers():
             left = self._phase_started_at + self.limits.header_timeout - now
-        elif self._reading_body():
+        elif self._reading_body() and not self.flow.read_paused:
             left = min(self._last_bytes_at + self.limits.body_idle_timeout,
                        self._body_started_at + self.limits.body_timeout) - now  # fmt: skip
-        else:  # the app has the whole request: waiting for a worker or the model never counts
-            self._arm(self.limits.body_idle_timeout)
-            return
-        if self.flow.read_paused:  # the server stopped reading (the app has not taken the body yet): not the client's pause
+        else:  # the app has the whole request, or has not taken the body read so far: the server's wait, not the client's
             self._last_bytes_at = now
             self._arm(self.limits.body_idle_timeout)
             return

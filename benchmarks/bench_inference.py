@@ -2,6 +2,7 @@
 pipeline (detection + crop + model) on 640x480 frames holding one face.
 
     python benchmarks/bench_inference.py [--model CKPT] [--batch 64] [--seconds 3] [--threads N] [--tta | --no-tta]
+        [--ghz GHZ] [--fma-units 2]
 
 Without --model it uses the bundled model, or, before that exists, an untrained model of the
 default architecture (speed does not depend on the weights). `video fps` is the video and webcam
@@ -10,6 +11,14 @@ still photo through Predictor.predict (the default still detector, blazeface + m
 other jobs: the load average is printed with the numbers, and every rate is also given per
 CPU-second of this process (`/cpu` columns), which other jobs disturb much less than wall-clock
 time; with --threads 1 that is the rate one uncontended core would reach.
+
+The physical limit stands next to the speed: the model's multiply-accumulates per face (convolutions
+and linear layers, models.summary.count_macs) and, from the `/cpu` rate, the share of one core's peak
+it reaches: float32 FMA does 16 MACs per 512-bit unit per cycle, bf16 (vdpbf16ps) 32 and int8 VNNI
+(vpdpbusd) 64, times `--fma-units` (2 on Zen 5 and most Xeons) and the clock (`--ghz`; default the
+one /proc/cpuinfo reports, often the base clock of a VM, so a core that boosts above it shows more
+than 100%). The int8 rows are timed on graphs calibrated on random faces: the speed of a quantised
+graph does not depend on its ranges (benchmarks/bench_quantized.py measures their accuracy).
 """
 
 from __future__ import annotations
@@ -30,10 +39,12 @@ from agegender.data.images import load_rgb
 from agegender.export.onnx import export_onnx
 from agegender.inference.backends import OnnxBackend
 from agegender.inference.predictor import Predictor, bundled_model_path
-from agegender.models.checkpoint import build_meta, save_checkpoint
+from agegender.models.checkpoint import build_meta, load_checkpoint, save_checkpoint
 from agegender.models.registry import create_model
+from agegender.models.summary import count_macs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+MACS_PER_CYCLE_PER_UNIT = {"float32": 16, "bfloat16": 32, "int8": 64}  # one 512-bit FMA / dot-product unit
 
 
 def default_checkpoint(folder: Path) -> Path:
@@ -59,6 +70,20 @@ def timed(run, seconds: float) -> tuple[float, float]:
     return statistics.median(times), (time.process_time() - cpu_start) / len(times)
 
 
+def reported_ghz() -> float | None:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    mhz = [float(line.split(":")[1]) for line in lines if line.startswith("cpu MHz")]
+    return max(mhz) / 1000 if mhz else None
+
+
+def peak_share(faces_per_cpu_second: float, macs: int, passes: int, precision: str, ghz: float, units: int) -> float:
+    """Share of one core's multiply-accumulate peak at `precision` that a rate per CPU-second reaches."""
+    return faces_per_cpu_second * passes * macs / (MACS_PER_CYCLE_PER_UNIT[precision] * units * ghz * 1e9)
+
+
 def one_face_frames(n: int = 8) -> list[np.ndarray]:
     face = load_rgb(EXAMPLES / "astronaut.jpg")[20:260, 110:350]  # (240, 240, 3): the face with hair and chin
     frames = []
@@ -79,28 +104,39 @@ def main() -> None:
     parser.add_argument("--detector", default="auto")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="mirror averaging on or off (default: as the model file says, as predict does)")
+    parser.add_argument("--ghz", type=float, default=reported_ghz(), help="core clock for the peak (default: /proc/cpuinfo)")
+    parser.add_argument("--fma-units", type=int, default=2, help="512-bit FMA units per core")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = args.model or default_checkpoint(Path(folder))
-        onnx_path, int8_path = Path(folder) / "model.onnx", Path(folder) / "model.int8.onnx"
-        print(export_onnx(checkpoint, onnx_path).summary())
-        print(export_onnx(checkpoint, int8_path, quantize="int8").summary())
-        options = {"detector": args.detector, "tta": args.tta}
-        runtimes = {
-            "pytorch": Predictor.from_checkpoint(checkpoint, runtime="torch", **options),
-            "onnxruntime": Predictor(OnnxBackend.from_file(onnx_path, threads=args.threads), **options),
-            "onnxruntime int8": Predictor(OnnxBackend.from_file(int8_path, threads=args.threads), **options),
-        }
-        size = runtimes["pytorch"].image_size
+        loaded = load_checkpoint(checkpoint)
+        size = loaded.image_size
         faces = np.random.default_rng(0).integers(0, 256, (args.batch, size, size, 3), dtype=np.uint8)
+        onnx_files = {kind: Path(folder) / f"model.{kind}.onnx" for kind in ("float32", "int8", "int8-static")}
+        for kind, path in onnx_files.items():
+            quantize, calibration = (None, None) if kind == "float32" else (kind, faces if kind == "int8-static" else None)
+            print(export_onnx(checkpoint, path, quantize=quantize, calibration=calibration).summary())
+        options = {"detector": args.detector, "tta": args.tta}
+        runtimes = {  # name -> (predictor, the precision of its arithmetic)
+            "pytorch": (Predictor.from_checkpoint(checkpoint, runtime="torch", **options), "float32"),
+            "onnxruntime": (Predictor(OnnxBackend.from_file(onnx_files["float32"], threads=args.threads), **options), "float32"),
+            "ort int8 dynamic": (Predictor(OnnxBackend.from_file(onnx_files["int8"], threads=args.threads), **options), "int8"),
+            "ort int8 static": (
+                Predictor(OnnxBackend.from_file(onnx_files["int8-static"], threads=args.threads), **options), "int8"
+            ),
+        }  # fmt: skip
+        macs = count_macs(loaded.model.float(), size)
         frames = one_face_frames()
-        print(f"\nmodel input {size}x{size}; batch {args.batch}; detector {runtimes['pytorch'].detector.name}")
-        print(f"{'runtime':18s} {'faces/s':>8s} {'/cpu':>6s} {'ms/face b=1':>12s} {'video fps':>10s} {'/cpu':>6s}"
+        passes = 2 if runtimes["pytorch"][0].tta else 1
+        print(f"\nmodel input {size}x{size}; {macs / 1e9:.3f} GMAC per face per pass, {passes} pass(es) per face"
+              f" (mirror averaging {'on' if passes == 2 else 'off'}); batch {args.batch};"
+              f" detector {runtimes['pytorch'][0].detector.name}; peak at {args.ghz} GHz x {args.fma_units} units")  # fmt: skip
+        print(f"{'runtime':18s} {'faces/s':>8s} {'/cpu':>6s} {'peak':>6s} {'ms/face b=1':>12s} {'video fps':>10s} {'/cpu':>6s}"
               f" {'photo ms':>9s} {'1 face found':>13s}")  # fmt: skip
-        for name, predictor in runtimes.items():
+        for name, (predictor, precision) in runtimes.items():
             batched, batched_cpu = timed(lambda: predictor.predict_prepared(faces), args.seconds)  # with tta if on
             single, _ = timed(lambda: predictor.predict_prepared(faces[:1]), args.seconds)
             stream = predictor.predict_stream(itertools.cycle(frames))
@@ -108,8 +144,10 @@ def main() -> None:
             counter = iter(range(10**9))
             photo, _ = timed(lambda: predictor.predict(frames[next(counter) % len(frames)]), args.seconds)
             found = sum(len(predictor.predict(f).faces) == 1 for f in frames)
+            share = peak_share(args.batch / batched_cpu, macs, passes, precision, args.ghz, args.fma_units) if args.ghz else None
             print(
-                f"{name:18s} {args.batch / batched:8.0f} {args.batch / batched_cpu:6.0f} {1000 * single:12.2f}"
+                f"{name:18s} {args.batch / batched:8.0f} {args.batch / batched_cpu:6.0f}"
+                f" {'-' if share is None else f'{100 * share:5.0f}%':>6s} {1000 * single:12.2f}"
                 f" {1 / frame:10.1f} {1 / frame_cpu:6.1f} {1000 * photo:9.1f} {found:>9d}/{len(frames)}"
             )
     print(f"load average {os.getloadavg()[0]:.2f} at the end")

@@ -11,6 +11,8 @@
 #   recipes/build_bundled_model.sh build    # the 37bb9df model: dlib_full, float16, mirror averaging on
 #   recipes/build_bundled_model.sh every-face  # the bundled model since stop 15 (docs/every_face.md): dlib_aaf_sampled,
 #                                              # float16, mirror averaging, age intervals calibrated on UTKFace val + AAF val
+#   recipes/build_bundled_model.sh int8     # its static int8 companion, which onnxruntime runs by default
+#                                              # (docs/quantization.md): QDQ calibrated on 300 UTKFace train chips
 # `choose` (val gender / MAE from the pool, lfw_select end to end with each model's own crop): dlib_full
 # 94.2% / 4.57, 98.5%; dlib_full2 94.3% / 4.55, 98.1%; dlib_distill 94.3% / 4.63, 98.1%; the Lite0 member of the
 # 77dbc71 model 93.2% / 5.11, 92.6%. Ensembles with the Lite0 member reach 95.5% on val but keep the old model's
@@ -61,6 +63,11 @@ case "${1:-}" in
     agegender calibrate --data "$DATA" --data "$RUNS/aaf" --split val --model "$RUNS/sampled_fp16.safetensors" \
       --out "${OUT:-src/agegender/assets/bundled_model.safetensors}"
     # its card: the recipe and the numbers of benchmarks/bench_every_face.sh's reports (agegender models --info)
-    python tools/write_model_card.py --model "${OUT:-src/agegender/assets/bundled_model.safetensors}" ;;
-  *) echo "usage: $0 train|choose|choose-tta|build|every-face" >&2; exit 2 ;;
+    python tools/write_model_card.py --model "${OUT:-src/agegender/assets/bundled_model.safetensors}"
+    OUT="${OUT:-}" "$0" int8 ;;  # the companion must be rebuilt from the new file: it names its hash
+  int8)
+    model=${OUT:-src/agegender/assets/bundled_model.safetensors}
+    agegender export --model "$model" --quantize int8-static --calibration-data "$DATA" --calibration-faces 300 \
+      --out "${model%.safetensors}.int8.onnx" ;;
+  *) echo "usage: $0 train|choose|choose-tta|build|every-face|int8" >&2; exit 2 ;;
 esac

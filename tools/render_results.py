@@ -148,9 +148,37 @@ def peers(path: str, photos: str, *crops: str) -> str:
     return table(["system", *header], rows)
 
 
+def quantized(path: str) -> str:
+    """benchmarks/bench_quantized.py --json PATH: each precision's accuracy and speed, in one run."""
+    variants = load(path)["variants"]
+    baseline = variants["onnxruntime float32"]["faces_per_s"]
+    header = ["variant", "UTKFace test gender / MAE (0-12)", "AAF test gender / MAE (0-12)", "lfw_dev end to end",
+              "faces/s, one thread (x onnxruntime float32)", "MB"]  # fmt: skip
+    rows = []
+    for name, v in variants.items():
+        cells = [f"{percent(v[part]['gender_accuracy'])} / {v[part]['age_mae']:.2f} ({percent(v[part]['children_gender_accuracy'])})"
+                 for part in ("utkface_test", "aaf_test")]  # fmt: skip
+        rows.append([name, *cells, percent(v["lfw_dev"]["end_to_end_gender_accuracy"]),
+                     f"{v['faces_per_s']:.0f} ({v['faces_per_s'] / baseline:.2f}x)", f"{v['bytes'] / 1e6:.1f}"])  # fmt: skip
+    return table(header, rows)
+
+
+def stages(path: str) -> str:
+    """benchmarks/bench_stages.py --json PATH: ms per image in each stage, photos and chips."""
+    results = load(path)
+    rows = []
+    for kind in ("photos", "chips"):
+        part = results[kind]
+        total = sum(stage["ms_per_image"] for stage in part["stages"].values())
+        cells = ", ".join(f"{name} {s['ms_per_image']:.2f} ms ({100 * s['share']:.0f}%)" for name, s in part["stages"].items())
+        rows.append([f"{kind} ({part['images']})", cells, f"{total:.2f} ms ({1000 / total:.0f} images/s)"])
+    return table(["images", "stages: ms per image (share)", "sum"], rows)
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     "every_face": every_face, "detector_recall": detector_recall, "detector_scenes": detector_scenes,
-    "small_faces": small_faces, "peers": peers, "server_load": server_load,
+    "small_faces": small_faces, "peers": peers, "server_load": server_load, "quantized": quantized,
+    "stages": stages,
 }  # fmt: skip
 
 

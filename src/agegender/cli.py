@@ -297,7 +297,13 @@ def export(
     out: Path = typer.Option(..., help="file to write, e.g. model.onnx"),
     model: Optional[Path] = typer.Option(None, help="checkpoint; default: the bundled model"),
     format_: str = typer.Option("onnx", "--format", help="onnx | safetensors-fp16 (a checkpoint with half-size weights)"),
-    quantize: Optional[str] = typer.Option(None, help="int8: dynamic quantisation of the weights (onnx)"),
+    quantize: Optional[str] = typer.Option(
+        None, help="onnx: int8 (dynamic, weights only) | int8-static (weights and activations; needs --calibration-data)"
+    ),
+    calibration_data: Optional[list[Path]] = typer.Option(
+        None, help="int8-static: labelled folder whose train split calibrates the activation ranges; repeat for several"
+    ),
+    calibration_faces: int = typer.Option(300, min=1, help="int8-static: faces drawn (seeded) from --calibration-data"),
     face_template: Optional[str] = typer.Option(
         None, help="safetensors-fp16: record aligned crops on this template (utkface | dlib_150) instead of the source's"
     ),
@@ -315,6 +321,8 @@ def export(
         raise typer.BadParameter("--face-template applies to --format safetensors-fp16")
     if quantize is not None and format_ != "onnx":
         raise typer.BadParameter("--quantize applies to --format onnx")
+    if (quantize == "int8-static") != bool(calibration_data):
+        raise typer.BadParameter("--quantize int8-static and --calibration-data go together")
     source = model or bundled_model_path()
     suffix = {"onnx": (".onnx",), "safetensors-fp16": (".safetensors",)}.get(format_, ())
     check_output_file(out, "--out", suffix, [source])
@@ -328,7 +336,13 @@ def export(
         return
     if format_ != "onnx":
         raise typer.BadParameter(f"unknown format '{format_}'; choose onnx or safetensors-fp16")
-    print(export_onnx(model, out, quantize=quantize, tta=tta).summary())
+    calibration = None
+    if calibration_data:
+        from agegender.evaluation.evaluate import sample_split_faces
+        from agegender.inference.predictor import Predictor
+
+        calibration = sample_split_faces(Predictor.from_checkpoint(source, runtime="torch"), calibration_data, calibration_faces)
+    print(export_onnx(model, out, quantize=quantize, calibration=calibration, tta=tta).summary())
 
 
 @app.command()

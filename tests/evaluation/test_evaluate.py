@@ -160,3 +160,16 @@ def test_the_age_intervals_coverage_is_what_the_predicted_intervals_cover(predic
     inside = (ages >= intervals[:, 0]) & (ages <= intervals[:, 1])
     assert report.age_interval_coverage == pytest.approx(inside.mean())
     assert report.age_interval_width == pytest.approx(np.mean(intervals[:, 1] - intervals[:, 0]))
+
+
+def test_sample_split_faces_is_a_seeded_draw_of_the_split(predictor, trained_run):
+    from agegender.evaluation.evaluate import decode_evaluation_split, sample_split_faces
+
+    faces = sample_split_faces(predictor, trained_run.data.path, n=5)
+    assert faces.shape == (5, predictor.image_size, predictor.image_size, 3) and faces.dtype == np.uint8
+    assert np.array_equal(faces, sample_split_faces(predictor, trained_run.data.path, n=5))
+    assert not np.array_equal(faces, sample_split_faces(predictor, trained_run.data.path, n=5, seed=1))
+    train = make_splits(read_folder(trained_run.data.path), trained_run.config.data).train
+    _, decoded, unreadable = decode_evaluation_split(predictor, trained_run.data.path, "train")
+    assert len(decoded) + len(unreadable) == len(train)
+    assert len(sample_split_faces(predictor, trained_run.data.path, n=10**6)) == len(decoded)  # capped at the split

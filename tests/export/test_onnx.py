@@ -7,7 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
+from agegender.config import ConfigError
 from agegender.data.images import load_rgb
+from agegender.evaluation.evaluate import sample_split_faces
 from agegender.export.onnx import export_onnx
 from agegender.inference.backends import OnnxBackend, OnnxModelError
 from agegender.inference.predictor import Predictor, load_predictor
@@ -60,11 +62,52 @@ def test_int8_weights_fit_seven_bits_so_no_cpu_saturates_them(tiny_checkpoint, t
     with 8-bit weights 2 x 255 x 127 > 32767 and the quantised model drifts on those machines only.
     7-bit weights (|w| <= 64) keep every pair inside int16 on any CPU."""
     report = export_onnx(tiny_checkpoint, tmp_path / "int8.onnx", quantize="int8")
-    graph = onnx.load(str(report.path)).graph
-    weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    weights = _int8_weights(report.path)
     assert weights, "no int8 weights: nothing was quantised"
     largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
     assert 2 * 255 * largest <= 32767, largest
+
+
+def _int8_weights(path: Path) -> list[np.ndarray]:
+    graph = onnx.load(str(path)).graph
+    return [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+
+
+def test_static_int8_is_an_integer_graph_calibrated_on_faces_and_close_to_float(trained_run, tmp_path):
+    faces = sample_split_faces(Predictor.from_checkpoint(trained_run.best), trained_run.data.path, n=12)
+    float_file = export_onnx(trained_run.best, tmp_path / "float.onnx")
+    report = export_onnx(trained_run.best, tmp_path / "static.onnx", quantize="int8-static", calibration=faces)
+    assert report.quantization == "int8-static" and "static-quantised" in report.summary()
+    graph = onnx.load(str(report.path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # activations quantised too, not only weights
+    weights = _int8_weights(report.path)
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64  # 7-bit: no CPU saturates
+    backend = OnnxBackend.from_file(report.path)
+    assert backend.info.meta["onnx"]["quantized"] == "int8-static"
+    exact, quantised = OnnxBackend.from_file(float_file.path).predict(faces), backend.predict(faces)
+    assert np.abs(exact.age - quantised.age).max() < 2.0 and np.abs(exact.p_female - quantised.p_female).max() < 0.05
+
+
+
+
+def test_static_int8_needs_calibration_faces_and_only_it_takes_them(tiny_checkpoint, tmp_path):
+    faces = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(ConfigError, match="needs calibration faces"):
+        export_onnx(tiny_checkpoint, tmp_path / "x.onnx", quantize="int8-static")
+    with pytest.raises(ConfigError, match="int8-static quantisation only"):
+        export_onnx(tiny_checkpoint, tmp_path / "x.onnx", quantize="int8", calibration=faces)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_export_static_int8(trained_run, tmp_path, run_cli):
+    out = tmp_path / "static.onnx"
+    code, _, err = run_cli("export", "--model", trained_run.best, "--out", out, "--quantize", "int8-static")
+    assert code == 2 and "--calibration-data" in err and not out.exists()
+    code, stdout, err = run_cli("export", "--model", trained_run.best, "--out", out, "--quantize", "int8-static",
+                                "--calibration-data", trained_run.data.path, "--calibration-faces", "8")  # fmt: skip
+    assert code == 0, err
+    assert "int8 static-quantised" in stdout and OnnxBackend.from_file(out).info.meta["onnx"]["quantized"] == "int8-static"
 
 
 def test_files_that_are_not_agegender_onnx_models_give_clear_errors(tiny_checkpoint, tmp_path):
@@ -106,7 +149,7 @@ def _with_metadata(source: Path, target: Path, change) -> Path:
         (lambda m: m["preprocessing"].update(image_size=0), "field 'preprocessing.image_size': 0 is outside [16, 1024]"),
         (lambda m: m["config"]["model"].update(widths=[-5, 64]), "field 'config': model.widths: -5 is outside [1, 1024]"),
         (lambda m: m.pop("preprocessing"), "field 'preprocessing': missing"),
-        (lambda m: m["onnx"].update(quantized="int3"), "field 'onnx.quantized': str 'int3' is not one of None, 'int8'"),
+        (lambda m: m["onnx"].update(quantized="int3"), "field 'onnx.quantized': str 'int3' is not one of None, 'int8', 'int8-static'"),
     ],
 )
 def test_hostile_onnx_metadata_is_one_line_naming_the_field(exported, tmp_path, change, problem):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from agegender.inference.backends import OnnxBackend, OnnxModelError, TorchBacke
 from agegender.inference.predictor import Predictor
 from agegender.inference.runtime import load_backend
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FACES = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
 
 
@@ -80,3 +82,58 @@ def test_predictors_on_both_runtimes_agree_with_mirror_averaging_and_intervals(t
     for a, b in zip(on_torch, on_onnx):
         assert a.age == pytest.approx(b.age, abs=1e-3) and a.p_female == pytest.approx(b.p_female, abs=1e-5)
         assert a.age_interval == pytest.approx(b.age_interval, abs=1e-3)
+
+
+def _with_int8_companion(checkpoint, folder, faces_from=None):
+    """A copy of `checkpoint` in `folder` with a static int8 companion made from `faces_from` (default: it)."""
+    import shutil
+
+    from agegender.inference.runtime import int8_companion_path
+
+    copy = folder / checkpoint.name
+    shutil.copy(checkpoint, copy)
+    source = faces_from or copy
+    export_onnx(source, int8_companion_path(copy), quantize="int8-static", calibration=FACES)
+    return copy
+
+
+def test_auto_runs_a_checkpoint_on_its_static_int8_companion(tiny_checkpoint, tmp_path, capsys):
+    checkpoint = _with_int8_companion(tiny_checkpoint, tmp_path)
+    backend = load_backend(checkpoint, cache_dir=tmp_path / "cache")
+    assert isinstance(backend, OnnxBackend) and backend.source == checkpoint
+    assert backend.info.meta["onnx"]["quantized"] == "int8-static"
+    assert not (tmp_path / "cache").exists() and capsys.readouterr().err == ""  # nothing exported
+    exact = load_backend(checkpoint, "torch").predict(FACES)
+    np.testing.assert_allclose(backend.predict(FACES).p_female, exact.p_female, atol=0.05)
+    float_graph = load_backend(checkpoint, "onnx", cache_dir=tmp_path / "cache")  # --runtime onnx: float32 as before
+    assert float_graph.info.meta["onnx"]["quantized"] is None
+    np.testing.assert_allclose(float_graph.predict(FACES).age, exact.age, atol=1e-3)
+
+
+def test_a_companion_of_another_checkpoint_is_ignored_with_one_warning(tiny_checkpoint, trained_run, tmp_path, capsys):
+    from agegender.inference.runtime import int8_companion_path
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    checkpoint.write_bytes(tiny_checkpoint.read_bytes())
+    export_onnx(trained_run.best, int8_companion_path(checkpoint), quantize="int8-static",
+                calibration=np.zeros((4, 32, 32, 3), np.uint8))  # fmt: skip
+    backend = load_backend(checkpoint, cache_dir=tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert f"warning: ignoring {int8_companion_path(checkpoint)}: not a static int8 export of tiny.safetensors" in err
+    assert backend.info.meta["onnx"]["quantized"] is None  # the float32 cached file instead
+    int8_companion_path(checkpoint).write_bytes(b"truncated")
+    load_backend(checkpoint, cache_dir=tmp_path / "cache")
+    assert "warning: ignoring" in capsys.readouterr().err
+
+
+def test_the_bundled_model_runs_on_its_shipped_int8_companion_close_to_pytorch():
+    from agegender.data.images import load_rgb
+    from agegender.inference.backends import bundled_model_path
+    from agegender.inference.runtime import int8_companion_path
+
+    assert int8_companion_path(bundled_model_path()).is_file(), "recipes/build_bundled_model.sh int8 builds it"
+    default, exact = Predictor.from_checkpoint(), Predictor.from_checkpoint(runtime="torch")
+    assert default.backend.info.meta["onnx"]["quantized"] == "int8-static" and default.source == bundled_model_path()
+    image = load_rgb(EXAMPLES / "astronaut.jpg")
+    (fast,), (slow,) = default.predict(image).faces, exact.predict(image).faces
+    assert fast.gender == slow.gender and abs(fast.age - slow.age) < 2.0 and abs(fast.p_female - slow.p_female) < 0.05

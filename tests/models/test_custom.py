@@ -8,7 +8,7 @@ from agegender.data.samples import MAX_AGE
 from agegender.models.custom import CUSTOM_MEAN, CUSTOM_STD, create_custom_backbone
 from agegender.models.heads import AgeBinsHead, AgeRegressionHead
 from agegender.models.registry import create_model
-from agegender.models.summary import count_layers, feature_map_shape, summarize_model
+from agegender.models.summary import count_layers, count_macs, feature_map_shape, summarize_model
 
 TINY = ModelConfig(widths=(8, 16), head_hidden=16)
 
@@ -98,7 +98,11 @@ def test_summary_numbers():
     assert summary.layers == count_layers(model) == 4 + 4  # 4 convs, 4 linears
     assert summary.feature_map == (16, 8, 8)  # two 2x2 poolings of 32 px
     assert summary.input_size == 32
+    # convs at 32 px then 16 px (3x3, 8 and 16 channels), then the four linear layers of the heads
+    convs = 32 * 32 * 8 * (3 * 9 + 8 * 9) + 16 * 16 * 16 * (8 * 9 + 16 * 9)
+    assert summary.macs == count_macs(model, 32) == convs + 16 * 16 + 16 + 16 * 16 + 16 * 117
     assert "feature map 16x8x8" in summary.line() and "8 conv/linear layers" in summary.line()
+    assert "0.002 GMAC per face" in summary.line()
 
 
 def test_summary_counts_frozen_parameters():

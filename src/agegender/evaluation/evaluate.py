@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from agegender.config import ConfigError, DataConfig
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.dataset import LabelledArrays, dataset_names, decode_split, make_splits
@@ -50,6 +52,18 @@ def decode_evaluation_split(
     )
     arrays, undecodable = decode_split(samples, data_config)
     return read, arrays, undecodable
+
+
+def sample_split_faces(
+    predictor: Predictor, data_dir: Path | Sequence[Path], n: int, split: str = "train", seed: int = 0
+) -> np.ndarray:
+    """`n` seeded faces of `split`, decoded at the model's size as evaluate does: what static int8
+    quantisation measures activation ranges on (export.quantize; the train split, never a reported one)."""
+    _, arrays, _ = decode_evaluation_split(predictor, data_dir, split)
+    if len(arrays) == 0:
+        raise DataError(f"{data_dir}: no readable faces in the {split} split")
+    chosen = np.random.default_rng(seed).choice(len(arrays), min(n, len(arrays)), replace=False)
+    return arrays.images[np.sort(chosen)]
 
 
 def evaluate(

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from agegender.atomic_write import write_atomically
-from agegender.config import ConfigError
 from agegender.data.transforms import to_model_input
+from agegender.export.quantize import check_quantization, quantize_graph
 from agegender.inference.backends import (  # noqa: F401  (OnnxModelError: re-exported, export raises it too)
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -61,28 +61,35 @@ class ExportReport:
     bytes: int
     max_age_diff: float  # years, onnxruntime vs PyTorch on the check batch
     max_p_female_diff: float
-    quantized: bool
+    quantization: str | None  # None (float32) | "int8" | "int8-static" (export.quantize)
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization is not None
 
     def summary(self) -> str:
-        kind = "int8 dynamic-quantised" if self.quantized else "float32"
+        kind = {None: "float32", "int8": "int8 dynamic-quantised", "int8-static": "int8 static-quantised (QDQ)"}[
+            self.quantization
+        ]
+        faces = " on its calibration faces" if self.quantization == "int8-static" else ""
         return (
-            f"wrote {self.path} ({kind}, {self.bytes / 1e6:.2f} MB); onnxruntime vs PyTorch max abs difference: "
+            f"wrote {self.path} ({kind}, {self.bytes / 1e6:.2f} MB); onnxruntime vs PyTorch max abs difference{faces}: "
             f"age {self.max_age_diff:.2e} years, p_female {self.max_p_female_diff:.2e}"
         )
 
 
 def export_onnx(
-    checkpoint: Path | None, out: Path, *, quantize: str | None = None, tta: bool | None = None, check_batch: int = 8,
-    seed: int = 0,
+    checkpoint: Path | None, out: Path, *, quantize: str | None = None, calibration: np.ndarray | None = None,
+    tta: bool | None = None, check_batch: int = 8, seed: int = 0,
 ) -> ExportReport:  # fmt: skip
     """Export a checkpoint (None: the bundled model) to ONNX, then compare onnxruntime with PyTorch.
 
-    `quantize="int8"` applies onnxruntime dynamic quantisation (int8 weights); the comparison then
-    reports the quantisation error instead of failing on it. `tta`: the file's default for mirror
-    averaging (None: the checkpoint's).
+    `quantize` ("int8" dynamic or "int8-static", export.quantize) writes an int8 graph; static
+    quantisation measures activation ranges on `calibration`, uint8 (N, S, S, 3) faces at the model's
+    size (evaluation.evaluate.sample_split_faces). The comparison then reports the quantisation error instead
+    of failing on it. `tta`: the file's default for mirror averaging (None: the checkpoint's).
     """
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"unknown quantisation '{quantize}'; the only choice is int8")
+    check_quantization(quantize, calibration)
     source = Path(checkpoint) if checkpoint is not None else bundled_model_path()
     loaded = load_checkpoint(source)
     size = loaded.image_size
@@ -95,20 +102,25 @@ def export_onnx(
     onnx = {"input": INPUT_NAME, "outputs": outputs, "quantized": quantize, "source_sha256": file_sha256(source)}
     meta = with_default_tta({**loaded.meta, "onnx": onnx}, tta)
     out = Path(out)
-    write_atomically(out, lambda temporary: _write_onnx(wrapper, example, temporary, meta, quantize, outputs))
+    write_atomically(
+        out, lambda temporary: _write_onnx(wrapper, example, temporary, meta, outputs, quantize, calibration)
+    )
     wrapper.eval()  # the exporter restores the mode it found on the wrapper; be explicit anyway
-    age_diff, p_diff = _compare_with_torch(wrapper, OnnxBackend.from_file(out), size, check_batch, seed)
+    # Noise is enough to catch a broken float graph; a quantised one is held to real faces (its calibration set)
+    faces = calibration[:64] if calibration is not None else _noise_faces(check_batch, size, seed)
+    age_diff, p_diff = _compare_with_torch(wrapper, OnnxBackend.from_file(out), faces)
     if quantize is None and (age_diff > MAX_AGE_DIFF or p_diff > MAX_P_DIFF):
         out.unlink()
         raise OnnxModelError(
             f"exported graph disagrees with PyTorch (age {age_diff:.2e} years, p_female {p_diff:.2e}); file removed"
         )
-    return ExportReport(out, out.stat().st_size, age_diff, p_diff, quantize is not None)
+    return ExportReport(out, out.stat().st_size, age_diff, p_diff, quantize)
 
 
 def _write_onnx(
-    wrapper: nn.Module, example: torch.Tensor, path: str, meta: dict, quantize: str | None, outputs: list[str]
-) -> None:
+    wrapper: nn.Module, example: torch.Tensor, path: str, meta: dict, outputs: list[str], quantize: str | None,
+    calibration: np.ndarray | None,
+) -> None:  # fmt: skip
     import onnx
 
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *outputs)}
@@ -120,19 +132,8 @@ def _write_onnx(
             wrapper, (example,), path, dynamo=False, input_names=[INPUT_NAME], output_names=outputs,
             dynamic_axes=dynamic, opset_version=OPSET,
         )  # fmt: skip
-    if quantize == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        prepared = path + ".prepared.onnx"
-        try:
-            quant_pre_process(path, prepared)  # shape inference + graph cleanup, as onnxruntime recommends
-            # reduce_range: 7-bit weights. Without VNNI, x86 CPUs multiply uint8 activations by int8
-            # weights in pairs summed into saturating int16 (AVX2 vpmaddubsw): 2 x 255 x 127 overflows
-            # it and ages came out up to 9 years off on such machines; 2 x 255 x 64 does not.
-            quantize_dynamic(prepared, path, weight_type=QuantType.QInt8, reduce_range=True)
-        finally:
-            Path(prepared).unlink(missing_ok=True)
+    if quantize is not None:
+        quantize_graph(path, quantize, calibration)
     model = onnx.load(path)
     del model.metadata_props[:]
     entry = model.metadata_props.add()
@@ -140,9 +141,12 @@ def _write_onnx(
     onnx.save(model, path)
 
 
+def _noise_faces(n: int, size: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
 @torch.no_grad()
-def _compare_with_torch(wrapper: nn.Module, onnx_backend: OnnxBackend, size: int, n: int, seed: int):
-    faces = np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+def _compare_with_torch(wrapper: nn.Module, onnx_backend: OnnxBackend, faces: np.ndarray):
     torch_age, torch_p, *torch_probs = wrapper(to_model_input(faces, channels_last=False))
     onnx = onnx_backend.predict(faces)
     p_diff = float(np.abs(onnx.p_female - torch_p.numpy()).max())

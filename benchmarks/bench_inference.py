@@ -2,7 +2,7 @@
 pipeline (detection + crop + model) on 640x480 frames holding one face.
 
     python benchmarks/bench_inference.py [--model CKPT] [--batch 64] [--seconds 3] [--threads N] [--tta | --no-tta]
-        [--ghz GHZ] [--fma-units 2]
+        [--ghz GHZ] [--fma-units 2] [--batch-sweep 16,32,64,128,256]
 
 Without --model it uses the bundled model, or, before that exists, an untrained model of the
 default architecture (speed does not depend on the weights). `video fps` is the video and webcam
@@ -84,6 +84,18 @@ def peak_share(faces_per_cpu_second: float, macs: int, passes: int, precision: s
     return faces_per_cpu_second * passes * macs / (MACS_PER_CYCLE_PER_UNIT[precision] * units * ghz * 1e9)
 
 
+def sweep_batches(runtimes: dict, batches: list[int], size: int, seconds: float) -> None:
+    """Faces per second of one model pass (no mirror averaging) at each batch size, per runtime."""
+    faces = np.random.default_rng(1).integers(0, 256, (max(batches), size, size, 3), dtype=np.uint8)
+    print(f"\none pass, faces/s by batch size: {', '.join(map(str, batches))}")
+    for name, (predictor, _) in runtimes.items():
+        rates = []
+        for batch in batches:
+            wall, _ = timed(lambda: predictor.backend.predict(faces[:batch], batch_size=batch), seconds)
+            rates.append(f"{batch / wall:.0f}")
+        print(f"{name:18s} {' '.join(f'{r:>6s}' for r in rates)}")
+
+
 def one_face_frames(n: int = 8) -> list[np.ndarray]:
     face = load_rgb(EXAMPLES / "astronaut.jpg")[20:260, 110:350]  # (240, 240, 3): the face with hair and chin
     frames = []
@@ -106,6 +118,7 @@ def main() -> None:
                         help="mirror averaging on or off (default: as the model file says, as predict does)")
     parser.add_argument("--ghz", type=float, default=reported_ghz(), help="core clock for the peak (default: /proc/cpuinfo)")
     parser.add_argument("--fma-units", type=int, default=2, help="512-bit FMA units per core")
+    parser.add_argument("--batch-sweep", help="also time one model pass per batch size, e.g. 16,32,64,128,256")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -150,6 +163,8 @@ def main() -> None:
                 f" {'-' if share is None else f'{100 * share:5.0f}%':>6s} {1000 * single:12.2f}"
                 f" {1 / frame:10.1f} {1 / frame_cpu:6.1f} {1000 * photo:9.1f} {found:>9d}/{len(frames)}"
             )
+        if args.batch_sweep:
+            sweep_batches(runtimes, [int(b) for b in args.batch_sweep.split(",")], size, args.seconds)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -241,6 +241,7 @@ def test_models_info_tells_what_the_bundled_model_is_and_how_good(run_cli):
     lines = dict(line.split(": ", 1) for line in out.splitlines())
     assert lines["name"].startswith("agegender bundled model") and lines["network"] == "dlib_resnet"
     assert "recipes/build_bundled_model.sh" in lines["recipe"] and "UTKFace test split" in lines["metrics"]
+    assert lines["int8 companion"].startswith("bundled_model.int8.onnx (static int8, what --runtime auto runs")
 
 
 def test_models_info_on_a_file_without_a_card_and_on_a_broken_one(run_cli, tiny_checkpoint, tmp_path):

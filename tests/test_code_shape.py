@@ -23,17 +23,30 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
+def runtime_nodes(node: ast.AST):
+    """Every node of the tree but the bodies of `if TYPE_CHECKING:` (imports for type checkers only)."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and ast.unparse(child.test) == "TYPE_CHECKING":
+            yield from (n for branch in child.orelse for n in runtime_nodes(branch))
+            continue
+        yield from runtime_nodes(child)
+
+
 def imported_modules(name: str, tree: ast.Module) -> set[str]:
-    """The package's modules `name` imports anywhere (in functions too); packages' __init__ files excluded."""
+    """The package's modules `name` imports anywhere (in functions too), packages' __init__ files included
+    (`from agegender.models import list_models` depends on everything that package's __init__ imports)."""
     found = set()
-    for node in ast.walk(tree):
+    for node in runtime_nodes(tree):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            # `from package import module` needs that module; `from package import name`, the package's __init__
+            submodules = [f"{node.module}.{alias.name}" for alias in node.names]
+            targets = [t if t in MODULES else node.module for t in submodules]
         else:
             continue
-        found |= {t for t in targets if t in MODULES and MODULES[t].name != "__init__.py" and t != name}
+        found |= {t for t in targets if t in MODULES and t != name}
     return found
 
 

@@ -241,7 +241,6 @@ def test_resolved_val_fraction(limit, val_fraction, expected):
         ("train.optimizer=adamx", "train.optimizer: unknown value 'adamx' (did you mean 'adam'?); choose one of adam, adamw, sgd"),
         ("train.scheduler=cosin", "train.scheduler: unknown value 'cosin' (did you mean 'cosine'?); choose one of plateau, step, cosine, none"),
         ("model.age_head=bin", "model.age_head: unknown value 'bin' (did you mean 'bins'?); choose one of bins, regression"),
-        ("model.name=custon", "model.name: unknown value 'custon' (did you mean 'custom'?); choose one of custom, "),
         ("train.device=gpu", "train.device: unknown value 'gpu' (did you mean 'cpu'?); choose one of cpu, cuda, cuda:N"),
         ("train.device=cuda:x", "train.device: unknown value 'cuda:x' (did you mean 'cuda:N'?)"),
     ],

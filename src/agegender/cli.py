@@ -69,6 +69,7 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="override any config key: section.key=value"),
 ) -> None:
     """Train a model; writes checkpoints, history.csv, learning curves and metrics.json."""
+    from agegender.models.registry import check_model_name
     from agegender.training.fit import fit
     from agegender.training.fit import resume as resume_run
 
@@ -89,6 +90,7 @@ def train(
         return
     settings += _train_overrides(model=model, epochs=epochs, threads=threads, device=device)
     run_config = load_config(config, [*settings, *set_])
+    check_model_name(run_config.model.name)  # before any data is read or the run folder is made
     if not run_config.data.folders():
         raise typer.BadParameter("--data DIR is required for a new run")
     check_output_dir(out, "--out", [Path(folder) for folder in run_config.data.folders()])
@@ -451,10 +453,15 @@ def list_models_command(
             print(name)
         return
     from agegender.inference.backends import bundled_model_path
+    from agegender.inference.runtime import int8_companion, int8_companion_path
     from agegender.models.checkpoint import describe_model
 
-    for key, value in describe_model(model or bundled_model_path()).items():
+    path = model or bundled_model_path()
+    for key, value in describe_model(path).items():
         print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    if path.suffix != ".onnx" and int8_companion(path, threads=1) is not None:  # checked: made from this file
+        print(f"int8 companion: {int8_companion_path(path).name} (static int8, what --runtime auto runs; "
+              "the metrics above are float32's, the two side by side: docs/quantization.md)")
 
 
 def _is_usage_error(error: Exception) -> bool:

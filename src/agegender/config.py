@@ -284,10 +284,6 @@ def _check_value(key: str, value: Any) -> Any:
 
 def _choices(key: str, value: Any) -> tuple[str, ...] | None:
     """The names `key` accepts (None: free text or a number)."""
-    if key == "model.name":
-        from agegender.models import list_models  # the registry imports this module: import on use
-
-        return tuple(list_models())
     if key == "train.device":
         return (value,) if DEVICE.fullmatch(value) else ("cpu", "cuda", "cuda:N")
     return CHOICES.get(key)

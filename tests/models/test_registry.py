@@ -7,7 +7,7 @@ import agegender.models  # noqa: F401  (registers the built-in models)
 from agegender.config import ModelConfig
 from agegender.models import registry
 from agegender.models.heads import ModelOutput
-from agegender.models.registry import UnknownModelError, create_model, list_models, register_model
+from agegender.models.registry import UnknownModelError, check_model_name, create_model, list_models, register_model
 
 
 @pytest.fixture
@@ -49,6 +49,13 @@ def test_unknown_model_suggests_and_lists_known_ones():
     assert "unknown model 'custon'" in message
     assert "did you mean 'custom'" in message
     assert f"known models: {', '.join(list_models())}" in message
+
+
+def test_an_unknown_model_name_is_one_config_style_line():
+    with pytest.raises(UnknownModelError) as error:  # a ConfigError: the CLI prints it as one line
+        check_model_name("custon")
+    assert str(error.value) == f"model.name: unknown value 'custon' (did you mean 'custom'?); choose one of {', '.join(list_models())}"
+    check_model_name("custom")  # a registered name passes
 
 
 def test_unknown_model_without_close_match():

@@ -31,6 +31,7 @@ from agegender.config import BOUNDS, Bound, ConfigError, RunConfig, config_from_
 from agegender.data.align import FaceCropSpec
 from agegender.data.samples import MAX_AGE
 from agegender.errors import UserInputError
+from agegender.models.registry import check_model_name
 
 FORMAT = "agegender-checkpoint"
 FORMAT_VERSION = 1
@@ -96,7 +97,9 @@ def _check_model_meta(meta: Any, prefix: str) -> RunConfig:
 
 def _check_config(mapping: dict, prefix: str) -> RunConfig:
     try:
-        return config_from_dict(mapping)
+        config = config_from_dict(mapping)
+        check_model_name(config.model.name)
+        return config
     except ConfigError as error:  # already names the key, e.g. "model.widths: 1000000 is outside [1, 1024]"
         raise _Invalid(f"{prefix}config", str(error)) from None
 

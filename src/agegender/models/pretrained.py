@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import agegender.models.dlib_resnet as dlib_resnet
 from agegender.config import ModelConfig
 from agegender.errors import UserInputError
-from agegender.models import dlib_resnet
 from agegender.models.classic_backbones import BasicBlock, Bottleneck, create_resnet_backbone, create_vgg16_backbone
 from agegender.models.cydral_gender import NATIVE_SIZE, convert_gender_onnx, create_cydral_gender_backbone
 from agegender.models.cydral_resnet import CYDRAL_MEAN, CYDRAL_STD, convert_age_onnx, create_cydral_resnet10_backbone

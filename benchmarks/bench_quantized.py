@@ -6,8 +6,8 @@ Variants: PyTorch float32 and bfloat16 (autocast: oneDNN's bf16 kernels where th
 or AMX, emulated and slow elsewhere), onnxruntime float32, int8 dynamic and int8 static (QDQ calibrated
 on `--calibration-faces` chips of UTKFace's train split; export.quantize). Each is scored with mirror
 averaging (as the model ships) on UTKFace test, AAF's held-out part (tools/split_aaf.py) and the lfw_dev
-photos end to end, and timed on batches of 64 faces, one after the other in this run, so the speed
-column is a ratio to onnxruntime float32 measured beside it. Run it alone: other jobs on the CPU
+photos end to end, then timed on batches of 64 faces in rounds (every variant in each round), so the
+speed column is a ratio to onnxruntime float32 measured beside it. Run it alone: other jobs on the CPU
 disturb the timings (the load average is printed and saved).
 """
 
@@ -80,23 +80,29 @@ def crop_scores(report: EvaluationReport) -> dict:
     }  # fmt: skip
 
 
-def faces_per_second(predictor: Predictor, seconds: float) -> float:
-    """Batched faces per second, mirror averaging as the file says: the median of repeated timings."""
-    faces = np.random.default_rng(0).integers(0, 256, (BATCH, predictor.image_size, predictor.image_size, 3), np.uint8)
-    predictor.predict_prepared(faces)  # warm-up
-    times, deadline = [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 3:
-        start = time.perf_counter()
-        predictor.predict_prepared(faces)
-        times.append(time.perf_counter() - start)
-    return BATCH / statistics.median(times)
+def interleaved_speeds(predictors: dict[str, Predictor], rounds: int, seconds: float) -> dict[str, float]:
+    """Batched faces per second of each predictor (mirror averaging as its file says): `rounds` rounds,
+    every predictor timed for `seconds` in each, the median over all its timings. Interleaving spreads a
+    slow spell of a shared CPU over every variant instead of one."""
+    size = next(iter(predictors.values())).image_size
+    faces = np.random.default_rng(0).integers(0, 256, (BATCH, size, size, 3), np.uint8)
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    for predictor in predictors.values():
+        predictor.predict_prepared(faces)  # warm-up
+    for _ in range(rounds):
+        for name, predictor in predictors.items():
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                predictor.predict_prepared(faces)
+                times[name].append(time.perf_counter() - start)
+    return {name: BATCH / statistics.median(spent) for name, spent in times.items()}
 
 
-def measure(predictor: Predictor, crops: dict[str, Path], photos: Path, seconds: float) -> dict:
+def accuracy(predictor: Predictor, crops: dict[str, Path], photos: Path) -> dict:
     scores = {name: crop_scores(evaluate(predictor, folder, "test").report) for name, folder in crops.items()}
     detection = evaluate_photos(predictor, photos).detection
     scores["lfw_dev"] = {"n": detection.images, "end_to_end_gender_accuracy": detection.end_to_end_gender_accuracy}
-    scores["faces_per_s"] = faces_per_second(predictor, seconds)
     return scores
 
 
@@ -114,7 +120,8 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, default=DATA_ROOT / "lfw_dev")
     parser.add_argument("--calibration-faces", type=int, default=CALIBRATION_FACES)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=5.0, help="time spent timing each variant")
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds, every variant timed in each")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds per variant per round")
     parser.add_argument("--json", type=Path, help="write the results here (docs/results/quantized.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -124,10 +131,13 @@ def main() -> None:
     crops = {"utkface_test": args.utkface, "aaf_test": args.aaf}
     with tempfile.TemporaryDirectory() as folder:
         variants = build_variants(args.model, Path(folder), args.utkface, args.calibration_faces, args.threads)
-        for name, (backend, size) in variants.items():
-            scores = {"bytes": size, **measure(Predictor(backend), crops, args.photos, args.seconds)}
-            results["variants"][name] = scores
-            print(f"{name}: {json.dumps(scores)}", flush=True)
+        predictors = {name: Predictor(backend) for name, (backend, _) in variants.items()}
+        for name, predictor in predictors.items():
+            results["variants"][name] = {"bytes": variants[name][1], **accuracy(predictor, crops, args.photos)}
+            print(f"{name}: {json.dumps(results['variants'][name])}", flush=True)
+        for name, rate in interleaved_speeds(predictors, args.rounds, args.seconds).items():
+            results["variants"][name]["faces_per_s"] = rate
+            print(f"{name}: {rate:.0f} faces/s", flush=True)
     results["load_average_end"] = os.getloadavg()[0]
     if args.json:
         write_atomically(args.json, lambda temporary: Path(temporary).write_text(json.dumps(results, indent=2) + "\n"))

@@ -76,8 +76,8 @@ def int8_companion(checkpoint: Path, threads: int) -> OnnxBackend | None:
         return None
     try:
         backend = OnnxBackend.from_file(companion, threads=threads, source=checkpoint)
-    except CheckpointError as error:
-        print(f"warning: ignoring {companion}: {error}", file=sys.stderr)
+    except CheckpointError as error:  # its message names the file
+        print(f"warning: {error}; ignoring it", file=sys.stderr)
         return None
     onnx = backend.info.meta.get("onnx", {})
     if onnx.get("quantized") != "int8-static" or onnx.get("source_sha256") != file_sha256(checkpoint):

@@ -29,8 +29,8 @@ from agegender.atomic_write import write_atomically
 from agegender.evaluation.evaluate import evaluate, sample_split_faces
 from agegender.evaluation.photos import evaluate_photos
 from agegender.evaluation.report import EvaluationReport
+from agegender.export.formats import DEFAULT_CALIBRATION_FACES
 from agegender.export.onnx import export_onnx
-from agegender.export.quantize import CALIBRATION_FACES
 from agegender.inference.backends import FaceOutputs, OnnxBackend, TorchBackend, bundled_model_path
 from agegender.inference.predictor import Predictor
 
@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--utkface", type=Path, default=DATA_ROOT / "utkface")
     parser.add_argument("--aaf", type=Path, default=Path("runs/aaf"), help="tools/split_aaf.py's output")
     parser.add_argument("--photos", type=Path, default=DATA_ROOT / "lfw_dev")
-    parser.add_argument("--calibration-faces", type=int, default=CALIBRATION_FACES)
+    parser.add_argument("--calibration-faces", type=int, default=DEFAULT_CALIBRATION_FACES)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds, every variant timed in each")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per variant per round")

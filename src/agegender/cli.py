@@ -16,6 +16,7 @@ from rich.text import Text
 from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, load_config
 from agegender.errors import UserInputError
+from agegender.export.formats import DEFAULT_CALIBRATION_FACES
 from agegender.inference.detection import DetectorUnavailableError
 from agegender.outputs import check_output_dir, check_output_file
 
@@ -305,7 +306,9 @@ def export(
     calibration_data: Optional[list[Path]] = typer.Option(
         None, help="int8-static: labelled folder whose train split calibrates the activation ranges; repeat for several"
     ),
-    calibration_faces: int = typer.Option(300, min=1, help="int8-static: faces drawn (seeded) from --calibration-data"),
+    calibration_faces: int = typer.Option(
+        DEFAULT_CALIBRATION_FACES, min=1, help="int8-static: faces drawn (seeded) from --calibration-data"
+    ),
     face_template: Optional[str] = typer.Option(
         None, help="safetensors-fp16: record aligned crops on this template (utkface | dlib_150) instead of the source's"
     ),
@@ -314,37 +317,14 @@ def export(
     ),
 ) -> None:
     """Export a checkpoint to ONNX (checked against PyTorch) or to a float16 checkpoint."""
-    from agegender.data.align import FaceCropSpec
-    from agegender.export.onnx import export_onnx
+    from agegender.export.formats import ExportRequest, export_format
     from agegender.inference.predictor import bundled_model_path
-    from agegender.models.checkpoint import save_half_checkpoint
 
-    if face_template is not None and format_ != "safetensors-fp16":
-        raise typer.BadParameter("--face-template applies to --format safetensors-fp16")
-    if quantize is not None and format_ != "onnx":
-        raise typer.BadParameter("--quantize applies to --format onnx")
-    if (quantize == "int8-static") != bool(calibration_data):
-        raise typer.BadParameter("--quantize int8-static and --calibration-data go together")
     source = model or bundled_model_path()
-    suffix = {"onnx": (".onnx",), "safetensors-fp16": (".safetensors",)}.get(format_, ())
-    check_output_file(out, "--out", suffix, [source])
-    if format_ == "safetensors-fp16":
-        try:
-            crop = None if face_template is None else FaceCropSpec("aligned", face_template)
-        except ValueError as error:  # an unknown template
-            raise typer.BadParameter(f"--face-template: {error}") from error
-        written = save_half_checkpoint(source, out, crop, tta)
-        print(f"{written}: float16 weights, {written.stat().st_size / 2**20:.1f} MB (from {source.stat().st_size / 2**20:.1f} MB)")
-        return
-    if format_ != "onnx":
-        raise typer.BadParameter(f"unknown format '{format_}'; choose onnx or safetensors-fp16")
-    calibration = None
-    if calibration_data:
-        from agegender.evaluation.evaluate import sample_split_faces
-        from agegender.inference.predictor import Predictor
-
-        calibration = sample_split_faces(Predictor.from_checkpoint(source, runtime="torch"), calibration_data, calibration_faces)
-    print(export_onnx(model, out, quantize=quantize, calibration=calibration, tta=tta).summary())
+    request = ExportRequest(source, out, tta, quantize, tuple(calibration_data or ()), calibration_faces, face_template)
+    chosen = export_format(format_, request)
+    check_output_file(out, "--out", (chosen.suffix,), [source])
+    print(chosen.write(request))
 
 
 @app.command()

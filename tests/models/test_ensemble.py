@@ -8,18 +8,18 @@ import torch
 from PIL import Image
 
 from agegender.config import DataConfig, ModelConfig, RunConfig
+from agegender.export.half import save_half_checkpoint
 from agegender.export.onnx import export_onnx
 from agegender.models.checkpoint import (
     CheckpointError,
     build_meta,
-    init_from_checkpoint,
     load_checkpoint,
     save_checkpoint,
     save_ensemble_checkpoint,
-    save_half_checkpoint,
 )
 from agegender.models.ensemble import AreaResize, EnsembleNet, area_resize_matrix
 from agegender.models.registry import create_model
+from agegender.training.resume_points import init_from_checkpoint
 
 
 def member_checkpoint(folder, name: str, size: int, seed: int, **data_changes):

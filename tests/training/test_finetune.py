@@ -14,13 +14,14 @@ from safetensors.torch import load_file
 
 from agegender.config import ModelConfig
 from agegender.data.dataset import prepare_data
-from agegender.models.checkpoint import load_checkpoint, load_training_state
+from agegender.models.checkpoint import load_checkpoint
 from agegender.models.pretrained import load_pretrained_weights
 from agegender.models.registry import create_model
 from agegender.training.callbacks import HistoryCSV
 from agegender.training.engine import evaluate, plan_phases
 from agegender.training.fit import RunError, fit, resume
 from agegender.training.losses import MultiTaskLoss
+from agegender.training.resume_points import load_training_state
 from agegender.training.sources import CachedBatches, FinetuneError, FromBlock, ImageBatches, cache_activations
 from tests.models.test_pretrained import write_random_weights
 from tests.training.test_fit import averaged_weights, steps_per_epoch

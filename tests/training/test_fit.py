@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from agegender.config import ConfigError, load_config
 from agegender.data.dataset import prepare_data
-from agegender.models.checkpoint import CheckpointError, load_checkpoint, load_training_state, read_meta
+from agegender.models.checkpoint import CheckpointError, load_checkpoint, read_meta
 from agegender.training import engine
 from agegender.training import fit as fit_module
 from agegender.training.callbacks import HISTORY_COLUMNS, HistoryCSV
@@ -21,6 +21,7 @@ from agegender.training.distributed import DistributedContext
 from agegender.training.fit import RunError, fit, resume
 from agegender.training.loop import batch_indices
 from agegender.training.results import FitMetrics
+from agegender.training.resume_points import load_training_state
 
 
 def quiet() -> Console:
@@ -205,9 +206,9 @@ def test_interrupted_run_resumes_to_the_same_weights(ema_decay, utkface, cache_d
 
 def kill_before_state_write(monkeypatch, at_call: int) -> None:
     """The `at_call`-th last_state.pt write dies after last.safetensors was written, as a kill would."""
-    from agegender.models import checkpoint
+    from agegender.training import resume_points
 
-    real_save, calls = checkpoint.save_training_state, []
+    real_save, calls = resume_points.save_training_state, []
 
     def save_or_die(path, state):
         calls.append(1)
@@ -215,7 +216,7 @@ def kill_before_state_write(monkeypatch, at_call: int) -> None:
             raise SystemExit("killed between the weights and the state")
         real_save(path, state)
 
-    monkeypatch.setattr(checkpoint, "save_training_state", save_or_die)
+    monkeypatch.setattr(resume_points, "save_training_state", save_or_die)
 
 
 def test_kill_between_weights_and_state_resumes_from_the_state_and_says_so(
@@ -462,7 +463,7 @@ def test_init_from_a_run_on_exact_ages_into_a_run_on_age_groups(trained_run, tmp
 
 def test_a_one_phase_state_saved_by_77dbc71_resumes_like_a_new_one(utkface, cache_dir, make_config, tmp_path):
     """Model A's last_state.pt had no phase fields before the phase runner; such runs still resume."""
-    from agegender.models.checkpoint import save_training_state
+    from agegender.training.resume_points import save_training_state
 
     fit(make_config(utkface.path, cache_dir, epochs=1), tmp_path / "new", console=quiet())
     shutil.copytree(tmp_path / "new", tmp_path / "old")

@@ -1,1 +1,2 @@
-"""Model export: ONNX graphs with an onnxruntime parity check (inference.backends runs them)."""
+"""Model export: every output format behind one table (formats.py): ONNX graphs with an onnxruntime
+parity check, float32 or int8 (onnx.py, quantize.py), and float16 checkpoints (half.py)."""

@@ -23,6 +23,7 @@ from torch import nn
 
 from agegender.atomic_write import write_atomically
 from agegender.data.transforms import to_model_input
+from agegender.export.half import with_default_tta
 from agegender.export.quantize import check_quantization, quantize_graph
 from agegender.inference.backends import (  # noqa: F401  (OnnxModelError: re-exported, export raises it too)
     INPUT_NAME,
@@ -32,7 +33,7 @@ from agegender.inference.backends import (  # noqa: F401  (OnnxModelError: re-ex
     OnnxModelError,
     bundled_model_path,
 )
-from agegender.models.checkpoint import METADATA_KEY, file_sha256, load_checkpoint, with_default_tta
+from agegender.models.checkpoint import METADATA_KEY, file_sha256, load_checkpoint
 
 OPSET = 17
 # A correct export differs from PyTorch only by float rounding; more than this means a broken graph.

@@ -27,7 +27,6 @@ from agegender.data.transforms import to_model_input
 from agegender.inference.backends import INPUT_NAME
 from agegender.models.metadata import QUANTIZATIONS
 
-CALIBRATION_FACES = 300  # a few hundred chips fix the ranges: more gave no better accuracy (docs/quantization.md)
 CALIBRATION_BATCH = 20
 
 

@@ -17,16 +17,7 @@ from agegender.config import RunConfig, save_config
 from agegender.data.dataset import PreparedData, label_stats, prepare_data
 from agegender.data.sampling import parse_sampling
 from agegender.data.transforms import check_augment
-from agegender.models.checkpoint import (
-    CheckpointError,
-    build_meta,
-    init_from_checkpoint,
-    load_resume_point,
-    load_weights,
-    repair_best,
-    save_checkpoint,
-    save_resume_point,
-)
+from agegender.models.checkpoint import CheckpointError, build_meta, load_weights, save_checkpoint
 from agegender.models.pretrained import BACKBONES, is_pretrained, load_pretrained_weights, resolve_weights_path
 from agegender.models.registry import create_model
 from agegender.models.summary import ModelSummary, summarize_model
@@ -62,6 +53,7 @@ from agegender.training.results import (
     train_at_best,
     write_metrics,
 )
+from agegender.training.resume_points import init_from_checkpoint, load_resume_point, repair_best, save_resume_point
 from agegender.training.rundir import (
     BEST,
     CONFIG,

@@ -76,16 +76,15 @@ def detector_recall(path: str, frame: str) -> str:
     detectors = load(path)["detectors"]
     first = next(iter(detectors.values()))
     sizes = [label.split()[1] for label in first if label.startswith(frame + " ")]
-    def median_ms(results: dict) -> float:
-        return statistics.median(results[f"{frame} {size}"]["ms_per_frame"] for size in sizes)
-
-    peer = detectors.get(PEER_DETECTOR)  # timed on the same frames in the same run
+    medians = {name: statistics.median(results[f"{frame} {size}"]["ms_per_frame"] for size in sizes)
+               for name, results in detectors.items()}  # fmt: skip
+    peer = medians.get(PEER_DETECTOR)  # timed on the same frames in the same run
     rows = []
     for name, results in detectors.items():
         cells = [results[f"{frame} {size}"] for size in sizes]
         slowest = max(cell["ms_per_frame"] for cell in cells)
-        ratio = f", {median_ms(results) / median_ms(peer):.2f}x {PEER_DETECTOR}'s" if peer and name != PEER_DETECTOR else ""
-        rows.append([name, *(percent(cell["recall"]) for cell in cells), f"{median_ms(results):.0f} ({slowest:.0f}){ratio}"])
+        ratio = f", {medians[name] / peer:.2f}x {PEER_DETECTOR}'s" if peer and name != PEER_DETECTOR else ""
+        rows.append([name, *(percent(cell["recall"]) for cell in cells), f"{medians[name]:.0f} ({slowest:.0f}){ratio}"])
     header = ["detector", *(size.replace("px", " px") for size in sizes), "ms per frame: median over the sizes (slowest)"]
     return table(header, rows)
 

@@ -65,6 +65,11 @@ def load_backend(path: Path | str | None = None, runtime: str = "auto", *, cache
         return TorchBackend.from_file(path)
 
 
+def made_from(backend: OnnxBackend, checkpoint: Path, digest: str | None = None) -> bool:
+    """Whether an exported file's metadata names `checkpoint`'s sha256 (`digest`, if already known)."""
+    return backend.info.meta.get("onnx", {}).get("source_sha256") == (digest or file_sha256(checkpoint))
+
+
 def int8_companion_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}.int8.onnx")
 
@@ -79,8 +84,7 @@ def int8_companion(checkpoint: Path, threads: int) -> OnnxBackend | None:
     except CheckpointError as error:  # its message names the file
         print(f"warning: {error}; ignoring it", file=sys.stderr)
         return None
-    onnx = backend.info.meta.get("onnx", {})
-    if onnx.get("quantized") != "int8-static" or onnx.get("source_sha256") != file_sha256(checkpoint):
+    if backend.info.meta.get("onnx", {}).get("quantized") != "int8-static" or not made_from(backend, checkpoint):
         print(f"warning: ignoring {companion}: not a static int8 export of {checkpoint.name}", file=sys.stderr)
         return None
     return backend
@@ -97,7 +101,7 @@ def cached_onnx_backend(checkpoint: Path, folder: Path, threads: int) -> OnnxBac
     if cached.is_file():
         try:
             backend = OnnxBackend.from_file(cached, threads=threads, source=checkpoint)
-            if backend.info.meta.get("onnx", {}).get("source_sha256") == digest:
+            if made_from(backend, checkpoint, digest):
                 return backend
         except CheckpointError:  # truncated or not an agegender file: rebuilt below
             pass

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from agegender.models.pretrained import BACKBONES, load_backbone_state
+from agegender.models.pretrained import load_backbone_state
+from agegender.models.registry import model_spec
 
 
 def import_torchvision():
@@ -61,7 +62,7 @@ def check(torchvision, name: str, size: int, folder: Path) -> float:
     randomise(model)
     path = folder / f"{name}.pth"
     torch.save(model.state_dict(), path)
-    ours, _ = BACKBONES[name].create()
+    ours, _ = model_spec(name).create()
     state, _ = load_backbone_state(name, path)
     ours.load_state_dict(state)
     x = torch.randn(2, 3, size, size)

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from check_backbones_against_torchvision import import_torchvision, randomise
 
-from agegender.models.pretrained import BACKBONES, load_backbone_state
+from agegender.models.pretrained import load_backbone_state
+from agegender.models.registry import model_spec
 
 
 def references(torchvision):
@@ -68,7 +69,7 @@ def main() -> int:
             path = Path(folder) / f"{name}.pth"
             state = model.state_dict()
             torch.save(cadene_style(state) if cadene else state, path)
-            ours, _ = BACKBONES[name].create()
+            ours, _ = model_spec(name).create()
             ours.load_state_dict(load_backbone_state(name, path)[0])
             model.eval(), ours.eval()
             x = torch.randn(2, 3, size, size)

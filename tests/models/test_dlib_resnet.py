@@ -21,7 +21,8 @@ from agegender.models.dlib_resnet import (
     dlib_layers,
     layer_kinds,
 )
-from agegender.models.pretrained import BACKBONES, default_weights_path
+from agegender.models.pretrained import default_weights_path
+from agegender.models.registry import model_spec
 from tests.models.test_dlib_format import (
     INPUT_150,
     METRIC_LOSS,
@@ -189,7 +190,7 @@ def test_a_resnet_of_other_widths_is_another_network(tmp_path):
 def _package_file(name: str) -> Path:
     path = default_weights_path("dlib_resnet")
     if path is None:
-        pytest.skip(f"{BACKBONES['dlib_resnet'].weights_package} is not installed")
+        pytest.skip(f"{model_spec('dlib_resnet').weights_package} is not installed")
     return path.with_name(name)
 
 

@@ -5,7 +5,8 @@ import torch
 
 from agegender.config import ModelConfig
 from agegender.models import create_model
-from agegender.models.pretrained import BACKBONES, PretrainedWeightsError, is_pretrained, load_pretrained_weights
+from agegender.models.pretrained import PretrainedWeightsError, load_pretrained_weights
+from agegender.models.registry import is_pretrained, model_spec
 
 # Whole ImageNet models: timm's legacy_xception / torchvision's efficientnet_b0 counts (checked against
 # both libraries by tools/check_imagenet_backbones.py) and the published sizes they round to.
@@ -18,7 +19,7 @@ PUBLISHED = {
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_parameter_counts_with_the_imagenet_classifier_match_the_published_ones(name):
     total, classifier, published_millions = PUBLISHED[name]
-    backbone, _ = BACKBONES[name].create()
+    backbone, _ = model_spec(name).create()
     assert sum(p.numel() for p in backbone.parameters()) + classifier == total
     assert round(total / 1e6, 1) == published_millions
 
@@ -36,7 +37,7 @@ def cadene_style_file(path, seed: int = 0) -> dict[str, torch.Tensor]:
     """Xception weights as Cadene's file has them: other names, 2-D pointwise kernels, no BatchNorm
     counters, an `fc` classifier."""
     torch.manual_seed(seed)
-    backbone, _ = BACKBONES["xception"].create()
+    backbone, _ = model_spec("xception").create()
     expected = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
     state = {}
     for index, (key, tensor) in enumerate(expected.items()):

@@ -5,7 +5,7 @@ import torch
 
 from agegender.config import ModelConfig
 from agegender.models import create_model
-from agegender.models.pretrained import is_pretrained
+from agegender.models.registry import is_pretrained
 
 
 def test_levi_hassner_has_the_papers_layers():

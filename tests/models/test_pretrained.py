@@ -13,13 +13,13 @@ from agegender.config import ModelConfig, RunConfig
 from agegender.models import create_model, list_models, pretrained
 from agegender.models.checkpoint import build_meta, load_checkpoint, save_checkpoint
 from agegender.models.pretrained import (
-    BACKBONES,
     PretrainedWeightsError,
     default_weights_path,
     load_backbone_state,
     load_pretrained_weights,
 )
-from agegender.models.registry import UnknownModelError
+from agegender.models.registry import UnknownModelError, model_spec, pretrained_models
+from agegender.models.spec import backbone_spec
 
 ASTRONAUT = Path(__file__).resolve().parents[2] / "examples" / "astronaut.jpg"
 # Top-5 ImageNet classes of examples/astronaut.jpg at 224 px from the reference implementation
@@ -32,9 +32,9 @@ LITE0_REFERENCE_TOP1_P = 0.2848
 def write_random_weights(name: str, path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     """A weights file laid out like the real one (reference key order + ImageNet classifier)."""
     torch.manual_seed(seed)
-    backbone, channels = BACKBONES[name].create()
+    backbone, channels = model_spec(name).create()
     state = {f"features.{k}": v.clone() for k, v in backbone.state_dict().items()}
-    prefix = BACKBONES[name].classifier_prefix
+    prefix = model_spec(name).classifier_prefix
     state[f"{prefix}weight"] = torch.randn(10, channels)
     state[f"{prefix}bias"] = torch.zeros(10)
     torch.save(state, path)
@@ -42,7 +42,7 @@ def write_random_weights(name: str, path: Path, seed: int = 0) -> dict[str, torc
 
 
 def imagenet_logits(name: str, size: int) -> torch.Tensor:
-    spec = BACKBONES[name]
+    spec = model_spec(name)
     path = default_weights_path(name)
     if path is None:
         pytest.skip(f"{spec.weights_package} is not installed")
@@ -58,16 +58,16 @@ def imagenet_logits(name: str, size: int) -> torch.Tensor:
     return features @ weight.T + bias  # (1, 1000)
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", pretrained_models())
 def test_every_pretrained_entry_builds_and_predicts(name):
     assert name in list_models()
     model = create_model(ModelConfig(name=name, head_hidden=8)).eval()
-    size = BACKBONES[name].min_input_size  # 32, except dlib_resnet
+    size = model_spec(name).min_input_size  # 32, except dlib_resnet
     with torch.no_grad():
         output = model(torch.rand(2, 3, size, size))
     assert output.age.shape == output.gender_logit.shape == (2,)
     assert torch.isfinite(output.age).all() and torch.isfinite(output.gender_logit).all()
-    assert model.mean == BACKBONES[name].mean
+    assert model.mean == model_spec(name).mean
 
 
 def test_efficientnet_lite0_weights_reproduce_reference_imagenet_predictions():
@@ -95,7 +95,7 @@ TORCHVISION_PARAMETERS = {
 @pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMETERS))
 def test_torchvision_layout_backbones_have_torchvision_parameter_counts(name):
     total, classifier = TORCHVISION_PARAMETERS[name]
-    backbone, _ = BACKBONES[name].create()
+    backbone, _ = model_spec(name).create()
     assert sum(p.numel() for p in backbone.parameters()) == total - classifier
 
 
@@ -216,7 +216,7 @@ def test_dlib_resnet_refuses_foreign_files_with_one_line(tmp_path):
 
 
 def test_dlib_resnet_entry_describes_its_input():
-    spec = BACKBONES["dlib_resnet"]
+    spec = model_spec("dlib_resnet")
     assert (spec.native_size, spec.face_template, spec.min_input_size) == (150, "dlib_150", 103)
     model = create_model(ModelConfig(name="dlib_resnet"))
-    assert model.mean == spec.mean and model.min_input_size == 103
+    assert model.mean == spec.mean and backbone_spec(model).min_input_size == 103

@@ -8,6 +8,7 @@ from agegender.config import ModelConfig
 from agegender.models import registry
 from agegender.models.heads import ModelOutput
 from agegender.models.registry import UnknownModelError, check_model_name, create_model, list_models, register_model
+from agegender.models.spec import backbone_spec
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def _create_or_skip(name: str) -> torch.nn.Module:
 def test_every_registered_model_runs_forward_at_32px(name):
     torch.manual_seed(0)
     model = _create_or_skip(name).eval()
-    size = max(32, getattr(model, "min_input_size", 32))  # dlib_resnet's stride-2 convolutions need 103 px
+    size = max(32, getattr(backbone_spec(model), "min_input_size", 32))  # dlib_resnet's stride-2 convolutions need 103 px
     with torch.no_grad():
         output = model(torch.rand(2, 3, size, size))
     assert isinstance(output, ModelOutput)

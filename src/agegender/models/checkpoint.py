@@ -23,6 +23,7 @@ from agegender.data.align import DEFAULT_FACE_CROP, FaceCropSpec
 from agegender.models.ensemble import EnsembleNet
 from agegender.models.metadata import FORMAT, FORMAT_VERSION, CheckpointError, validate_meta
 from agegender.models.registry import create_model
+from agegender.models.spec import backbone_spec
 
 METADATA_KEY = "agegender"
 
@@ -65,13 +66,10 @@ def read_face_crop(meta: dict[str, Any]) -> FaceCropSpec:
     return DEFAULT_FACE_CROP if stored is None else FaceCropSpec.from_dict(stored)  # checked by validate_meta
 
 
-def face_crop_for(config: RunConfig) -> FaceCropSpec:
-    """The crop a model trained with `config` expects: the aligned template its pretrained backbone
-    was trained on (BackboneSpec.face_template) if it names one, else the default."""
-    from agegender.models.pretrained import BACKBONES
-
-    backbone = BACKBONES.get(config.model.name)
-    template = getattr(backbone, "face_template", None)
+def face_crop_for(model: nn.Module) -> FaceCropSpec:
+    """The crop `model` expects: the aligned template its pretrained backbone was trained on
+    (BackboneSpec.face_template) if it names one, else the default."""
+    template = getattr(backbone_spec(model), "face_template", None)
     if template is None:
         return DEFAULT_FACE_CROP
     return FaceCropSpec("aligned", template)
@@ -88,7 +86,7 @@ def build_meta(model: nn.Module, config: RunConfig, label_stats: dict, **extra: 
             "mean": list(model.mean),
             "std": list(model.std),
             "input": "RGB, float32 in [0, 1], (B, 3, H, W); the model normalises internally",
-            "face_crop": face_crop_for(config).to_dict(),  # how prediction cuts faces from photos
+            "face_crop": face_crop_for(model).to_dict(),  # how prediction cuts faces from photos
         },
         "label_stats": label_stats,
         **extra,

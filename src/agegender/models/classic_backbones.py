@@ -9,7 +9,12 @@ every residual block; VGG16's five conv stages, each ending in its max-pool.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import nn
+
+from agegender.models.backbone_net import register_backbone
+from agegender.models.spec import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
@@ -100,3 +105,17 @@ def create_vgg16_backbone() -> tuple[nn.Sequential, int]:
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(layer.bias)
     return backbone, channels
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def _torchvision_spec(create: Callable[[], tuple[nn.Sequential, int]], classifier: str, file: str) -> BackboneSpec:
+    """A backbone whose ImageNet weights no package ships offline: torchvision's file, via --weights."""
+    return BackboneSpec(create, IMAGENET_MEAN, IMAGENET_STD, 224, classifier, reference_file=f"torchvision's {file}")
+
+
+register_backbone("resnet18", _torchvision_spec(lambda: create_resnet_backbone(BasicBlock, (2, 2, 2, 2)), "fc.", "resnet18-f37072fd.pth"))
+register_backbone("resnet34", _torchvision_spec(lambda: create_resnet_backbone(BasicBlock, (3, 4, 6, 3)), "fc.", "resnet34-b627a593.pth"))
+register_backbone("resnet50", _torchvision_spec(lambda: create_resnet_backbone(Bottleneck, (3, 4, 6, 3)), "fc.", "resnet50-0676ba61.pth"))
+register_backbone("vgg16", _torchvision_spec(create_vgg16_backbone, "classifier.", "vgg16-397923af.pth"))

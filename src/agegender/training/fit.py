@@ -18,8 +18,9 @@ from agegender.data.dataset import PreparedData, label_stats, prepare_data
 from agegender.data.sampling import parse_sampling
 from agegender.data.transforms import check_augment
 from agegender.models.checkpoint import CheckpointError, build_meta, load_weights, save_checkpoint
-from agegender.models.pretrained import BACKBONES, is_pretrained, load_pretrained_weights, resolve_weights_path
+from agegender.models.pretrained import load_pretrained_weights, resolve_weights_path
 from agegender.models.registry import create_model
+from agegender.models.spec import backbone_spec
 from agegender.models.summary import ModelSummary, summarize_model
 from agegender.training.averaging import WeightAverage, check_ema_decay
 from agegender.training.callbacks import EarlyStopping, HistoryCSV
@@ -131,21 +132,22 @@ def check_options(config: RunConfig, resume: bool) -> None:
     check_ema_decay(config.train.ema_decay)
     parse_sampling(config.data.sampling, config.data.folders())
     name = config.model.name
-    if not is_pretrained(name):
+    with torch.random.fork_rng(devices=[]):  # a throw-away model, asked for its spec and counted for its blocks
+        model = create_model(config.model)
+    spec = backbone_spec(model)
+    if spec is None:
         if config.model.weights:
             raise RunError(f"model '{name}' has no pretrained backbone; --weights needs one of the pretrained models")
         return
     if config.train.compile:
         raise RunError("train.compile applies to Model A (custom) runs; "
                        "two-phase fine-tuning trains on cached activations")  # fmt: skip
-    spec = BACKBONES[name]
     if config.data.image_size < spec.min_input_size:
         raise RunError(
             f"data.image_size={config.data.image_size} is too small for {name}: it needs at least "
             f"{spec.min_input_size} px; it was trained at {spec.native_size} (--image-size {spec.native_size})"
         )
-    with torch.random.fork_rng(devices=[]):  # a throw-away model, counted for its blocks only
-        plan_phases(create_model(config.model), config)
+    plan_phases(model, config)
     if not resume:
         resolve_weights_path(config.model)
 
@@ -207,10 +209,10 @@ class Training:
 
     def initialise(self) -> None:
         """A new run's first weights: the pretrained backbone's, or --init's checkpoint (heads included)."""
-        name = self.config.model.name
-        if is_pretrained(name):
+        name, spec = self.config.model.name, backbone_spec(self.model)
+        if spec is not None:
             weights = load_pretrained_weights(self.model, self.config.model)
-            self.console.print(f"{name}: {BACKBONES[name].pretrained_on} backbone weights from {weights}")
+            self.console.print(f"{name}: {spec.pretrained_on} backbone weights from {weights}")
         if self.config.train.init_from:
             init_from_checkpoint(self.model, Path(self.config.train.init_from), name)
             self.console.print(f"initial weights from {self.config.train.init_from}")
@@ -323,7 +325,7 @@ class Training:
         set_trainable(self.model, None)
         load_weights(self.model, best_path)
         rows, best, data, cl = self.history.rows(), self.position.best_epoch, self.data, self.config.train.channels_last
-        two_phase = is_pretrained(self.config.model.name)
+        two_phase = backbone_spec(self.model) is not None
         metrics = FitMetrics(
             model=summary, best_epoch=best, stopped_epoch=self.position.epoch, early_stopped=self.early_stopped,
             split_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},

@@ -37,8 +37,8 @@ import torch
 from agegender.config import ModelConfig, RunConfig
 from agegender.data.images import load_rgb
 from agegender.export.onnx import export_onnx
-from agegender.inference.backends import OnnxBackend
 from agegender.inference.predictor import Predictor, bundled_model_path
+from agegender.models.backends import OnnxBackend
 from agegender.models.checkpoint import build_meta, load_checkpoint, save_checkpoint
 from agegender.models.registry import create_model
 from agegender.models.summary import count_macs

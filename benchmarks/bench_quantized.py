@@ -31,8 +31,8 @@ from agegender.evaluation.photos import evaluate_photos
 from agegender.evaluation.report import EvaluationReport
 from agegender.export.formats import DEFAULT_CALIBRATION_FACES
 from agegender.export.onnx import export_onnx
-from agegender.inference.backends import FaceOutputs, OnnxBackend, TorchBackend, bundled_model_path
 from agegender.inference.predictor import Predictor
+from agegender.models.backends import FaceOutputs, OnnxBackend, TorchBackend, bundled_model_path
 
 DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
 BATCH = 64

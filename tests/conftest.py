@@ -234,7 +234,7 @@ class StubFaceDetector:
 
     def detect(self, rgb: np.ndarray) -> list:
         from agegender.inference.detect import Detection
-        from agegender.results import Box
+        from agegender.inference.predictions import Box
 
         if rgb.max() < 20:
             return []

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle, short functions, short parameter lists (issue 16's limits)."""
+"""The package's shape: no import cycle, layers that import only downwards, short functions, short
+parameter lists (issue 16's limits)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,20 @@ MAX_BODY_LINES = 50
 MAX_PARAMETERS = 8
 # Typer commands and FastAPI routes take one parameter per CLI option / request field.
 FRAMEWORK_DECORATORS = ("app.command", "app.get", "app.post", "router.get", "router.post")
+
+
+# Lowest first: a module may import its own layer and those below it, never one above (the CLI is on top).
+LAYERS = (
+    ("agegender", "agegender.errors", "agegender.atomic_write", "agegender.outputs", "agegender.config"),
+    ("agegender.data",),
+    ("agegender.models",),  # architectures, the model file, the runtimes that run one (backends)
+    ("agegender.export",),  # files written from a checkpoint (ONNX, int8, float16)
+    ("agegender.inference",),  # detection, crops, prediction; builds ONNX caches through export
+    ("agegender.evaluation",),
+    ("agegender.training",),
+    ("agegender.serving",),
+    ("agegender.cli",),
+)
 
 
 def module_name(path: Path) -> str:
@@ -71,8 +86,33 @@ def test_the_package_is_found():
     assert len(MODULES) > 50 and "agegender.cli" in MODULES
 
 
+def layer(name: str) -> int:
+    """The layer of a module: its package's (the longest listed prefix wins)."""
+    matches = [(len(prefix), index) for index, prefixes in enumerate(LAYERS) for prefix in prefixes
+               if name == prefix or name.startswith(prefix + ".")]  # fmt: skip
+    assert matches, f"{name} is in no layer of LAYERS"
+    return max(matches)[1]
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {name: imported_modules(name, ast.parse(path.read_text())) for name, path in MODULES.items()}
+
+
+def test_every_import_points_down_the_layers():
+    upward = [f"{name} -> {target}" for name, targets in import_graph().items() for target in sorted(targets)
+              if layer(target) > layer(name)]  # fmt: skip
+    assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_sees_function_level_imports():
+    # formats.py once imported the predictor inside a function; the graph must still see such edges
+    tree = ast.parse("def f():\n    from agegender.inference.predictor import Predictor\n")
+    assert imported_modules("agegender.export.formats", tree) == {"agegender.inference.predictor"}
+    assert layer("agegender.inference.predictor") > layer("agegender.export.formats")
+
+
 def test_no_import_cycle():
-    graph = {name: imported_modules(name, ast.parse(path.read_text())) for name, path in MODULES.items()}
+    graph = import_graph()
     try:
         tuple(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as error:

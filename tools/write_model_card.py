@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agegender.inference.backends import bundled_model_path
+from agegender.models.backends import bundled_model_path
 from agegender.models.checkpoint import METADATA_KEY, read_meta, read_weights, write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "Predictor": "agegender.inference.predictor",
-    "Prediction": "agegender.results",
-    "FacePrediction": "agegender.results",
+    "Prediction": "agegender.inference.predictions",
+    "FacePrediction": "agegender.inference.predictions",
     "fit": "agegender.training.fit",
     "resume": "agegender.training.fit",
     "FitResult": "agegender.training.results",
@@ -40,8 +40,8 @@ __all__ = [  # the keys of _EXPORTS, spelled out for tools that read __all__ sta
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
     from agegender.config import RunConfig, load_config
     from agegender.evaluation.evaluate import Evaluation, evaluate
+    from agegender.inference.predictions import FacePrediction, Prediction
     from agegender.inference.predictor import Predictor
-    from agegender.results import FacePrediction, Prediction
     from agegender.training.fit import fit, resume
     from agegender.training.results import FitMetrics, FitResult
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -19,6 +20,11 @@ from agegender.errors import UserInputError
 from agegender.export.formats import DEFAULT_CALIBRATION_FACES
 from agegender.inference.detection import DetectorUnavailableError
 from agegender.outputs import check_output_dir, check_output_file
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from agegender.export.formats import ExportRequest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Age and gender estimation from face images.")
 console = Console(stderr=True, soft_wrap=True)
@@ -324,7 +330,18 @@ def export(
     request = ExportRequest(source, out, tta, quantize, tuple(calibration_data or ()), calibration_faces, face_template)
     chosen = export_format(format_, request)
     check_output_file(out, "--out", (chosen.suffix,), [source])
+    if request.calibration_data:
+        request = replace(request, calibration=draw_calibration_faces(request))
     print(chosen.write(request))
+
+
+def draw_calibration_faces(request: ExportRequest) -> np.ndarray:
+    """int8-static's calibration faces: a seeded draw of the folders' train splits, cut as the model cuts them."""
+    from agegender.evaluation.evaluate import sample_split_faces
+    from agegender.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(request.source, runtime="torch")
+    return sample_split_faces(predictor, list(request.calibration_data), request.calibration_faces)
 
 
 @app.command()
@@ -432,8 +449,8 @@ def list_models_command(
         for name in list_models():
             print(name)
         return
-    from agegender.inference.backends import bundled_model_path
     from agegender.inference.runtime import int8_companion, int8_companion_path
+    from agegender.models.backends import bundled_model_path
     from agegender.models.checkpoint import describe_model
 
     path = model or bundled_model_path()

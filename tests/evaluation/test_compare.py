@@ -104,8 +104,8 @@ def test_faces_per_second_is_timed_on_enough_faces_only():
     import numpy as np
 
     from agegender.evaluation.compare_backbones import timed_predictions
-    from agegender.inference.backends import predict_outputs
     from agegender.models import create_model
+    from agegender.models.backends import predict_outputs
 
     model = create_model(ModelConfig(widths=(8, 16), head_hidden=8))
     images = np.zeros((64, 32, 32, 3), np.uint8)

@@ -11,8 +11,8 @@ from agegender.config import ConfigError
 from agegender.data.images import load_rgb
 from agegender.evaluation.evaluate import sample_split_faces
 from agegender.export.onnx import export_onnx
-from agegender.inference.backends import OnnxBackend, OnnxModelError
 from agegender.inference.predictor import Predictor, load_predictor
+from agegender.models.backends import OnnxBackend, OnnxModelError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

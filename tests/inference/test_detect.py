@@ -21,7 +21,7 @@ from agegender.inference.detect import (
     crop_faces,
     list_detectors,
 )
-from agegender.results import Box
+from agegender.inference.predictions import Box
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FACE_CENTRE = (226, 123)  # centre of the face crop box documented in examples/README.md

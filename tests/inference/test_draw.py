@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agegender.results import Box, FacePrediction, Prediction
+from agegender.inference.predictions import Box, FacePrediction, Prediction
 
 
 def test_labels_read_gender_letter_and_whole_years():

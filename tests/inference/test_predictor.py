@@ -11,9 +11,9 @@ from agegender.data.align import DEFAULT_FACE_CROP, FaceCropSpec
 from agegender.data.cache import load_face
 from agegender.data.images import ImageLoadError, load_rgb, resize_square
 from agegender.data.samples import MAX_AGE
+from agegender.inference.predictions import FacePrediction, Prediction
 from agegender.inference.predictor import Predictor, bundled_model_path, resolve_face_crop
 from agegender.models.checkpoint import CheckpointError
-from agegender.results import FacePrediction, Prediction
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from agegender.export.onnx import export_onnx
-from agegender.inference.backends import OnnxBackend, OnnxModelError, TorchBackend
 from agegender.inference.predictor import Predictor
 from agegender.inference.runtime import load_backend
+from agegender.models.backends import OnnxBackend, OnnxModelError, TorchBackend
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FACES = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
@@ -130,8 +130,8 @@ def test_a_companion_of_another_checkpoint_is_ignored_with_one_warning(tiny_chec
 
 def test_the_bundled_model_runs_on_its_shipped_int8_companion_close_to_pytorch():
     from agegender.data.images import load_rgb
-    from agegender.inference.backends import bundled_model_path
     from agegender.inference.runtime import int8_companion_path
+    from agegender.models.backends import bundled_model_path
 
     assert int8_companion_path(bundled_model_path()).is_file(), "recipes/build_bundled_model.sh int8 builds it"
     default, exact = Predictor.from_checkpoint(), Predictor.from_checkpoint(runtime="torch")

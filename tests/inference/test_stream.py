@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from agegender.data.images import load_rgb
+from agegender.inference.predictions import Box, FacePrediction
 from agegender.inference.predictor import Predictor
 from agegender.inference.sources import Frame, ImageSource, SourceError, VideoSource, WebcamSource
 from agegender.inference.tracking import FaceTracker, box_iou
-from agegender.results import Box, FacePrediction
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agegender.config import AugmentConfig, TrainConfig
-from agegender.inference.backends import predict_arrays
+from agegender.models.backends import predict_arrays
 from agegender.training.averaging import WeightAverage
 from agegender.training.callbacks import EarlyStopping
 from agegender.training.engine import Phase, PhaseRun, RunPosition, evaluate, set_trainable, train_epoch

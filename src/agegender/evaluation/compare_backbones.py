@@ -21,7 +21,7 @@ import torch
 
 from agegender.config import RunConfig
 from agegender.errors import UserInputError
-from agegender.inference.backends import FaceOutputs, predict_outputs
+from agegender.models.backends import FaceOutputs, predict_outputs
 
 EVALUATIONS_DIR = "evaluations"
 WARM_UP_FACES = 32

@@ -12,8 +12,8 @@ import numpy as np
 from agegender.data.readers import DataError
 from agegender.evaluation.evaluate import decode_evaluation_split
 from agegender.inference.age_interval import age_intervals, coverage
+from agegender.inference.predictions import AGE_INTERVAL_LEVEL
 from agegender.inference.predictor import Predictor
-from agegender.results import AGE_INTERVAL_LEVEL
 
 TEMPERATURES = (0.1, 20.0)  # the range searched; coverage grows with the temperature
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from agegender.config import ConfigError
 from agegender.data.align import FaceCropSpec
 
@@ -23,6 +25,9 @@ class ExportRequest:
     calibration_data: tuple[Path, ...] = ()  # int8-static: labelled folders whose train split calibrates it
     calibration_faces: int = DEFAULT_CALIBRATION_FACES
     face_template: str | None = None  # safetensors-fp16: the template the copy records
+    # int8-static: the faces drawn from calibration_data, by a caller above the export layer (the CLI, with
+    # evaluation.evaluate.sample_split_faces), so that export imports neither prediction nor evaluation
+    calibration: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -35,16 +40,9 @@ class ExportFormat:
 def _write_onnx(request: ExportRequest) -> str:
     from agegender.export.onnx import export_onnx
 
-    if (request.quantize == "int8-static") != bool(request.calibration_data):
-        raise ConfigError("--quantize int8-static and --calibration-data go together")
-    calibration = None
-    if request.calibration_data:
-        from agegender.evaluation.evaluate import sample_split_faces
-        from agegender.inference.predictor import Predictor
-
-        predictor = Predictor.from_checkpoint(request.source, runtime="torch")
-        calibration = sample_split_faces(predictor, list(request.calibration_data), request.calibration_faces)
-    report = export_onnx(request.source, request.out, quantize=request.quantize, calibration=calibration, tta=request.tta)
+    if request.calibration_data and request.calibration is None:
+        raise ConfigError("--calibration-data: no calibration faces were drawn (draw_calibration_faces)")
+    report = export_onnx(request.source, request.out, quantize=request.quantize, calibration=request.calibration, tta=request.tta)
     return report.summary()
 
 
@@ -76,4 +74,6 @@ def export_format(name: str, request: ExportRequest) -> ExportFormat:
         if present and option not in FORMATS[name].options:
             takers = [other for other, spec in FORMATS.items() if option in spec.options]
             raise ConfigError(f"--{option.replace('_', '-')} applies to --format {' or '.join(takers)}")
+    if (request.quantize == "int8-static") != bool(request.calibration_data):
+        raise ConfigError("--quantize int8-static and --calibration-data go together")
     return FORMATS[name]

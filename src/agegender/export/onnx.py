@@ -25,7 +25,7 @@ from agegender.atomic_write import write_atomically
 from agegender.data.transforms import to_model_input
 from agegender.export.half import with_default_tta
 from agegender.export.quantize import check_quantization, quantize_graph
-from agegender.inference.backends import (  # noqa: F401  (OnnxModelError: re-exported, export raises it too)
+from agegender.models.backends import (  # noqa: F401  (OnnxModelError: re-exported, export raises it too)
     INPUT_NAME,
     OUTPUT_NAMES,
     PROBS_NAME,

@@ -24,7 +24,7 @@ import numpy as np
 
 from agegender.config import ConfigError
 from agegender.data.transforms import to_model_input
-from agegender.inference.backends import INPUT_NAME
+from agegender.models.backends import INPUT_NAME
 from agegender.models.metadata import QUANTIZATIONS
 
 CALIBRATION_BATCH = 20

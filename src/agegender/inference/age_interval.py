@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agegender.results import AGE_INTERVAL_LEVEL
+from agegender.inference.predictions import AGE_INTERVAL_LEVEL
 
 
 def tempered(age_probs: np.ndarray, temperature: float) -> np.ndarray:

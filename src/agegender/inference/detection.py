@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from agegender.data.images import check_rgb
-from agegender.results import Box
+from agegender.inference.predictions import Box
 
 
 class DetectorUnavailableError(RuntimeError):

@@ -23,11 +23,6 @@ from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.align import FaceCrop, FaceCropSpec
 from agegender.data.images import load_rgb, resize_square
 from agegender.inference.age_interval import age_intervals
-from agegender.inference.backends import (  # noqa: F401  (bundled_model_path: re-exported for callers)
-    FaceOutputs,
-    InferenceBackend,
-    bundled_model_path,
-)
 from agegender.inference.detect import (
     DEFAULT_DETECTOR,
     DETECTORS,
@@ -37,11 +32,16 @@ from agegender.inference.detect import (
     create_video_detector,
     crop_faces,
 )
+from agegender.inference.predictions import AGE_INTERVAL_LEVEL, FacePrediction, Prediction
 from agegender.inference.runtime import RUNTIMES, load_backend  # noqa: F401  (RUNTIMES: re-exported)
 from agegender.inference.sources import Frame
 from agegender.inference.tracking import FaceTracker
+from agegender.models.backends import (  # noqa: F401  (bundled_model_path: re-exported for callers)
+    FaceOutputs,
+    InferenceBackend,
+    bundled_model_path,
+)
 from agegender.models.checkpoint import CheckpointInfo
-from agegender.results import AGE_INTERVAL_LEVEL, FacePrediction, Prediction
 
 MARGIN = Bound(0, 2)  # crop margin per side, as a fraction of the face box
 

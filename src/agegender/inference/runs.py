@@ -23,6 +23,7 @@ from agegender.atomic_write import write_atomically
 from agegender.data.align import FaceCropSpec
 from agegender.data.images import ImageLoadError, PathLike, load_rgb
 from agegender.errors import UserInputError
+from agegender.inference.predictions import ROW_FIELDS, Prediction
 from agegender.inference.predictor import Predictor
 from agegender.inference.sources import (
     CaptureSource,
@@ -35,7 +36,6 @@ from agegender.inference.sources import (
     is_video_path,
 )
 from agegender.outputs import check_output_dir, check_output_file
-from agegender.results import ROW_FIELDS, Prediction
 
 VIDEO_OUTPUT_SUFFIXES = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 # Measured (benchmarks/bench_predict_folder.py): the bundled model's CPU throughput peaks at

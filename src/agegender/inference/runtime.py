@@ -28,7 +28,7 @@ import torch
 from agegender.atomic_write import WriteError
 from agegender.config import ConfigError
 from agegender.data.cache import default_cache_dir
-from agegender.inference.backends import (
+from agegender.models.backends import (
     InferenceBackend,
     OnnxBackend,
     OnnxModelError,

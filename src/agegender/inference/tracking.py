@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from agegender.results import Box, FacePrediction
+from agegender.inference.predictions import Box, FacePrediction
 
 
 def box_iou(a: Box, b: Box) -> float:

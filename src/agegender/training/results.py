@@ -15,7 +15,7 @@ from agegender.data.dataset import LabelledArrays, dataset_names
 from agegender.data.readers import ReadResult
 from agegender.evaluation.plots import plot_learning_curves
 from agegender.evaluation.report import EvaluationReport, build_report, report_from_dict, report_to_dict
-from agegender.inference.backends import predict_arrays
+from agegender.models.backends import predict_arrays
 from agegender.models.summary import ModelSummary
 from agegender.training.rundir import CURVES, HISTORY, METRICS
 

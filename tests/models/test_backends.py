@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from agegender.config import ConfigError
-from agegender.inference.backends import TorchBackend
 from agegender.inference.predictor import Predictor
 from agegender.inference.runtime import load_backend
+from agegender.models.backends import TorchBackend
 
 
 def test_torch_backend_outputs_do_not_depend_on_the_batch_size(tiny_checkpoint):
@@ -33,7 +33,7 @@ def test_predictor_takes_any_backend(tiny_checkpoint):
         runtime, source, info = "constant", tiny_checkpoint, TorchBackend.from_file(tiny_checkpoint).info
 
         def predict(self, faces, batch_size=256):
-            from agegender.inference.backends import FaceOutputs
+            from agegender.models.backends import FaceOutputs
 
             return FaceOutputs(np.full(len(faces), 40.0), np.full(len(faces), 0.9), None)
 
@@ -62,7 +62,7 @@ def test_a_checkpoint_whose_network_gives_nan_is_refused_at_load(tiny_checkpoint
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from agegender.inference.backends import ModelOutputError
+    from agegender.models.backends import ModelOutputError
 
     weights = load_file(str(tiny_checkpoint))
     with safe_open(str(tiny_checkpoint), "pt") as opened:  # the metadata, kept as it is
@@ -86,7 +86,7 @@ def test_a_checkpoint_whose_network_gives_nan_is_refused_at_load(tiny_checkpoint
     ],
 )
 def test_outputs_no_model_can_mean_are_one_error_naming_the_file(tmp_path, age, p_female, message):
-    from agegender.inference.backends import FaceOutputs, ModelOutputError, checked_outputs
+    from agegender.models.backends import FaceOutputs, ModelOutputError, checked_outputs
 
     with pytest.raises(ModelOutputError, match=f"model.onnx: .*{message}".replace("(", "\\(").replace(")", "\\)")):
         checked_outputs(FaceOutputs(age, p_female, None), 2, tmp_path / "model.onnx")

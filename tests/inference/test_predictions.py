@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agegender.results import ROW_FIELDS, Box, FacePrediction, Prediction
+from agegender.inference.predictions import ROW_FIELDS, Box, FacePrediction, Prediction
 
 FACE = FacePrediction(33.46, 0.81234, box=Box(10, 20, 50, 60), score=0.98765, crop="aligned")
 

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from agegender.data.images import list_image_files, load_rgb
-from agegender.inference.detect import DetectorUnavailableError, create_detector
-from agegender.inference.detection import Detection, clip_box
+from agegender.inference.detectors.base import Detection, clip_box
+from agegender.inference.detectors.factory import DetectorUnavailableError, create_detector
 
 DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
 

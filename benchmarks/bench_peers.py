@@ -37,7 +37,7 @@ from agegender.data.readers import read_folder
 from agegender.data.samples import RACE_NAMES
 from agegender.evaluation.evaluate import evaluate
 from agegender.evaluation.photos import evaluate_photos
-from agegender.inference.detection import largest_detection
+from agegender.inference.detectors.base import largest_detection
 from agegender.inference.predictor import Predictor
 
 

@@ -7,7 +7,7 @@ command is printed with it): detect every photo, score its largest face, and cou
 without a face as an error end to end. Columns: gender accuracy on the photos with a face
 (overall, women, men), the end-to-end accuracy, photos without a face, and faces that an aligned
 crop had to box-crop for want of usable keypoints. Needs the detector's package (mediapipe:
-see inference.detect.MEDIAPIPE_INSTALL).
+see inference.detectors.factory.MEDIAPIPE_INSTALL).
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ from agegender.atomic_write import write_atomically
 from agegender.data.dataset import decode_split, make_splits
 from agegender.data.images import load_rgb
 from agegender.data.readers import read_folder
-from agegender.inference.detection import largest_detection
+from agegender.inference.detectors.base import largest_detection
 from agegender.inference.predictor import Predictor
-from agegender.inference.runs import CHUNK_IMAGES
+from agegender.inference.streams.frames import CHUNK_IMAGES
 
 DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
 BATCH = 64

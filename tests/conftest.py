@@ -233,7 +233,7 @@ class StubFaceDetector:
     margin = 0.2
 
     def detect(self, rgb: np.ndarray) -> list:
-        from agegender.inference.detect import Detection
+        from agegender.inference.detectors.factory import Detection
         from agegender.inference.predictions import Box
 
         if rgb.max() < 20:

@@ -115,7 +115,7 @@ def test_evaluate_unknown_split(run_cli, trained_run):
 @pytest.fixture
 def stub_registered(monkeypatch, stub_detector):
     """`--detector stub` picks tests/conftest.py's StubFaceDetector."""
-    from agegender.inference import detect
+    from agegender.inference.detectors import factory as detect
 
     monkeypatch.setitem(detect.DETECTORS, "stub", type(stub_detector))
 
@@ -640,8 +640,8 @@ def test_train_with_a_negative_sampling_weight_is_one_error_line(run_cli, utkfac
 
 
 def test_the_detector_help_says_what_auto_does():
-    # cli.py spells the help out so that --help imports no torch; it must say what inference.detect does.
+    # cli.py spells the help out so that --help imports no torch; it must say what inference.detectors.factory does.
     from agegender.cli import DETECTOR_HELP
-    from agegender.inference.detect import AUTO_HELP
+    from agegender.inference.detectors.factory import AUTO_HELP
 
     assert DETECTOR_HELP == AUTO_HELP

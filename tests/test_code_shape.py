@@ -26,7 +26,7 @@ LAYERS = (
     ("agegender.evaluation",),
     ("agegender.training",),
     ("agegender.serving",),
-    ("agegender.cli",),
+    ("agegender.cli", "agegender.cli_runs"),  # cli_runs: the `predict` verb's whole runs
 )
 
 

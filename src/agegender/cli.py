@@ -18,7 +18,7 @@ from agegender.atomic_write import write_atomically
 from agegender.config import ConfigError, load_config
 from agegender.errors import UserInputError
 from agegender.export.formats import DEFAULT_CALIBRATION_FACES
-from agegender.inference.detection import DetectorUnavailableError
+from agegender.inference.detectors.base import DetectorUnavailableError
 from agegender.outputs import check_output_dir, check_output_file
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def _age_group_scheme(text: str | None):
 
 
 TTA_HELP = "average each face with its mirror image (default: as the model file says; the bundled model does)"
-# inference.detect.AUTO_HELP, spelled out here so that --help imports no torch (a test keeps them equal).
+# inference.detectors.factory.AUTO_HELP, spelled out here so that --help imports no torch (a test keeps them equal).
 DETECTOR_HELP = (
     "auto (blazeface + mtcnn: faces down to 24 px; on video/webcam mtcnn every 10th frame) "
     "| mtcnn | blazeface (fast; faces over ~1/4 of the frame) | haar | mediapipe"
@@ -212,8 +212,8 @@ def crop(
     from rich.progress import Progress
 
     from agegender.data.align import get_template
-    from agegender.inference.detect import create_detector
-    from agegender.inference.face_chips import crop_folder
+    from agegender.data.face_chips import crop_folder
+    from agegender.inference.detectors.factory import create_detector
 
     get_template(template)  # an unknown name: one error line before any photo is read
     check_output_dir(out, "--out", [source])
@@ -248,8 +248,8 @@ def predict(
     age_groups: Optional[str] = typer.Option(None, help=AGE_GROUPS_HELP),
 ) -> None:
     """Age and gender of every face in images, a video file, or a webcam stream."""
+    from agegender.cli_runs import ImageRun, InputError, PredictOptions, plan_inputs
     from agegender.inference.predictor import load_predictor
-    from agegender.inference.runs import ImageRun, InputError, PredictOptions, plan_inputs
 
     inputs = plan_inputs(paths or [], webcam, detect=not no_detect)  # lists the folders' files, once
     scheme = _age_group_scheme(age_groups)
@@ -286,7 +286,7 @@ def _run_predict_with_progress(predictor, inputs, options):
     """run_predict, with a progress bar (images, faces/s) for image runs."""
     from rich.progress import Progress
 
-    from agegender.inference.runs import run_predict
+    from agegender.cli_runs import run_predict
 
     if inputs.is_stream:
         return run_predict(predictor, inputs, options)

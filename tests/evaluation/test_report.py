@@ -9,7 +9,7 @@ from rich.console import Console
 
 from agegender.data.age_groups import resolve_age_groups
 from agegender.data.samples import FaceSample
-from agegender.evaluation.age_groups import score_age_groups
+from agegender.evaluation.group_metrics import score_age_groups
 from agegender.evaluation.metrics import GroupMetrics
 from agegender.evaluation.report import build_report, print_report, report_from_dict, report_to_dict
 

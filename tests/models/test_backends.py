@@ -51,7 +51,7 @@ def test_unknown_runtime_and_an_onnx_file_on_torch_are_clear(tmp_path):
 
 def test_importing_the_predictor_does_not_import_training_or_export():
     code = (
-        "import sys, agegender.inference.predictor, agegender.inference.runs; "
+        "import sys, agegender.inference.predictor, agegender.cli_runs; "
         "print(sorted(m for m in sys.modules if m.startswith(('agegender.training', 'agegender.export'))))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -4,7 +4,7 @@ detector's facial keypoints to a named face template, then one warp.
 `crop_face` is the one function that turns a detected face into pixels for a model; it either
 aligns (`align_face`, this module) or cuts the square box crop (`images.crop_with_margin`), as a
 `FaceCropSpec` says. Prediction, streaming, serving and `evaluate --detect` all call it through
-`inference.detect.crop_faces`, so a face is cropped the same way everywhere.
+`inference.detectors.factory.crop_faces`, so a face is cropped the same way everywhere.
 
 Why a closed-form Umeyama fit rather than cv2.estimateAffinePartial2D: with four keypoints
 OpenCV's robust estimators (RANSAC, LMedS) fit two-point minimal samples and drop points beyond
@@ -234,3 +234,8 @@ def crop_face(
         return FaceCrop(align_face(rgb, keypoints, get_template(spec.template), margin), "aligned")
     margin = box_margin if spec.method == "aligned" or spec.margin is None else spec.margin
     return FaceCrop(crop_with_margin(rgb, box, margin), "box")
+
+
+def largest_detection(detections: Sequence[Any]) -> Any | None:
+    """The face with the largest box (a detector's Detection): the one a photo of one person is about."""
+    return max(detections, key=lambda d: d.box.width * d.box.height, default=None)

@@ -24,13 +24,13 @@ from agegender.data.dataset import LabelledArrays, decode_split
 from agegender.data.readers import read_folders
 from agegender.errors import UserInputError
 from agegender.evaluation import compare_figures as figures
-from agegender.evaluation.age_groups import AgeGroupReport, score_age_groups
 from agegender.evaluation.compare_backbones import (
     EVALUATIONS_DIR,
     backbone_table,
     load_evaluations,
     timed_predictions,
 )
+from agegender.evaluation.group_metrics import AgeGroupReport, score_age_groups
 from agegender.evaluation.metrics import AGE_BAND_NAMES, age_band
 from agegender.evaluation.plots import read_history
 from agegender.models.checkpoint import load_checkpoint

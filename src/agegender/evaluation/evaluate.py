@@ -13,7 +13,7 @@ from agegender.config import ConfigError, DataConfig
 from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.dataset import LabelledArrays, dataset_names, decode_split, make_splits
 from agegender.data.readers import DataError, ReadResult, Skipped, as_folders, read_folders
-from agegender.evaluation.age_groups import score_age_groups
+from agegender.evaluation.group_metrics import score_age_groups
 from agegender.evaluation.report import DetectionSummary, EvaluationReport, build_report
 from agegender.inference.predictor import Predictor
 
@@ -74,7 +74,7 @@ def evaluate(
     age_groups: AgeGroupScheme | None = None,
 ) -> Evaluation:
     """Score the predictor on `split` of a labelled folder, or of several read together; with
-    `age_groups`, also on that scheme's groups (evaluation/age_groups.py). Folders are split one by
+    `age_groups`, also on that scheme's groups (evaluation/group_metrics.py). Folders are split one by
     one, so `split` of one folder of a several-folder run is that folder's part of the run's split."""
     read, arrays, undecodable = decode_evaluation_split(predictor, data_dir, split, cache_dir)
     if len(arrays) == 0:

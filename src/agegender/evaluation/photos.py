@@ -24,10 +24,9 @@ from agegender.data.samples import GENDER_NAMES, FaceSample
 from agegender.evaluation.evaluate import Evaluation, select_split
 from agegender.evaluation.metrics import GENDER_THRESHOLD
 from agegender.evaluation.report import DetectionSummary, build_report
-from agegender.inference.detection import largest_detection  # noqa: F401  (re-exported: tests and callers)
+from agegender.inference.detectors.base import largest_detection  # noqa: F401  (re-exported: tests and callers)
 from agegender.inference.predictor import Predictor
-from agegender.inference.runs import CHUNK_IMAGES, chunk_frames
-from agegender.inference.sources import Frame
+from agegender.inference.streams.frames import CHUNK_IMAGES, Frame, chunk_frames
 
 BATCH_FACES = 256  # crops per forward pass
 SHOWN_FILES = 20  # no-face file names kept in the summary

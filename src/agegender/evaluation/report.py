@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agegender.data.samples import GENDER_NAMES, RACE_NAMES, FaceSample
-from agegender.evaluation.age_groups import AgeGroupReport, GroupAccuracy
+from agegender.evaluation.group_metrics import AgeGroupReport, GroupAccuracy
 from agegender.evaluation.metrics import (
     AGE_BAND_NAMES,
     GroupMetrics,

@@ -23,7 +23,7 @@ from agegender.data.age_groups import AgeGroupScheme, group_probabilities
 from agegender.data.align import FaceCrop, FaceCropSpec
 from agegender.data.images import load_rgb, resize_square
 from agegender.inference.age_interval import age_intervals
-from agegender.inference.detect import (
+from agegender.inference.detectors.factory import (
     DEFAULT_DETECTOR,
     DETECTORS,
     Detection,
@@ -34,8 +34,8 @@ from agegender.inference.detect import (
 )
 from agegender.inference.predictions import AGE_INTERVAL_LEVEL, FacePrediction, Prediction
 from agegender.inference.runtime import RUNTIMES, load_backend  # noqa: F401  (RUNTIMES: re-exported)
-from agegender.inference.sources import Frame
-from agegender.inference.tracking import FaceTracker
+from agegender.inference.streams.frames import Frame
+from agegender.inference.streams.tracking import FaceTracker
 from agegender.models.backends import (  # noqa: F401  (bundled_model_path: re-exported for callers)
     FaceOutputs,
     InferenceBackend,
@@ -61,7 +61,7 @@ class Predictor:
     """Age and P(female) for face images, with the model's own preprocessing, on any backend.
 
     `backend` runs the model (inference.backends: TorchBackend, OnnxBackend). `detector` is a
-    detector name (see inference.detect.list_detectors) or a FaceDetector; it is built on first use,
+    detector name (see inference.detectors.factory.list_detectors) or a FaceDetector; it is built on first use,
     so --no-detect never loads one. `crop` overrides the model's face crop: a method ("aligned" or
     "box", see data.align.CROP_METHODS) or a whole FaceCropSpec. `margin` overrides that crop's
     margin (aligned: per side, fraction of the template chip; box: per side, fraction of the box,
@@ -142,7 +142,7 @@ class Predictor:
         return sum(face.crop == "box" for face in prediction.faces)
 
     def crop_detections(self, rgb: np.ndarray, detections: list[Detection]) -> list[FaceCrop]:
-        """One crop per detection, as `face_crop` says (inference.detect.crop_faces)."""
+        """One crop per detection, as `face_crop` says (inference.detectors.factory.crop_faces)."""
         return crop_faces(rgb, detections, self.margin, self.face_crop)
 
     def prepare_face(self, rgb: np.ndarray) -> np.ndarray:

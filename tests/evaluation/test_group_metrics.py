@@ -9,9 +9,9 @@ import pytest
 
 from agegender.data.age_groups import resolve_age_groups
 from agegender.data.samples import FaceSample
-from agegender.evaluation.age_groups import UNSCORED, score_age_groups, true_group_indices
 from agegender.evaluation.compare import compare_runs
 from agegender.evaluation.evaluate import evaluate
+from agegender.evaluation.group_metrics import UNSCORED, score_age_groups, true_group_indices
 from agegender.evaluation.report import report_to_dict
 from agegender.inference.predictor import Predictor
 

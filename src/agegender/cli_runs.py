@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -25,13 +25,14 @@ from agegender.data.images import ImageLoadError, PathLike, load_rgb
 from agegender.errors import UserInputError
 from agegender.inference.predictions import ROW_FIELDS, Prediction
 from agegender.inference.predictor import Predictor
-from agegender.inference.sources import (
+from agegender.inference.streams.frames import (
+    CHUNK_IMAGES,
     CaptureSource,
-    Frame,
     ImageSource,
     SourceError,
     VideoSource,
     WebcamSource,
+    chunk_frames,
     expand_image_paths,
     is_video_path,
 )
@@ -40,8 +41,6 @@ from agegender.outputs import check_output_dir, check_output_file
 VIDEO_OUTPUT_SUFFIXES = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 # Measured (benchmarks/bench_predict_folder.py): the bundled model's CPU throughput peaks at
 # batches of 16-32 faces and falls at 96+ (activations outgrow the caches).
-CHUNK_IMAGES = 32
-MAX_CHUNK_PIXELS = 64 * 2**20  # about 200 MB of RGB: a chunk of big photos closes early
 ReportProgress = Callable[[int, int], None]  # called with (images just finished, faces found in them)
 
 
@@ -109,21 +108,6 @@ class ImageRun:
         faces = sum(len(p.faces) for p in self.predictions)
         counts = f"{self.images} images predicted, {faces} faces, {len(self.skipped)} unreadable skipped"
         return counts + crop_note(self.face_crop, self.box_fallbacks)
-
-
-def chunk_frames(frames: Iterable[Frame], max_images: int, max_pixels: int = MAX_CHUNK_PIXELS) -> Iterator[list[Frame]]:
-    """Consecutive frames in lists of at most `max_images` and `max_pixels` (a bigger image goes alone)."""
-    chunk: list[Frame] = []
-    pixels = 0
-    for frame in frames:
-        size = frame.image.shape[0] * frame.image.shape[1]
-        if chunk and (len(chunk) >= max_images or pixels + size > max_pixels):
-            yield chunk
-            chunk, pixels = [], 0
-        chunk.append(frame)
-        pixels += size
-    if chunk:
-        yield chunk
 
 
 def predict_images(

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agegender.inference.detection import Detection, DetectorWeightsError, check_frame, clip_box
+from agegender.inference.detectors.base import Detection, DetectorWeightsError, check_frame, clip_box
 
 NETWORKS = ("pnet", "rnet", "onet")
 PNET_CELL, PNET_STRIDE = 12, 2  # P-Net's window and its output stride, in pyramid pixels
@@ -247,7 +247,7 @@ class MtcnnDetector:
         thresholds: tuple[float, float, float] = (0.7, 0.7, 0.8),
         factor: float = 0.6,  # pyramid step; the paper's 0.709 costs more for no recall measured here (docs/small_faces.md)
         max_side: int = 2048,
-        known_iou: float = 0.3,  # inference.detect.SAME_FACE_IOU: a candidate this close to a known face is that face
+        known_iou: float = 0.3,  # inference.detectors.factory.SAME_FACE_IOU: a candidate this close to a known face is that face
         weights: Path | str | None = None,
     ):
         if min_face < PNET_CELL:

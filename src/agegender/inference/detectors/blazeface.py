@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agegender.data.align import KEYPOINT_NAMES
-from agegender.inference.detection import Detection, DetectorWeightsError, check_frame, clip_box
+from agegender.inference.detectors.base import Detection, DetectorWeightsError, check_frame, clip_box
 
 INPUT_SIZE = 128  # the tensor side the short-range model takes
 STRIDE_LAYERS = ((8, 1), (16, 3))  # (stride, SSD layers sharing it): 2 anchors per layer and cell

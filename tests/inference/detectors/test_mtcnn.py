@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import agegender.inference.mtcnn as mtcnn
+import agegender.inference.detectors.mtcnn as mtcnn
 from agegender.data.images import load_rgb
-from agegender.inference.detect import DetectorWeightsError, create_detector
-from agegender.inference.mtcnn import MtcnnDetector, MtcnnNets, nms
+from agegender.inference.detectors.factory import DetectorWeightsError, create_detector
+from agegender.inference.detectors.mtcnn import MtcnnDetector, MtcnnNets, nms
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 # Hand-placed on examples/astronaut.jpg (image x, y), as in test_blazeface.py.
 RIGHT_EYE, LEFT_EYE, MOUTH = (202, 105), (246, 110), (220, 150)
 needs_facenet = pytest.mark.skipif(importlib.util.find_spec("facenet_pytorch") is None,

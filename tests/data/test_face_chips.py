@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from agegender.data.align import FaceCropSpec, crop_face
+from agegender.data.face_chips import chip_name, crop_folder
 from agegender.data.images import load_rgb
 from agegender.data.readers import DataError, read_folder
-from agegender.inference.face_chips import chip_name, crop_folder
 
 
 def rows_of(path: Path) -> list[dict[str, str]]:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from safetensors.torch import save_file
 
-import agegender.inference.blazeface as blazeface
+import agegender.inference.detectors.blazeface as blazeface
 from agegender.data.images import load_rgb
-from agegender.inference.blazeface import BlazeFaceDetector, BlazeFaceNet, ssd_anchor_centres, weighted_nms
-from agegender.inference.detect import KEYPOINT_NAMES, DetectorWeightsError, FaceDetector, create_detector
+from agegender.inference.detectors.blazeface import BlazeFaceDetector, BlazeFaceNet, ssd_anchor_centres, weighted_nms
+from agegender.inference.detectors.factory import KEYPOINT_NAMES, DetectorWeightsError, FaceDetector, create_detector
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 # Hand-placed on examples/astronaut.jpg (image x, y): the eye centres and the middle of the lips.
 RIGHT_EYE, LEFT_EYE, MOUTH = (202, 105), (246, 110), (220, 150)
 needs_mediapipe = pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="mediapipe not installed")
@@ -54,7 +54,7 @@ def _frames(astronaut: np.ndarray) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("frame_name", ["astronaut", "landscape", "portrait", "two_faces", "wide_strip",
                                         "cut_at_bottom", "small_frame"])  # fmt: skip
 def test_matches_mediapipe(frame_name, astronaut, detector):
-    from agegender.inference.detect import MediaPipeDetector
+    from agegender.inference.detectors.factory import MediaPipeDetector
 
     frame = _frames(astronaut)[frame_name]
     reference = MediaPipeDetector().detect(frame)

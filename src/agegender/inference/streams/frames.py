@@ -161,3 +161,24 @@ class WebcamSource(CaptureSource):
             capture.release()
             raise SourceError(f"{name}: camera opened but returned no frame")
         super().__init__(capture, first, name)
+
+
+# Folders are streamed in chunks, so memory stays bounded however many files there are: each chunk is one
+# detector call and one model call for all the faces in it.
+CHUNK_IMAGES = 32
+MAX_CHUNK_PIXELS = 64 * 2**20  # about 200 MB of RGB: a chunk of big photos closes early
+
+
+def chunk_frames(frames: Iterable[Frame], max_images: int, max_pixels: int = MAX_CHUNK_PIXELS) -> Iterator[list[Frame]]:
+    """Consecutive frames in lists of at most `max_images` and `max_pixels` (a bigger image goes alone)."""
+    chunk: list[Frame] = []
+    pixels = 0
+    for frame in frames:
+        size = frame.image.shape[0] * frame.image.shape[1]
+        if chunk and (len(chunk) >= max_images or pixels + size > max_pixels):
+            yield chunk
+            chunk, pixels = [], 0
+        chunk.append(frame)
+        pixels += size
+    if chunk:
+        yield chunk

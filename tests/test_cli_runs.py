@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agegender.cli_runs import InputError, PredictInputs, plan_inputs, predict_images
 from agegender.inference.predictor import Predictor
-from agegender.inference.runs import InputError, PredictInputs, chunk_frames, plan_inputs, predict_images
-from agegender.inference.sources import Frame
+from agegender.inference.streams.frames import Frame, chunk_frames
 
 
 def _faces_close(batched, single) -> None:

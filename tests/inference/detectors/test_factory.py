@@ -9,7 +9,7 @@ import pytest
 
 from agegender.data.align import FaceCropSpec, get_template, template_points
 from agegender.data.images import load_rgb
-from agegender.inference.detect import (
+from agegender.inference.detectors.factory import (
     VIDEO_SMALL_FACE_EVERY,
     CombinedDetector,
     Detection,
@@ -23,7 +23,7 @@ from agegender.inference.detect import (
 )
 from agegender.inference.predictions import Box
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 FACE_CENTRE = (226, 123)  # centre of the face crop box documented in examples/README.md
 
 

@@ -1,7 +1,7 @@
 """What every face detector shares: the protocol, its result type, its errors and two frame helpers.
 
-Kept apart from inference.detect (the detectors and their registry) so that a detector written in its
-own module (inference.blazeface) imports these without importing the registry that lists it.
+Kept apart from inference.detectors.factory (the detectors and their registry) so that a detector written in its
+own module (inference.detectors.blazeface) imports these without importing the factory that lists it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from agegender.data.align import largest_detection  # noqa: F401  (re-exported: detectors' callers pick with it)
 from agegender.data.images import check_rgb
 from agegender.inference.predictions import Box
 
@@ -45,11 +46,6 @@ class FaceDetector(Protocol):
     def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         """`detect` for each frame (sizes may differ); one model call where the detector batches."""
         ...
-
-
-def largest_detection(detections: list[Detection]) -> Detection | None:
-    """The face with the largest box: the one a photo of one person is about."""
-    return max(detections, key=lambda d: d.box.width * d.box.height, default=None)
 
 
 def check_frame(rgb: np.ndarray) -> None:

@@ -23,17 +23,19 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image
 
 from agegender.atomic_write import write_atomically
-from agegender.data.align import align_face, get_template, usable_keypoints
+from agegender.data.align import align_face, get_template, largest_detection, usable_keypoints
 from agegender.data.images import ImageLoadError, load_rgb
 from agegender.data.readers import LABELS_FILE, DataError, Skipped, read_folder
 from agegender.data.samples import GENDER_NAMES, RACE_NAMES, FaceSample
-from agegender.inference.detection import FaceDetector, largest_detection
+
+if TYPE_CHECKING:  # the detector is handed in (by the `crop` verb); data sits below inference
+    from agegender.inference.detectors.base import FaceDetector
 
 SKIPPED_FILE = "skipped.csv"
 SETTINGS_FILE = "crop.json"

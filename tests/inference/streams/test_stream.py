@@ -9,10 +9,10 @@ import pytest
 from agegender.data.images import load_rgb
 from agegender.inference.predictions import Box, FacePrediction
 from agegender.inference.predictor import Predictor
-from agegender.inference.sources import Frame, ImageSource, SourceError, VideoSource, WebcamSource
-from agegender.inference.tracking import FaceTracker, box_iou
+from agegender.inference.streams.frames import Frame, ImageSource, SourceError, VideoSource, WebcamSource
+from agegender.inference.streams.tracking import FaceTracker, box_iou
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,7 @@ def sweep_batches(runtimes: dict, batches: list[int], size: int, seconds: float)
     for name, (predictor, _) in runtimes.items():
         rates = []
         for batch in batches:
-            wall, _ = timed(lambda: predictor.backend.predict(faces[:batch], batch_size=batch), seconds)
+            wall, _ = timed(lambda: predictor.model.backend.predict(faces[:batch], batch_size=batch), seconds)
             rates.append(f"{batch / wall:.0f}")
         print(f"{name:18s} {' '.join(f'{r:>6s}' for r in rates)}")
 
@@ -143,15 +143,15 @@ def main() -> None:
         }  # fmt: skip
         macs = count_macs(loaded.model.float(), size)
         frames = one_face_frames()
-        passes = 2 if runtimes["pytorch"][0].tta else 1
+        passes = 2 if runtimes["pytorch"][0].model.tta else 1
         print(f"\nmodel input {size}x{size}; {macs / 1e9:.3f} GMAC per face per pass, {passes} pass(es) per face"
               f" (mirror averaging {'on' if passes == 2 else 'off'}); batch {args.batch};"
               f" detector {runtimes['pytorch'][0].detector.name}; peak at {args.ghz} GHz x {args.fma_units} units")  # fmt: skip
         print(f"{'runtime':18s} {'faces/s':>8s} {'/cpu':>6s} {'peak':>6s} {'ms/face b=1':>12s} {'video fps':>10s} {'/cpu':>6s}"
               f" {'photo ms':>9s} {'1 face found':>13s}")  # fmt: skip
         for name, (predictor, precision) in runtimes.items():
-            batched, batched_cpu = timed(lambda: predictor.predict_prepared(faces), args.seconds)  # with tta if on
-            single, _ = timed(lambda: predictor.predict_prepared(faces[:1]), args.seconds)
+            batched, batched_cpu = timed(lambda: predictor.model.forward(faces), args.seconds)  # with tta if on
+            single, _ = timed(lambda: predictor.model.forward(faces[:1]), args.seconds)
             stream = predictor.predict_stream(itertools.cycle(frames))
             frame, frame_cpu = timed(lambda: next(stream), args.seconds)
             counter = iter(range(10**9))

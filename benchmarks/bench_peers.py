@@ -198,7 +198,7 @@ def main() -> None:
         predict = lambda s: openvino.predictions(s, predictor.detector)  # noqa: E731
         report(results["datasets"], dataset, vino, len(photos), *reversed(timed(predict, photos)))
     for folder in args.crops:
-        crops = make_splits(read_folder(folder), predictor.checkpoint.config.data).test
+        crops = make_splits(read_folder(folder), predictor.model.info.config.data).test
         dataset = folder.name
         print(f"crops: {folder}, its test split ({len(crops)} images)")
         report(results["datasets"], dataset, ours, *score_ours_on_crops(predictor, folder))

@@ -31,10 +31,10 @@ import time, numpy as np, torch
 from agegender.inference.predictor import Predictor
 
 predictor = Predictor.from_checkpoint()
-faces = np.random.default_rng(0).integers(0, 256, ({n}, predictor.image_size, predictor.image_size, 3), dtype=np.uint8)
-predictor.predict_faces(faces[:32], batch_size=32)  # warm-up
+faces = np.random.default_rng(0).integers(0, 256, ({n}, predictor.model.image_size, predictor.model.image_size, 3), dtype=np.uint8)
+predictor.model.backend.predict(faces[:32], 32)  # warm-up
 start = time.perf_counter()
-predictor.predict_faces(faces, batch_size=32)
+predictor.model.backend.predict(faces, 32)
 print({n} / (time.perf_counter() - start))
 """
 

@@ -84,17 +84,17 @@ def interleaved_speeds(predictors: dict[str, Predictor], rounds: int, seconds: f
     """Batched faces per second of each predictor (mirror averaging as its file says): `rounds` rounds,
     every predictor timed for `seconds` in each, the median over all its timings. Interleaving spreads a
     slow spell of a shared CPU over every variant instead of one."""
-    size = next(iter(predictors.values())).image_size
+    size = next(iter(predictors.values())).model.image_size
     faces = np.random.default_rng(0).integers(0, 256, (BATCH, size, size, 3), np.uint8)
     times: dict[str, list[float]] = {name: [] for name in predictors}
     for predictor in predictors.values():
-        predictor.predict_prepared(faces)  # warm-up
+        predictor.model.forward(faces)  # warm-up
     for _ in range(rounds):
         for name, predictor in predictors.items():
             deadline = time.perf_counter() + seconds
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
-                predictor.predict_prepared(faces)
+                predictor.model.forward(faces)
                 times[name].append(time.perf_counter() - start)
     return {name: BATCH / statistics.median(spent) for name, spent in times.items()}
 

@@ -27,7 +27,7 @@ import torch
 from agegender.data.dataset import make_splits
 from agegender.data.images import load_rgb
 from agegender.data.readers import read_folder
-from agegender.inference.predictor import load_predictor
+from agegender.inference.predictor import Predictor
 
 DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
 
@@ -68,8 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    predictor = load_predictor(args.model)
-    test = make_splits(read_folder(args.data), predictor.checkpoint.config.data).test
+    predictor = Predictor.from_checkpoint(args.model)
+    test = make_splits(read_folder(args.data), predictor.model.info.config.data).test
     samples = random.Random(0).sample(test, min(args.n, len(test)))
     chips = [load_rgb(s.path) for s in samples]
     full = [face_in(predictor.predict(chip), None) for chip in chips]

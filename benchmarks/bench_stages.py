@@ -55,7 +55,7 @@ class Stopwatch:
 
 def forward(predictor: Predictor, faces: list[np.ndarray]) -> None:
     for begin in range(0, len(faces), BATCH):
-        predictor.predict_prepared(np.stack(faces[begin : begin + BATCH]))
+        predictor.model.forward(np.stack(faces[begin : begin + BATCH]))
 
 
 def photo_stages(predictor: Predictor, folder: Path, n: int) -> dict:
@@ -67,7 +67,7 @@ def photo_stages(predictor: Predictor, folder: Path, n: int) -> dict:
         for faces in predictor.detector.detect_batch(images[begin : begin + CHUNK_IMAGES])
     ])  # fmt: skip
     crops = watch.run("align", lambda: [
-        predictor.crop_detections(image, [largest])[0].image
+        predictor.model.crop(image, [largest], predictor.detector)[0].image
         for image, faces in zip(images, found) if (largest := largest_detection(faces)) is not None
     ])  # fmt: skip
     watch.run("forward", lambda: forward(predictor, crops))
@@ -77,8 +77,8 @@ def photo_stages(predictor: Predictor, folder: Path, n: int) -> dict:
 def chip_stages(predictor: Predictor, folder: Path, n: int) -> dict:
     watch = Stopwatch()
     read = watch.run("read folder + split", lambda: read_folder(folder))
-    test = watch.run("read folder + split", lambda: make_splits(read, predictor.checkpoint.config.data).test[:n])
-    config = dataclasses.replace(predictor.checkpoint.config.data, image_size=predictor.image_size, cache_dir=None)
+    test = watch.run("read folder + split", lambda: make_splits(read, predictor.model.info.config.data).test[:n])
+    config = dataclasses.replace(predictor.model.info.config.data, image_size=predictor.model.image_size, cache_dir=None)
     arrays, _ = watch.run("decode + crop", lambda: decode_split(test, config))
     watch.run("forward", lambda: forward(predictor, list(arrays.images)))
     return {"images": len(test), "faces": len(arrays), "stages": watch.per_image(len(test))}

@@ -19,6 +19,7 @@
 #   recipes/train_face_models.sh dlib-aaf-kids     # the same, children drawn four times as often
 #   recipes/train_face_models.sh cydral-gender-aaf # Cydral's 32 px gender network, all blocks, sampled as above,
 #                                                 # gender loss only (an ensemble member for gender; its ages are unused)
+#   recipes/train_face_models.sh cydral-gender-aaf-kids # the same with children drawn four times as often (a third member)
 #   recipes/train_face_models.sh dlib-aaf-distill  # dlib-aaf-sampled, targets blended 50/50 with TEACHER (default: the
 #                                                 # bundled model + cydral-gender-aaf, gender weights 4,1, age 1,0)
 # dlib-full-lfw adds gender-only training photos: lfw_dev split by identity (split_photos_by_identity.py, the
@@ -117,6 +118,12 @@ case "${1:-}" in
                  --set train.feature_views=4 --set train.finetune_lr=0.0001 \
                  --set train.finetune_epochs=8 --set train.age_weight=0 --set train.age_distribution_weight=0 \
                  --set augment.grayscale=0.25 --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|dlib-aaf-kids|dlib-aaf-distill|cydral-gender-aaf" >&2
+  cydral-gender-aaf-kids) aaf_split
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/cydral_gender_aaf_kids" --config recipes/model_b.yaml \
+                 --set model.name=cydral_gender --set data.image_size=32 --set model.unfreeze_blocks=7 \
+                 --set train.feature_views=4 --set train.finetune_lr=0.0001 \
+                 --set train.finetune_epochs=8 --set train.age_weight=0 --set train.age_distribution_weight=0 \
+                 --set augment.grayscale=0.25 --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|dlib-aaf-kids|dlib-aaf-distill|cydral-gender-aaf|cydral-gender-aaf-kids" >&2
                exit 2 ;;
 esac

@@ -200,7 +200,7 @@ def test_predict_no_detect_matches_the_library(run_cli, trained_run, faces_dir):
     code, out, _ = run_cli("predict", faces_dir / "face_1.jpg", "--model", trained_run.best, "--no-detect", "--json")
     assert code == 0
     (row,) = json.loads(out)
-    face = Predictor.from_checkpoint(trained_run.best).predict_cropped_file(faces_dir / "face_1.jpg").faces[0]
+    face = Predictor.from_checkpoint(trained_run.best).predict(faces_dir / "face_1.jpg", detect=False).faces[0]
     assert row["age"] == round(face.age, 1) and row["p_female"] == round(face.p_female, 4)
 
 

@@ -38,7 +38,7 @@ def test_cropped_folder_in_chunks_matches_one_file_at_a_time(tiny_checkpoint, fa
     run = predict_images(predictor, [faces_dir], detect=False, chunk_size=2, progress=lambda n, f: reports.append((n, f)))
     assert reports == [(2, 2), (1, 1)]
     for prediction in run.predictions:
-        _faces_close(prediction, predictor.predict_cropped_file(prediction.source))
+        _faces_close(prediction, predictor.predict(prediction.source, detect=False))
     assert run.face_crop is None and "3 images predicted, 3 faces, 0 unreadable skipped" == run.summary()
 
 

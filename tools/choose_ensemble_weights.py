@@ -36,7 +36,7 @@ GRID = (0, 1, 2, 4)  # weights tried per member
 @torch.no_grad()
 def member_outputs(predictor: Predictor, faces: np.ndarray, batch: int = 128, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(P(female) (M, N), age (M, N)) of each member on uint8 (N, S, S, 3) faces at the ensemble's size."""
-    ensemble = predictor.backend.model  # a TorchBackend's
+    ensemble = predictor.model.backend.model  # a TorchBackend's
     p_female, ages = [], []
     for begin in range(0, len(faces), batch):
         x = to_model_input(faces[begin : begin + batch])
@@ -64,7 +64,7 @@ def photo_inputs(predictor: Predictor, folder: Path):
         if largest is None:
             missed += 1
             continue
-        faces.append(predictor.prepare_face(predictor.crop_detections(rgb, [largest])[0].image))
+        faces.append(predictor.model.prepare(predictor.model.crop(rgb, [largest], predictor.detector)[0].image))
         genders.append(sample.gender)
     return np.stack(faces), np.array(genders, np.float64), missed
 
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=8)
     args = parser.parse_args()
     predictor = Predictor.from_checkpoint(args.ensemble)
-    sources = [m["source"] for m in predictor.checkpoint.meta["ensemble"]]
+    sources = [m["source"] for m in predictor.model.info.meta["ensemble"]]
     parts = []  # (name, member P(female) (M, N), gender (N,), photos missed)
     crop_ages, crop_age = [], []
     for folder in args.crops:

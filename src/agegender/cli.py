@@ -154,7 +154,7 @@ def evaluate(
     """Gender accuracy, age MAE, CS@5 and per-race / gender / age-band breakdowns."""
     from agegender.evaluation.evaluate import evaluate as run_evaluation
     from agegender.evaluation.report import report_to_dict
-    from agegender.inference.predictor import load_predictor
+    from agegender.inference.predictor import Predictor
 
     if not detect and (crop is not None or margin is not None):
         raise ConfigError("--crop and --margin apply to photos: add --detect")
@@ -163,13 +163,13 @@ def evaluate(
     scheme = _age_group_scheme(age_groups)
     if report is not None:
         check_output_file(report, "--report", (".json",), [*data, *([model] if model else [])])
-    predictor = load_predictor(model, runtime=runtime, tta=tta, detector=detector, crop=crop, margin=margin)
+    predictor = Predictor.from_checkpoint(model, runtime=runtime, tta=tta, detector=detector, crop=crop, margin=margin)
     result = _evaluate_photos(predictor, data, split) if detect else run_evaluation(predictor, data, split, age_groups=scheme)
     console.print(result.read.summary_line())
     if result.undecodable:
         console.print(f"{len(result.undecodable)} unreadable images skipped: " + "; ".join(
             f"{Path(s.path).name}: {s.reason}" for s in result.undecodable[:5]))
-    as_dict = {"split": split, "model": str(predictor.source), "data": [str(d) for d in data], **report_to_dict(result.report)}
+    as_dict = {"split": split, "model": str(predictor.model.source), "data": [str(d) for d in data], **report_to_dict(result.report)}
     if result.detection is not None:
         as_dict["detection"] = report_to_dict(result.detection)
     if report is not None:
@@ -249,11 +249,11 @@ def predict(
 ) -> None:
     """Age and gender of every face in images, a video file, or a webcam stream."""
     from agegender.cli_runs import ImageRun, InputError, PredictOptions, plan_inputs
-    from agegender.inference.predictor import load_predictor
+    from agegender.inference.predictor import Predictor
 
     inputs = plan_inputs(paths or [], webcam, detect=not no_detect)  # lists the folders' files, once
     scheme = _age_group_scheme(age_groups)
-    predictor = load_predictor(
+    predictor = Predictor.from_checkpoint(
         model, runtime=runtime, detector=detector, margin=margin, tta=tta, crop=crop, age_groups=scheme
     )
     options = PredictOptions(
@@ -354,12 +354,12 @@ def calibrate(
 ) -> None:
     """Make the 80% age intervals cover 80% of true ages on a val split: writes a copy with that temperature."""
     from agegender.evaluation.intervals import calibrate as choose
-    from agegender.inference.predictor import bundled_model_path, load_predictor
+    from agegender.inference.predictor import Predictor, bundled_model_path
     from agegender.models.checkpoint import save_with_inference_default
 
     source = model or bundled_model_path()
     check_output_file(out, "--out", (".safetensors",), [source, *data])
-    result = choose(load_predictor(source, tta=tta), data, split)
+    result = choose(Predictor.from_checkpoint(source, tta=tta), data, split)
     save_with_inference_default(source, out, "age_interval_temperature", round(result.temperature, 4))
     print(f"{out}: {result.line()}")
 
@@ -408,12 +408,12 @@ def serve(
     max_connections: int = typer.Option(1000, min=1, help="open connections; one more is answered 503 and closed"),
 ) -> None:
     """Serve the web page and the JSON API (POST /predict, GET /health, /docs)."""
-    from agegender.inference.predictor import load_predictor
+    from agegender.inference.predictor import Predictor
     from agegender.serving.app import run_server
     from agegender.serving.protocol import ConnectionLimits
 
     limits = ConnectionLimits(header_timeout=read_timeout, body_idle_timeout=read_timeout, max_connections=max_connections)
-    predictor = load_predictor(model, runtime=runtime, detector=detector, crop=crop)
+    predictor = Predictor.from_checkpoint(model, runtime=runtime, detector=detector, crop=crop)
     run_server(predictor, host=host, port=port, max_concurrent=max_concurrent, limits=limits)
 
 

@@ -24,7 +24,7 @@ from agegender.data.align import FaceCropSpec
 from agegender.data.images import ImageLoadError, PathLike, load_rgb
 from agegender.errors import UserInputError
 from agegender.inference.predictions import ROW_FIELDS, Prediction
-from agegender.inference.predictor import Predictor
+from agegender.inference.predictor import Predictor, count_box_fallbacks
 from agegender.inference.streams.frames import (
     CHUNK_IMAGES,
     CaptureSource,
@@ -130,21 +130,19 @@ def predict_images(
         if progress:
             progress(1, 0)
 
-    source = ImageSource(paths, on_error=skip, load=load_rgb if detect else predictor.load_cropped)
+    source = ImageSource(paths, on_error=skip, load=load_rgb if detect else predictor.model.load_chip)
     taken: set[str] = set()  # annotated names written in this run: a/x.jpg and b/x.jpg must not overwrite each other
     predictions: list[Prediction] = []
     for chunk in chunk_frames(source, chunk_size):
-        images, names = [frame.image for frame in chunk], [frame.source for frame in chunk]
-        found = predictor.predict_many(images, names) if detect else predictor.predict_cropped(images, names)
+        found = predictor.predict(chunk, detect=detect)
         if detect and save_dir is not None:
-            for image, prediction in zip(images, found):
-                name = _unique_name(f"{Path(prediction.source).stem}_pred", taken)
-                save_annotated(image, prediction, save_dir / f"{name}.jpg")
-        predictions += found
+            for prediction in found:
+                prediction.save(save_dir / f"{_unique_name(f'{Path(prediction.source).stem}_pred', taken)}.jpg")
+        predictions += [prediction.without_image() for prediction in found]  # the images of one chunk at a time
         if progress:
             progress(len(chunk), sum(len(p.faces) for p in found))
-    fallbacks = sum(predictor.count_box_fallbacks(p) for p in predictions)
-    return ImageRun(tuple(predictions), tuple(skipped), fallbacks, predictor.face_crop if detect else None)
+    fallbacks = sum(count_box_fallbacks(p, predictor.model.face_crop) for p in predictions)
+    return ImageRun(tuple(predictions), tuple(skipped), fallbacks, predictor.model.face_crop if detect else None)
 
 
 def _unique_name(stem: str, taken: set[str]) -> str:
@@ -154,14 +152,6 @@ def _unique_name(stem: str, taken: set[str]) -> str:
         name = f"{stem}_{number}"
     taken.add(name)
     return name
-
-
-def save_annotated(rgb: np.ndarray, prediction: Prediction, target: Path) -> None:
-    """Draw the prediction on its image and save it as `target` (format from the suffix)."""
-    from PIL import Image
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(prediction.draw(rgb)).save(target, quality=92)
 
 
 @dataclass(frozen=True)
@@ -239,7 +229,7 @@ def predict_video(
         if writer is not None:
             writer.release()
     seconds = time.perf_counter() - start
-    return VideoRun(frames, faces, seconds, tuple(kept), fallbacks, predictor.face_crop, output)
+    return VideoRun(frames, faces, seconds, tuple(kept), fallbacks, predictor.model.face_crop, output)
 
 
 class _FrameRate:

@@ -22,8 +22,9 @@ def predictor(trained_run) -> Predictor:
 
 
 def by_hand(predictor: Predictor, samples) -> dict[str, float]:
-    faces = np.stack([load_face(s.path, predictor.image_size) for s in samples])
-    ages, p_female = predictor.predict_faces(faces)
+    faces = np.stack([load_face(s.path, predictor.model.image_size) for s in samples])
+    outputs = predictor.model.forward(faces)
+    ages, p_female = outputs.age, outputs.p_female
     age_true = np.array([s.age for s in samples], float)
     gender_true = np.array([s.gender for s in samples], float)
     return {
@@ -110,7 +111,8 @@ def test_metric_helpers_agree_with_report(predictor, trained_run, cache_dir):
     samples = [s for s in select_split(read_folder(trained_run.data.path), "val", trained_run.config.data)
                if s.path.name not in trained_run.data.undecodable]  # fmt: skip
     faces = np.stack([load_face(s.path, 32) for s in samples])
-    ages, p_female = predictor.predict_faces(faces)
+    outputs = predictor.model.forward(faces)
+    ages, p_female = outputs.age, outputs.p_female
     age_true = [s.age for s in samples]
     assert result.report.age_mae == pytest.approx(age_mae(age_true, ages))
     assert result.report.cs5 == pytest.approx(cumulative_score(age_true, ages))
@@ -125,12 +127,12 @@ def test_evaluate_with_tta_scores_the_average_of_each_face_and_its_mirror(traine
     faces, kept = [], []
     for sample in samples:
         try:
-            faces.append(load_face(sample.path, plain.image_size))
+            faces.append(load_face(sample.path, plain.model.image_size))
             kept.append(sample)
         except ImageLoadError:  # the fixture's truncated JPEG
             continue
     faces = np.stack(faces)
-    ages = (plain.predict_faces(faces)[0] + plain.predict_faces(faces[:, :, ::-1].copy())[0]) / 2
+    ages = (plain.model.forward(faces).age + plain.model.forward(faces[:, :, ::-1].copy()).age) / 2
     age_true = np.array([s.age for s in kept], float)
     assert report.n == len(kept)
     assert report.age_mae == pytest.approx(float(np.mean(np.abs(ages - age_true))), abs=1e-4)
@@ -154,8 +156,8 @@ def test_two_folders_are_reported_each_and_a_label_one_lacks_is_not_counted(pred
 def test_the_age_intervals_coverage_is_what_the_predicted_intervals_cover(predictor, trained_run, cache_dir):
     report = evaluate(predictor, trained_run.data.path, "all", cache_dir=cache_dir).report
     samples = [s for s in read_folder(trained_run.data.path).samples if s.path.name not in trained_run.data.undecodable]
-    faces = np.stack([load_face(s.path, predictor.image_size) for s in samples])
-    intervals = predictor.age_intervals(predictor.predict_distributions(faces))
+    faces = np.stack([load_face(s.path, predictor.model.image_size) for s in samples])
+    intervals = predictor.model.intervals(predictor.model.forward(faces))
     ages = np.array([s.age for s in samples])
     inside = (ages >= intervals[:, 0]) & (ages <= intervals[:, 1])
     assert report.age_interval_coverage == pytest.approx(inside.mean())
@@ -166,7 +168,7 @@ def test_sample_split_faces_is_a_seeded_draw_of_the_split(predictor, trained_run
     from agegender.evaluation.evaluate import decode_evaluation_split, sample_split_faces
 
     faces = sample_split_faces(predictor, trained_run.data.path, n=5)
-    assert faces.shape == (5, predictor.image_size, predictor.image_size, 3) and faces.dtype == np.uint8
+    assert faces.shape == (5, predictor.model.image_size, predictor.model.image_size, 3) and faces.dtype == np.uint8
     assert np.array_equal(faces, sample_split_faces(predictor, trained_run.data.path, n=5))
     assert not np.array_equal(faces, sample_split_faces(predictor, trained_run.data.path, n=5, seed=1))
     train = make_splits(read_folder(trained_run.data.path), trained_run.config.data).train

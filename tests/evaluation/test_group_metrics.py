@@ -70,7 +70,7 @@ def test_evaluate_with_age_groups_adds_group_metrics_from_the_distribution(train
 
 def test_predicted_face_group_probabilities_sum_to_one(trained_run, faces_dir):
     predictor = Predictor.from_checkpoint(trained_run.best, age_groups=resolve_age_groups("fairface"))
-    face = predictor.predict_cropped_file(next(faces_dir.iterdir())).faces[0]
+    face = predictor.predict(next(faces_dir.iterdir()), detect=False).faces[0]
     assert list(face.age_groups) == list(resolve_age_groups("fairface").names)
     assert sum(face.age_groups.values()) == pytest.approx(1.0)
     assert face.age_group == max(face.age_groups, key=face.age_groups.get)
@@ -90,7 +90,7 @@ def test_regression_head_gets_the_group_of_its_predicted_age(tmp_path, faces_dir
     model = create_model(config.model)
     save_checkpoint(tmp_path / "regression.safetensors", model, build_meta(model, config, label_stats={}))
     predictor = Predictor.from_checkpoint(tmp_path / "regression.safetensors", age_groups=ADIENCE)
-    face = predictor.predict_cropped_file(next(faces_dir.iterdir())).faces[0]
+    face = predictor.predict(next(faces_dir.iterdir()), detect=False).faces[0]
     assert sorted(face.age_groups.values())[-1] == 1.0  # all probability on one group
     assert face.age_group == ADIENCE.names[int(ADIENCE.index_of_ages(np.array([face.age]))[0])]
 

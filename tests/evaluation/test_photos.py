@@ -27,8 +27,8 @@ def by_hand(predictor: Predictor, folder) -> dict[str, tuple[float, float]]:
         if name in folder.no_face:
             continue
         rgb = load_rgb(folder.path / name)
-        crop = predictor.crop_detections(rgb, [largest_detection(predictor.detector.detect(rgb))])[0]
-        face = predictor.predict_crops([crop.image])[0]
+        crop = predictor.model.crop(rgb, [largest_detection(predictor.detector.detect(rgb))], predictor.detector)[0]
+        face = predictor.model.predictions([crop.image])[0]
         predicted[name] = (face.age, face.p_female)
     return predicted
 

@@ -11,7 +11,7 @@ from agegender.config import ConfigError
 from agegender.data.images import load_rgb
 from agegender.evaluation.evaluate import sample_split_faces
 from agegender.export.onnx import export_onnx
-from agegender.inference.predictor import Predictor, load_predictor
+from agegender.inference.predictor import Predictor
 from agegender.models.backends import OnnxBackend, OnnxModelError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -38,16 +38,17 @@ def test_metadata_makes_the_file_self_describing(exported, tiny_checkpoint):
 
 def test_onnx_predictor_agrees_with_torch_predictor(exported, tiny_checkpoint):
     torch_predictor = Predictor.from_checkpoint(tiny_checkpoint)
-    onnx_predictor = load_predictor(exported.path, runtime="onnx")
-    assert isinstance(onnx_predictor.backend, OnnxBackend) and onnx_predictor.image_size == 32
+    onnx_predictor = Predictor.from_checkpoint(exported.path, runtime="onnx")
+    assert isinstance(onnx_predictor.model.backend, OnnxBackend) and onnx_predictor.model.image_size == 32
     faces = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    for a, b in zip(torch_predictor.predict_faces(faces), onnx_predictor.predict_faces(faces)):
+    on_torch, on_onnx = torch_predictor.model.forward(faces), onnx_predictor.model.forward(faces)
+    for a, b in ((on_torch.age, on_onnx.age), (on_torch.p_female, on_onnx.p_female)):
         np.testing.assert_allclose(a, b, atol=1e-3)
     image = EXAMPLES / "astronaut.jpg"
     torch_faces, onnx_faces = torch_predictor.predict(image).faces, onnx_predictor.predict(image).faces
     assert [f.box for f in torch_faces] == [f.box for f in onnx_faces] and len(onnx_faces) == 1
     assert abs(torch_faces[0].age - onnx_faces[0].age) < 1e-3
-    assert onnx_predictor.predict_faces(faces[:0])[0].shape == (0,)
+    assert onnx_predictor.model.forward(faces[:0]).age.shape == (0,)
 
 
 def test_int8_quantisation_is_close_and_smaller(tiny_checkpoint, exported, tmp_path):
@@ -193,7 +194,7 @@ def test_cli_export_float16_checkpoint_predicts_like_the_original(tiny_checkpoin
     assert code == 0, err
     assert "float16 weights" in stdout and out.stat().st_size < tiny_checkpoint.stat().st_size
     face = EXAMPLES / "astronaut_face.jpg"
-    original, half = (Predictor.from_checkpoint(p).predict_cropped_file(face).faces[0] for p in (tiny_checkpoint, out))
+    original, half = (Predictor.from_checkpoint(p).predict(face, detect=False).faces[0] for p in (tiny_checkpoint, out))
     assert abs(original.age - half.age) < 0.5 and abs(original.p_female - half.p_female) < 0.01
 
 
@@ -202,8 +203,8 @@ def test_cli_export_float16_can_record_another_face_template(tiny_checkpoint, tm
     code, _, err = run_cli("export", "--model", tiny_checkpoint, "--format", "safetensors-fp16", "--out", out,
                            "--face-template", "dlib_150")  # fmt: skip
     assert code == 0, err
-    assert Predictor.from_checkpoint(out).face_crop.template == "dlib_150"
-    assert Predictor.from_checkpoint(tiny_checkpoint).face_crop.template == "utkface"
+    assert Predictor.from_checkpoint(out).model.face_crop.template == "dlib_150"
+    assert Predictor.from_checkpoint(tiny_checkpoint).model.face_crop.template == "utkface"
     code, _, err = run_cli("export", "--model", tiny_checkpoint, "--format", "safetensors-fp16", "--out", out,
                            "--face-template", "nope")  # fmt: skip
     assert code == 2 and "--face-template" in err and "nope" in err
@@ -230,13 +231,13 @@ def test_cli_export_can_make_mirror_averaging_the_files_default(tiny_checkpoint,
         code, _, err = run_cli("export", "--model", tiny_checkpoint, *args, "--tta")
         assert code == 0, err
     plain = Predictor.from_checkpoint(tiny_checkpoint)
-    face = plain.prepare_face(load_rgb(EXAMPLES / "astronaut_face.jpg"))[None]  # (1, S, S, 3) at the model's size
-    assert not plain.tta
+    face = plain.model.prepare(load_rgb(EXAMPLES / "astronaut_face.jpg"))[None]  # (1, S, S, 3) at the model's size
+    assert not plain.model.tta
     for path, runtime in ((half, "torch"), (onnx, "onnx")):
         default = Predictor.from_checkpoint(path, runtime=runtime)
-        assert default.tta and not Predictor.from_checkpoint(path, runtime=runtime, tta=False).tta
-        expected = Predictor.from_checkpoint(tiny_checkpoint, tta=True).predict_prepared(face)
-        mirrored = default.predict_prepared(face)
-        assert np.allclose(mirrored[0], expected[0], atol=0.5) and np.allclose(mirrored[1], expected[1], atol=0.01)
+        assert default.model.tta and not Predictor.from_checkpoint(path, runtime=runtime, tta=False).model.tta
+        expected = Predictor.from_checkpoint(tiny_checkpoint, tta=True).model.forward(face)
+        mirrored = default.model.forward(face)
+        assert np.allclose(mirrored.age, expected.age, atol=0.5) and np.allclose(mirrored.p_female, expected.p_female, atol=0.01)
     both = Predictor.from_checkpoint(tiny_checkpoint, tta=True)
-    assert not np.allclose(plain.predict_prepared(face)[1], both.predict_prepared(face)[1])  # mirroring changes it
+    assert not np.allclose(plain.model.forward(face).p_female, both.model.forward(face).p_female)  # mirroring changes it

@@ -77,8 +77,8 @@ def test_a_cache_path_that_is_a_file_falls_back_to_torch(tiny_checkpoint, tmp_pa
 
 def test_predictors_on_both_runtimes_agree_with_mirror_averaging_and_intervals(trained_run):
     crops = [face for face in FACES]
-    on_torch = Predictor.from_checkpoint(trained_run.best, runtime="torch", tta=True).predict_crops(crops)
-    on_onnx = Predictor.from_checkpoint(trained_run.best, tta=True).predict_crops(crops)
+    on_torch = Predictor.from_checkpoint(trained_run.best, runtime="torch", tta=True).model.predictions(crops)
+    on_onnx = Predictor.from_checkpoint(trained_run.best, tta=True).model.predictions(crops)
     for a, b in zip(on_torch, on_onnx):
         assert a.age == pytest.approx(b.age, abs=1e-3) and a.p_female == pytest.approx(b.p_female, abs=1e-5)
         assert a.age_interval == pytest.approx(b.age_interval, abs=1e-3)
@@ -135,7 +135,7 @@ def test_the_bundled_model_runs_on_its_shipped_int8_companion_close_to_pytorch()
 
     assert int8_companion_path(bundled_model_path()).is_file(), "recipes/build_bundled_model.sh int8 builds it"
     default, exact = Predictor.from_checkpoint(), Predictor.from_checkpoint(runtime="torch")
-    assert default.backend.info.meta["onnx"]["quantized"] == "int8-static" and default.source == bundled_model_path()
+    assert default.model.backend.info.meta["onnx"]["quantized"] == "int8-static" and default.model.source == bundled_model_path()
     image = load_rgb(EXAMPLES / "astronaut.jpg")
     (fast,), (slow,) = default.predict(image).faces, exact.predict(image).faces
     assert fast.gender == slow.gender and abs(fast.age - slow.age) < 2.0 and abs(fast.p_female - slow.p_female) < 0.05

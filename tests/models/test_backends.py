@@ -38,8 +38,8 @@ def test_predictor_takes_any_backend(tiny_checkpoint):
             return FaceOutputs(np.full(len(faces), 40.0), np.full(len(faces), 0.9), None)
 
     predictor = Predictor(Constant(), tta=True)
-    (face,) = predictor.predict_crops([np.zeros((50, 40, 3), np.uint8)])
-    assert (face.age, face.gender, predictor.runtime, predictor.image_size) == (40.0, "female", "constant", 32)
+    (face,) = predictor.model.predictions([np.zeros((50, 40, 3), np.uint8)])
+    assert (face.age, face.gender, predictor.model.runtime, predictor.model.image_size) == (40.0, "female", "constant", 32)
 
 
 def test_unknown_runtime_and_an_onnx_file_on_torch_are_clear(tmp_path):

@@ -44,11 +44,11 @@ def decode_evaluation_split(
     """`split` of the labelled folders, recomputed with the model's own split settings and decoded at its
     input size: what evaluate() scores and calibrate() fits on."""
     read = read_folders(as_folders(data_dir))
-    trained_on = predictor.checkpoint.config.data
+    trained_on = predictor.model.info.config.data
     samples = select_split(read, split, trained_on)
     data_config = dataclasses.replace(
         trained_on, path=tuple(map(str, as_folders(data_dir))), cache_dir=str(cache_dir) if cache_dir else trained_on.cache_dir,
-        image_size=predictor.image_size,
+        image_size=predictor.model.image_size,
     )
     arrays, undecodable = decode_split(samples, data_config)
     return read, arrays, undecodable
@@ -80,11 +80,11 @@ def evaluate(
     if len(arrays) == 0:
         raise DataError(f"{data_dir}: no readable images to evaluate ({len(undecodable)} unreadable skipped)")
     datasets = dataset_names(arrays.samples, read)
-    predicted = predictor.predict_distributions(arrays.images)  # with flip averaging when tta is on
+    predicted = predictor.model.forward(arrays.images)  # with flip averaging when tta is on
     groups = None
     if age_groups is not None:
         probs = group_probabilities(age_groups, predicted.age, predicted.age_probs)  # (N, G)
         groups = score_age_groups(arrays.samples, probs, age_groups, from_distribution=predicted.age_probs is not None)
     report = build_report(arrays.samples, predicted.age, predicted.p_female, age_groups=groups, datasets=datasets,
-                          age_intervals=predictor.age_intervals(predicted))  # fmt: skip
+                          age_intervals=predictor.model.intervals(predicted))  # fmt: skip
     return Evaluation(report, read, undecodable, split)

@@ -49,11 +49,11 @@ def calibrate(predictor: Predictor, data_dir: Path | Sequence[Path], split: str 
     aged = np.isfinite(arrays.age)
     if not aged.any():
         raise DataError(f"{data_dir}: no readable images with an exact age in split '{split}' to calibrate on")
-    predicted = predictor.predict_distributions(arrays.images[aged])
+    predicted = predictor.model.forward(arrays.images[aged])
     if predicted.age_probs is None:
-        raise DataError(f"{predictor.source}: the model gives no age distribution (a regression head or an ONNX file)")
+        raise DataError(f"{predictor.model.source}: the model gives no age distribution (a regression head or an ONNX file)")
     ages = arrays.age[aged]
     temperature = choose_temperature(predicted.age_probs, ages)
-    before = coverage(predictor.age_intervals(predicted), ages)
+    before = coverage(predictor.model.intervals(predicted), ages)
     after = coverage(age_intervals(predicted.age_probs, AGE_INTERVAL_LEVEL, temperature), ages)
     return Calibration(temperature, before, after, int(aged.sum()))

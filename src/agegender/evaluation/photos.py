@@ -52,7 +52,7 @@ def _detect_each(
         detections = predictor.detector.detect_batch([frame.image for frame in chunk])
         for frame, found in zip(chunk, detections):
             largest = largest_detection(found)
-            crop = None if largest is None else predictor.crop_detections(frame.image, [largest])[0]
+            crop = None if largest is None else predictor.model.crop(frame.image, [largest], predictor.detector)[0]
             yield _Found(samples[frame.index], crop and crop.method, len(found)), crop
 
 
@@ -74,13 +74,13 @@ def _predict_batched(predictor: Predictor, crops: Iterator[np.ndarray]) -> tuple
     ages, p_female, pending = [], [], []
 
     def flush() -> None:
-        age, p = predictor.predict_prepared(np.stack(pending))  # (B, S, S, 3) uint8 in
-        ages.append(age)
-        p_female.append(p)
+        outputs = predictor.model.forward(np.stack(pending))  # (B, S, S, 3) uint8 in
+        ages.append(outputs.age)
+        p_female.append(outputs.p_female)
         pending.clear()
 
     for crop in crops:
-        pending.append(predictor.prepare_face(crop))
+        pending.append(predictor.model.prepare(crop))
         if len(pending) == BATCH_FACES:
             flush()
     if pending:
@@ -110,7 +110,7 @@ def evaluate_photos(
     `progress(images_done, images_in_all)` is called after each image is read.
     """
     read = read_folders(as_folders(data_dir))
-    samples = select_split(read, split, predictor.checkpoint.config.data)
+    samples = select_split(read, split, predictor.model.info.config.data)
     undecodable: list[Skipped] = []
     found: list[_Found] = []
 
@@ -139,11 +139,11 @@ def _summarise(predictor: Predictor, found: list[_Found], p_female: np.ndarray) 
     missed = [str(f.sample.path) for f in found if f.crop_method is None]
     return DetectionSummary(
         detector=predictor.detector.name,
-        crop=predictor.face_crop.to_dict(),
+        crop=predictor.model.face_crop.to_dict(),
         images=len(found),
         no_face=len(missed),
         several_faces=sum(f.faces > 1 for f in found),
-        box_fallbacks=sum(f.crop_method not in (None, predictor.face_crop.method) for f in found),
+        box_fallbacks=sum(f.crop_method not in (None, predictor.model.face_crop.method) for f in found),
         end_to_end_gender_accuracy=end_to_end_accuracy(genders, per_image),
         end_to_end_per_gender={k: v for k, v in per_gender.items() if v is not None},
         no_face_files=tuple(Path(m).name for m in missed[:SHOWN_FILES]),

@@ -8,7 +8,8 @@ server call these instead of formatting faces themselves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -109,10 +110,12 @@ class FacePrediction:
 
 @dataclass(frozen=True)
 class Prediction:
-    """All faces found in one image."""
+    """All faces found in one image, and the image itself where the predictor kept it (one image or
+    arrays handed in; not a folder's images, which would fill memory), so it can draw and save itself."""
 
     source: str
     faces: tuple[FacePrediction, ...]
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)  # HxWx3 uint8 RGB
 
     def to_dict(self) -> dict:
         return {"source": self.source, "faces": [face.to_dict() for face in self.faces]}
@@ -126,16 +129,39 @@ class Prediction:
         return [_row_text(row) for row in self.rows()]
 
     def scaled(self, sx: float, sy: float, width: int, height: int) -> "Prediction":
-        """Boxes mapped into an image `sx` x `sy` times the size (e.g. the upload a shrunk copy came from)."""
+        """Boxes mapped into an image `sx` x `sy` times the size (e.g. the upload a shrunk copy came from);
+        the image kept, of the other size, is dropped."""
         faces = tuple(f if f.box is None else replace(f, box=f.box.scaled(sx, sy, width, height)) for f in self.faces)
-        return replace(self, faces=faces)
+        return replace(self, faces=faces, image=None)
 
-    def draw(self, rgb: np.ndarray, fps: float | None = None) -> np.ndarray:
-        """A copy of `rgb` (the HxWx3 uint8 image predicted) with every boxed face and, if given, the frame rate."""
+    def without_image(self) -> "Prediction":
+        """The same faces without the image, for keeping many predictions."""
+        return replace(self, image=None)
+
+    def draw(self, rgb: np.ndarray | None = None, fps: float | None = None) -> np.ndarray:
+        """A copy of the image predicted (`rgb`, or the one this prediction kept) with every boxed face
+        and, if given, the frame rate."""
         from agegender.inference.draw import draw_tags
 
+        rgb = self.image if rgb is None else rgb
+        if rgb is None:
+            raise ValueError(f"{self.source}: this prediction kept no image; pass the image to draw on")
         boxed = [(f.box.as_tuple(), f.label, f.gender) for f in self.faces if f.box is not None]
         return draw_tags(rgb, boxed, None if fps is None else f"{fps:.1f} fps")
+
+    def save(self, path: Path | str, rgb: np.ndarray | None = None) -> Path:
+        """The annotated image (`draw`) written as a JPEG or PNG file at `path`, atomically."""
+        from PIL import Image
+
+        from agegender.atomic_write import write_atomically
+
+        path = Path(path)
+        fmt = Image.registered_extensions().get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"{path}: unknown image suffix '{path.suffix}' (e.g. .jpg or .png)")
+        image = Image.fromarray(self.draw(rgb))
+        write_atomically(path, lambda temporary: image.save(temporary, format=fmt, quality=92))  # (JPEG's quality)
+        return path
 
 
 def _row_text(row: dict) -> str:

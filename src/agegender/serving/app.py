@@ -41,6 +41,7 @@ from agegender import __version__
 from agegender.data.images import DecodedImage, ImageLoadError, decode_rgb_bytes_bounded
 from agegender.errors import UserInputError
 from agegender.inference.predictor import Predictor
+from agegender.inference.streams.frames import Frame
 from agegender.models.checkpoint import file_sha256, model_name
 from agegender.serving.protocol import ConnectionLimits, shedding_protocol
 
@@ -183,7 +184,7 @@ def _predict_upload(
     del data
     start = time.perf_counter()
     with lock:
-        prediction = predictor.predict(decoded.rgb, source=name)
+        prediction = predictor.predict(Frame(decoded.rgb, name, 0))
     width, height = decoded.original_size
     prediction = prediction.scaled(*decoded.scale, width, height)  # boxes in pixels of the upload
     seconds = time.perf_counter() - start
@@ -218,15 +219,15 @@ def create_app(
     def page() -> str:
         return resources.files("agegender.serving").joinpath("static/index.html").read_text(encoding="utf-8")
 
-    digest = file_sha256(predictor.source)[:16]
-    name = model_name(predictor.checkpoint.meta, predictor.source)
+    digest = file_sha256(predictor.model.source)[:16]
+    name = model_name(predictor.model.info.meta, predictor.model.source)
 
     @app.get("/health", response_model=HealthOut)
     def health() -> HealthOut:
         return HealthOut(
-            status="ok", version=__version__, model=name, model_version=str(predictor.checkpoint.meta.get("package_version")),
-            model_sha256=digest, runtime=predictor.runtime,
-            image_size=predictor.image_size, detector=predictor.detector.name, crop=predictor.face_crop.to_dict(),
+            status="ok", version=__version__, model=name, model_version=str(predictor.model.info.meta.get("package_version")),
+            model_sha256=digest, runtime=predictor.model.runtime,
+            image_size=predictor.model.image_size, detector=predictor.detector.name, crop=predictor.model.face_crop.to_dict(),
         )  # fmt: skip
 
     @app.post(

@@ -90,12 +90,12 @@ def write_cache(path: Path, known: dict[str, tuple[float, float]]) -> None:
 def predict_with_mirror(teacher: Path, samples: list[FaceSample], config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     """The teacher's (age, P(female)) per sample, decoded at its input size, averaged with the mirror image."""
     predictor = Predictor.from_checkpoint(teacher, tta=True)
-    decoded = decode_samples(samples, predictor.image_size, cache_root(config))
+    decoded = decode_samples(samples, predictor.model.image_size, cache_root(config))
     if len(decoded.samples) != len(samples):  # the split was decoded once already, so this is a changed file
         raise UserInputError(f"{teacher}: {len(samples) - len(decoded.samples)} training images became unreadable")
     # 512 at a time: tta's mirrored copy of the images is made per chunk
-    chunks = [predictor.predict_prepared(decoded.images[begin : begin + 512]) for begin in range(0, len(samples), 512)]
-    ages, p_female = (np.concatenate(parts).astype(np.float32) for parts in zip(*chunks))
+    chunks = [predictor.model.forward(decoded.images[begin : begin + 512]) for begin in range(0, len(samples), 512)]
+    ages, p_female = (np.concatenate(parts).astype(np.float32) for parts in ([c.age for c in chunks], [c.p_female for c in chunks]))
     return ages, p_female
 
 

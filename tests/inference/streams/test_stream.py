@@ -42,7 +42,7 @@ def test_predict_finds_the_face_and_tta_averages_the_mirror(predictor):
     plain = predictor.predict(image)
     assert plain.source == str(image) and len(plain.faces) == 1 and plain.faces[0].box is not None
     mirrored = predictor.predict(load_rgb(image)[:, ::-1].copy()).faces[0]
-    tta = Predictor(predictor.backend, tta=True).predict(image).faces[0]
+    tta = Predictor(predictor.model.backend, tta=True).predict(image).faces[0]
     # The flip average lies between the original and (approximately) the mirrored face's prediction.
     low, high = sorted((plain.faces[0].age, mirrored.age))
     assert low - 0.5 <= tta.age <= high + 0.5

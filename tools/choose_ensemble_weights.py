@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="average each face with its mirror image")
     parser.add_argument("--top", type=int, default=8)
     args = parser.parse_args()
-    predictor = Predictor.from_checkpoint(args.ensemble)
+    predictor = Predictor.from_checkpoint(args.ensemble, runtime="torch")  # the members run one by one
     sources = [m["source"] for m in predictor.model.info.meta["ensemble"]]
     parts = []  # (name, member P(female) (M, N), gender (N,), photos missed)
     crop_ages, crop_age = [], []

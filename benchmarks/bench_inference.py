@@ -6,9 +6,9 @@ pipeline (detection + crop + model) on 640x480 frames holding one face.
 
 Without --model it uses the bundled model, or, before that exists, an untrained model of the
 default architecture (speed does not depend on the weights). `video fps` is the video and webcam
-path (Predictor.predict_stream: the default detector's video form, tracking on); `photo ms` one
-still photo through Predictor.predict (the default still detector, blazeface + mtcnn). The CPU may be shared with
-other jobs: the load average is printed with the numbers, and every rate is also given per
+path (Predictor.predict_stream: the default detector's video form, tracking on; `pytorch bf16` is
+--runtime torch-bf16); `photo ms` one still photo through Predictor.predict (the default still detector,
+blazeface + mtcnn). The CPU may be shared with other jobs: the load average is printed with the numbers, and every rate is also given per
 CPU-second of this process (`/cpu` columns), which other jobs disturb much less than wall-clock
 time; with --threads 1 that is the rate one uncontended core would reach.
 
@@ -135,6 +135,7 @@ def main() -> None:
         options = {"detector": args.detector, "tta": args.tta}
         runtimes = {  # name -> (predictor, the precision of its arithmetic)
             "pytorch": (Predictor.from_checkpoint(checkpoint, runtime="torch", **options), "float32"),
+            "pytorch bf16": (Predictor.from_checkpoint(checkpoint, runtime="torch-bf16", **options), "bfloat16"),
             "onnxruntime": (Predictor(OnnxBackend.from_file(onnx_files["float32"], threads=args.threads), **options), "float32"),
             "ort int8 dynamic": (Predictor(OnnxBackend.from_file(onnx_files["int8"], threads=args.threads), **options), "int8"),
             "ort int8 static": (

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_quantized.py [--model CKPT] [--threads 1] [--json docs/results/quantized.json]
 
-Variants: PyTorch float32 and bfloat16 (autocast: oneDNN's bf16 kernels where the CPU has AVX-512 BF16
-or AMX, emulated and slow elsewhere), onnxruntime float32, int8 dynamic and int8 static (QDQ calibrated
+Variants: PyTorch float32 and bfloat16 (--runtime torch-bf16, weights and activations cast: oneDNN's bf16
+kernels where the CPU has AVX-512 BF16 or AMX, emulated and slow elsewhere), onnxruntime float32, int8 dynamic and int8 static (QDQ calibrated
 on `--calibration-faces` chips of UTKFace's train split; export.quantize). Each is scored with mirror
 averaging (as the model ships) on UTKFace test, AAF's held-out part (tools/split_aaf.py) and the lfw_dev
 photos end to end, then timed on batches of 64 faces in rounds (every variant in each round), so the
@@ -14,7 +14,6 @@ disturb the timings (the load average is printed and saved).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -32,23 +31,10 @@ from agegender.evaluation.report import EvaluationReport
 from agegender.export.formats import DEFAULT_CALIBRATION_FACES
 from agegender.export.onnx import export_onnx
 from agegender.inference.predictor import Predictor
-from agegender.models.backends import FaceOutputs, OnnxBackend, TorchBackend, bundled_model_path
+from agegender.models.backends import OnnxBackend, TorchBackend, bundled_model_path, native_bfloat16
 
 DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
 BATCH = 64
-
-
-class Bfloat16TorchBackend:
-    """A TorchBackend whose forward pass runs under bfloat16 autocast (convolutions and matmuls in bf16)."""
-
-    runtime = "torch"
-
-    def __init__(self, inner: TorchBackend):
-        self.inner, self.source, self.info = inner, inner.source, inner.info
-
-    def predict(self, faces: np.ndarray, batch_size: int = 256) -> FaceOutputs:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.inner.predict(faces, batch_size)
 
 
 def build_variants(checkpoint: Path, folder: Path, calibration_folder: Path, n_calibration: int, threads: int) -> dict:
@@ -63,7 +49,7 @@ def build_variants(checkpoint: Path, folder: Path, calibration_folder: Path, n_c
     size = checkpoint.stat().st_size
     return {
         "pytorch float32": (torch_backend, size),
-        "pytorch bfloat16 (autocast)": (Bfloat16TorchBackend(torch_backend), size),
+        "pytorch bfloat16 (--runtime torch-bf16)": (TorchBackend.from_file(checkpoint, precision="bfloat16"), size),
         "onnxruntime float32": (OnnxBackend.from_file(onnx_files["float32"], threads=threads), onnx_files["float32"].stat().st_size),
         "onnxruntime int8 dynamic": (OnnxBackend.from_file(onnx_files["int8"], threads=threads), onnx_files["int8"].stat().st_size),
         "onnxruntime int8 static": (
@@ -106,12 +92,6 @@ def accuracy(predictor: Predictor, crops: dict[str, Path], photos: Path) -> dict
     return scores
 
 
-def bf16_kernels() -> bool:
-    with contextlib.suppress(AttributeError, RuntimeError):
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=bundled_model_path())
@@ -125,7 +105,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here (docs/results/quantized.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {"threads": args.threads, "load_average_start": os.getloadavg()[0], "bf16_kernels": bf16_kernels(),
+    results = {"threads": args.threads, "load_average_start": os.getloadavg()[0], "bf16_kernels": native_bfloat16(),
                "calibration": f"{args.calibration_faces} faces of {args.utkface.name}'s train split", "variants": {}}  # fmt: skip
     print(f"load average {results['load_average_start']:.2f}; oneDNN bf16 kernels: {results['bf16_kernels']}")
     crops = {"utkface_test": args.utkface, "aaf_test": args.aaf}

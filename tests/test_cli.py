@@ -448,7 +448,7 @@ def test_predict_without_inputs_is_a_usage_error(run_cli):
     [
         (["--margin", "1e9"], "margin 1000000000.0 is outside [0, 2]"),
         (["--detector", "yolo"], "unknown face detector 'yolo'; choose auto or one of"),
-        (["--runtime", "tflite"], "unknown runtime 'tflite'; choose one of auto, torch, onnx"),
+        (["--runtime", "tflite"], "unknown runtime 'tflite'; choose one of auto, torch, torch-bf16, onnx"),
     ],
 )
 def test_predict_options_are_checked_before_any_image(run_cli, trained_run, faces_dir, args, message):

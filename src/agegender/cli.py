@@ -124,7 +124,8 @@ DETECTOR_HELP = (
 )
 RUNTIME_HELP = (
     "auto (onnxruntime, from an ONNX file built once per checkpoint in ~/.cache/agegender/onnx; PyTorch "
-    "where onnxruntime is missing or the cache unwritable) | torch | onnx"
+    "where onnxruntime is missing or the cache unwritable) | torch | torch-bf16 (PyTorch in bfloat16: "
+    "about 2x torch on CPUs with AMX or AVX512-BF16) | onnx"
 )
 CROP_HELP = "aligned (warp the detector's keypoints onto the model's face template) | box; default: the model's"
 MARGIN_HELP = (

@@ -139,3 +139,45 @@ def test_the_bundled_model_runs_on_its_shipped_int8_companion_close_to_pytorch()
     image = load_rgb(EXAMPLES / "astronaut.jpg")
     (fast,), (slow,) = default.predict(image).faces, exact.predict(image).faces
     assert fast.gender == slow.gender and abs(fast.age - slow.age) < 2.0 and abs(fast.p_female - slow.p_female) < 0.05
+
+
+def test_torch_bf16_runs_the_bundled_model_in_bfloat16_with_float32s_answers():
+    import torch
+
+    from agegender.data.images import load_rgb
+
+    fast, exact = Predictor.from_checkpoint(runtime="torch-bf16"), Predictor.from_checkpoint(runtime="torch")
+    assert fast.model.runtime == "torch-bf16" and next(fast.model.backend.model.parameters()).dtype == torch.bfloat16
+    image = load_rgb(EXAMPLES / "astronaut.jpg")
+    (face,), (reference,) = fast.predict(image).faces, exact.predict(image).faces
+    assert isinstance(face.age, float) and face.gender == reference.gender
+    assert abs(face.age - reference.age) < 1.5 and abs(face.p_female - reference.p_female) < 0.03
+    assert face.age_interval == pytest.approx(reference.age_interval, abs=2.0)
+
+
+def test_an_onnx_file_is_not_run_on_torch_bf16(tiny_checkpoint, tmp_path):
+    from agegender.config import ConfigError
+
+    export_onnx(tiny_checkpoint, tmp_path / "tiny.onnx")
+    with pytest.raises(ConfigError, match="runs on onnxruntime .* not torch-bf16"):
+        load_backend(tmp_path / "tiny.onnx", "torch-bf16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_without_onnxruntime_auto_runs_bfloat16_only_where_the_cpu_has_it(tiny_checkpoint, monkeypatch, capsys, native):
+    import agegender.inference.runtime as runtime
+
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda: native)
+    backend = load_backend(tiny_checkpoint)
+    assert isinstance(backend, TorchBackend) and backend.runtime == ("torch-bf16" if native else "torch")
+    assert capsys.readouterr().err == ""
+
+
+def test_torch_bf16_on_a_cpu_without_bfloat16_units_warns_once(tiny_checkpoint, monkeypatch, capsys):
+    import agegender.inference.runtime as runtime
+
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda: False)
+    assert load_backend(tiny_checkpoint, "torch-bf16").runtime == "torch-bf16"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: this CPU has no bfloat16 units")

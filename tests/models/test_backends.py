@@ -43,7 +43,7 @@ def test_predictor_takes_any_backend(tiny_checkpoint):
 
 
 def test_unknown_runtime_and_an_onnx_file_on_torch_are_clear(tmp_path):
-    with pytest.raises(ConfigError, match="unknown runtime 'tflite'; choose one of auto, torch, onnx"):
+    with pytest.raises(ConfigError, match="unknown runtime 'tflite'; choose one of auto, torch, torch-bf16, onnx"):
         load_backend(None, "tflite")
     with pytest.raises(ConfigError, match="model.onnx: an ONNX file runs on onnxruntime"):
         load_backend(tmp_path / "model.onnx", "torch")

@@ -54,6 +54,14 @@ class StreamResult:
     box_fallbacks: int = 0  # faces detected in this frame that were box-cropped for want of keypoints
 
 
+def check_options(detector: str | FaceDetector, margin: float | None) -> None:
+    """Checked at once, not at the first face: a typo must not wait for a detector to be needed."""
+    if isinstance(detector, str) and detector not in ("auto", *DETECTORS):
+        raise ConfigError(f"unknown face detector '{detector}'; choose auto or one of {', '.join(DETECTORS)}")
+    if margin is not None and not MARGIN.admits(margin):  # a huge margin would allocate a huge crop
+        raise ConfigError(f"margin {margin} is outside {MARGIN} (a fraction of the face box or chip per side)")
+
+
 class Predictor:
     """Age and P(female) for every face in images, with the model's own preprocessing, on any backend.
 
@@ -77,11 +85,7 @@ class Predictor:
         crop: str | FaceCropSpec | None = None,
         age_groups: AgeGroupScheme | None = None,
     ):
-        # Checked now, not at the first face: a typo must not wait for a detector to be needed
-        if isinstance(detector, str) and detector not in ("auto", *DETECTORS):
-            raise ConfigError(f"unknown face detector '{detector}'; choose auto or one of {', '.join(DETECTORS)}")
-        if margin is not None and not MARGIN.admits(margin):  # a huge margin would allocate a huge crop
-            raise ConfigError(f"margin {margin} is outside {MARGIN} (a fraction of the face box or chip per side)")
+        check_options(detector, margin)
         face_crop = resolve_face_crop(backend.info.face_crop, crop, margin)
         self._model = FaceModel(backend, face_crop, backend.info.default_tta if tta is None else tta, age_groups)
         self._detector: FaceDetector | None = None if isinstance(detector, str) else detector
@@ -93,7 +97,8 @@ class Predictor:
         """Load `path` (a .safetensors checkpoint or an exported .onnx file), or the model bundled with
         the package when None. The runtime follows the file (inference.runtime: "auto" runs a .onnx file
         on onnxruntime, a checkpoint on its int8 companion or cached ONNX where onnxruntime is installed);
-        `runtime` forces "torch" or "onnx". `options`: see the class."""
+        `runtime` forces "torch", "torch-bf16" or "onnx". `options`: see the class."""
+        check_options(options.get("detector", DEFAULT_DETECTOR), options.get("margin"))  # before a model export
         return cls(load_backend(path, runtime), **options)
 
     @property

@@ -13,7 +13,11 @@ CNNs faster than PyTorch on the CPU (`benchmarks/bench_inference.py`). A cached 
 only if its metadata names the checkpoint's hash and it loads; a stale, truncated or foreign file is
 rebuilt. Where the cache cannot be written (the export's WriteError), PyTorch runs it, with one warning line.
 `runtime="torch"` forces PyTorch; `runtime="onnx"` forces onnxruntime on the float32 graph (building the
-cached file), which gives PyTorch's numbers within float rounding.
+cached file), which gives PyTorch's numbers within float rounding. `runtime="torch-bf16"` runs PyTorch in
+bfloat16, about twice float32's speed on CPUs that multiply bfloat16 in hardware (AMX, AVX512-BF16:
+models.backends.native_bfloat16) and as accurate on the evaluation sets (docs/quantization.md); where
+"auto" falls back to PyTorch (no onnxruntime, or an unwritable cache), it runs that on such CPUs and
+float32 PyTorch elsewhere.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from agegender.models.backends import (
     OnnxModelError,
     TorchBackend,
     bundled_model_path,
+    native_bfloat16,
 )
 from agegender.models.checkpoint import CheckpointError, file_sha256
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "torch-bf16", "onnx")
 
 
 def load_backend(path: Path | str | None = None, runtime: str = "auto", *, cache_dir: Path | None = None) -> InferenceBackend:
@@ -47,11 +52,13 @@ def load_backend(path: Path | str | None = None, runtime: str = "auto", *, cache
     path = Path(path) if path is not None else bundled_model_path()
     threads = torch.get_num_threads()  # onnxruntime gets the thread count the process gave torch
     if path.suffix == ".onnx":
-        if runtime == "torch":
-            raise ConfigError(f"{path}: an ONNX file runs on onnxruntime (--runtime onnx or auto), not torch")
+        if runtime.startswith("torch"):
+            raise ConfigError(f"{path}: an ONNX file runs on onnxruntime (--runtime onnx or auto), not {runtime}")
         return OnnxBackend.from_file(path, threads=threads)
-    if runtime == "torch" or (runtime == "auto" and importlib.util.find_spec("onnxruntime") is None):
-        return TorchBackend.from_file(path)
+    if runtime.startswith("torch"):
+        return torch_backend(path, runtime)
+    if runtime == "auto" and importlib.util.find_spec("onnxruntime") is None:
+        return torch_backend(path, fastest_torch())
     if runtime == "auto" and (companion := int8_companion(path, threads)) is not None:
         return companion
     folder = (cache_dir or default_cache_dir()) / "onnx"
@@ -62,7 +69,23 @@ def load_backend(path: Path | str | None = None, runtime: str = "auto", *, cache
         if runtime == "onnx":
             raise OnnxModelError(f"{folder}: cannot write the ONNX cache ({reason})") from None
         print(f"warning: {folder}: cannot write the ONNX cache ({reason}); running {path.name} on PyTorch", file=sys.stderr)
+        return torch_backend(path, fastest_torch())
+
+
+def fastest_torch() -> str:
+    """The PyTorch runtime "auto" falls back to: bfloat16 where the CPU multiplies it in hardware."""
+    return "torch-bf16" if native_bfloat16() else "torch"
+
+
+def torch_backend(path: Path, runtime: str) -> TorchBackend:
+    """PyTorch on `path`: float32 ("torch") or bfloat16 ("torch-bf16", with one warning line on a CPU
+    that only emulates it, where it is slower than float32)."""
+    if runtime == "torch":
         return TorchBackend.from_file(path)
+    if not native_bfloat16():
+        print("warning: this CPU has no bfloat16 units (AMX or AVX512-BF16): torch-bf16 runs slower than torch",
+              file=sys.stderr)  # fmt: skip
+    return TorchBackend.from_file(path, precision="bfloat16")
 
 
 def made_from(backend: OnnxBackend, checkpoint: Path, digest: str | None = None) -> bool:

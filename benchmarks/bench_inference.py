@@ -2,7 +2,7 @@
 pipeline (detection + crop + model) on 640x480 frames holding one face.
 
     python benchmarks/bench_inference.py [--model CKPT] [--batch 64] [--seconds 3] [--threads N] [--tta | --no-tta]
-        [--ghz GHZ] [--fma-units 2] [--batch-sweep 16,32,64,128,256]
+        [--ghz GHZ] [--fma-units 2] [--batch-sweep 16,32,64,128,256] [--json docs/results/inference.json]
 
 Without --model it uses the bundled model, or, before that exists, an untrained model of the
 default architecture (speed does not depend on the weights). `video fps` is the video and webcam
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import statistics
 import tempfile
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agegender.atomic_write import write_atomically
 from agegender.config import ModelConfig, RunConfig
 from agegender.data.images import load_rgb
 from agegender.export.onnx import export_onnx
@@ -119,10 +121,12 @@ def main() -> None:
     parser.add_argument("--ghz", type=float, default=reported_ghz(), help="core clock for the peak (default: /proc/cpuinfo)")
     parser.add_argument("--fma-units", type=int, default=2, help="512-bit FMA units per core")
     parser.add_argument("--batch-sweep", help="also time one model pass per batch size, e.g. 16,32,64,128,256")
+    parser.add_argument("--json", type=Path, help="also write the table here (docs/results/inference.json)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+    results = {"threads": torch.get_num_threads(), "load_average_start": os.getloadavg()[0], "runtimes": {}}
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = args.model or default_checkpoint(Path(folder))
         loaded = load_checkpoint(checkpoint)
@@ -148,6 +152,7 @@ def main() -> None:
         print(f"\nmodel input {size}x{size}; {macs / 1e9:.3f} GMAC per face per pass, {passes} pass(es) per face"
               f" (mirror averaging {'on' if passes == 2 else 'off'}); batch {args.batch};"
               f" detector {runtimes['pytorch'][0].detector.name}; peak at {args.ghz} GHz x {args.fma_units} units")  # fmt: skip
+        results.update(gmac_per_pass=macs / 1e9, passes=passes, batch=args.batch, detector=runtimes["pytorch"][0].detector.name)
         print(f"{'runtime':18s} {'faces/s':>8s} {'/cpu':>6s} {'peak':>6s} {'ms/face b=1':>12s} {'video fps':>10s} {'/cpu':>6s}"
               f" {'photo ms':>9s} {'1 face found':>13s}")  # fmt: skip
         for name, (predictor, precision) in runtimes.items():
@@ -164,9 +169,18 @@ def main() -> None:
                 f" {'-' if share is None else f'{100 * share:5.0f}%':>6s} {1000 * single:12.2f}"
                 f" {1 / frame:10.1f} {1 / frame_cpu:6.1f} {1000 * photo:9.1f} {found:>9d}/{len(frames)}"
             )
+            results["runtimes"][name] = {
+                "faces_per_s": args.batch / batched, "faces_per_cpu_s": args.batch / batched_cpu, "peak_share": share,
+                "ms_per_face_b1": 1000 * single, "video_fps": 1 / frame, "video_fps_cpu": 1 / frame_cpu,
+                "photo_ms": 1000 * photo, "frames_with_one_face": found, "frames": len(frames),
+            }  # fmt: skip
         if args.batch_sweep:
             sweep_batches(runtimes, [int(b) for b in args.batch_sweep.split(",")], size, args.seconds)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    if args.json:
+        results["load_average_end"] = os.getloadavg()[0]
+        write_atomically(args.json, lambda temporary: Path(temporary).write_text(json.dumps(results, indent=2) + "\n"))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

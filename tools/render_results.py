@@ -183,10 +183,24 @@ def stages(path: str) -> str:
     return table(["images", "stages: ms per image (share)", "sum"], rows)
 
 
+def inference(path: str) -> str:
+    """benchmarks/bench_inference.py --json PATH: each runtime's model and pipeline speed, in one run."""
+    results = load(path)
+    runtimes = results["runtimes"]
+    baseline = runtimes["onnxruntime"]
+    header = ["runtime", "faces/s batched (x onnxruntime float32)", "share of the core's peak", "ms per face, batch 1",
+              "video fps, 640x480 (x onnxruntime float32)", "photo ms"]  # fmt: skip
+    rows = [[name, f"{r['faces_per_s']:.0f} ({r['faces_per_s'] / baseline['faces_per_s']:.2f}x)",
+             "-" if r["peak_share"] is None else f"{100 * r['peak_share']:.0f}%", f"{r['ms_per_face_b1']:.2f}",
+             f"{r['video_fps']:.1f} ({r['video_fps'] / baseline['video_fps']:.2f}x)", f"{r['photo_ms']:.1f}"]
+            for name, r in runtimes.items()]  # fmt: skip
+    return table(header, rows)
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     "every_face": every_face, "detector_recall": detector_recall, "detector_scenes": detector_scenes,
     "small_faces": small_faces, "peers": peers, "server_load": server_load, "quantized": quantized,
-    "stages": stages,
+    "stages": stages, "inference": inference,
 }  # fmt: skip
 
 

@@ -11,6 +11,10 @@
 #   recipes/build_bundled_model.sh build    # the 37bb9df model: dlib_full, float16, mirror averaging on
 #   recipes/build_bundled_model.sh every-face  # the bundled model since stop 15 (docs/every_face.md): dlib_aaf_sampled,
 #                                              # float16, mirror averaging, age intervals calibrated on UTKFace val + AAF val
+#   recipes/build_bundled_model.sh every-face-e2e  # the bundled model since stop 35: every-face's network (its file
+#                                              # in $RUNS/sampled_bundled.safetensors: OUT=... every-face) trained on
+#                                              # end to end (train_face_models.sh dlib-aaf-e2e), float16, mirror
+#                                              # averaging, intervals calibrated on both val splits
 #   recipes/build_bundled_model.sh int8     # its static int8 companion, which onnxruntime runs by default
 #                                              # (docs/quantization.md): QDQ calibrated on 300 UTKFace train chips
 # `choose` (val gender / MAE from the pool, lfw_select end to end with each model's own crop): dlib_full
@@ -65,9 +69,16 @@ case "${1:-}" in
     # its card: the recipe and the numbers of benchmarks/bench_every_face.sh's reports (agegender models --info)
     python tools/write_model_card.py --model "${OUT:-src/agegender/assets/bundled_model.safetensors}"
     OUT="${OUT:-}" "$0" int8 ;;  # the companion must be rebuilt from the new file: it names its hash
+  every-face-e2e)  # chosen on the criterion of docs/every_face.md, on float32 and on the int8 companion alike
+    agegender export --format safetensors-fp16 --model "$RUNS/dlib_aaf_e2e/best.safetensors" --tta \
+      --out "$RUNS/e2e_fp16.safetensors"
+    agegender calibrate --data "$DATA" --data "$RUNS/aaf" --split val --model "$RUNS/e2e_fp16.safetensors" \
+      --out "${OUT:-src/agegender/assets/bundled_model.safetensors}"
+    python tools/write_model_card.py --model "${OUT:-src/agegender/assets/bundled_model.safetensors}"
+    OUT="${OUT:-}" "$0" int8 ;;
   int8)
     model=${OUT:-src/agegender/assets/bundled_model.safetensors}
     agegender export --model "$model" --quantize int8-static --calibration-data "$DATA" --calibration-faces 300 \
       --out "${model%.safetensors}.int8.onnx" ;;
-  *) echo "usage: $0 train|choose|choose-tta|build|every-face|int8" >&2; exit 2 ;;
+  *) echo "usage: $0 train|choose|choose-tta|build|every-face|every-face-e2e|int8" >&2; exit 2 ;;
 esac

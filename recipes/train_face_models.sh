@@ -17,6 +17,9 @@
 #   recipes/train_face_models.sh dlib-aaf      # dlib-full's recipe on UTKFace + All-Age-Faces (tools/split_aaf.py)
 #   recipes/train_face_models.sh dlib-aaf-sampled  # the same, AAF and children 0-12 each drawn twice as often
 #   recipes/train_face_models.sh dlib-aaf-kids     # the same, children drawn four times as often
+#   recipes/train_face_models.sh dlib-aaf-e2e   # the stop-33 bundled model (dlib-aaf-sampled, built by OUT=$RUNS/
+#                                               # sampled_bundled.safetensors build_bundled_model.sh every-face), then every block end to end
+#                                               # on UTKFace + AAF images, sampled as it was, dlib-e2e-gentle's settings
 #   recipes/train_face_models.sh cydral-gender-aaf # Cydral's 32 px gender network, all blocks, sampled as above,
 #                                                 # gender loss only (an ensemble member for gender; its ages are unused)
 #   recipes/train_face_models.sh cydral-gender-aaf-kids # the same with children drawn four times as often (a third member)
@@ -104,6 +107,12 @@ case "${1:-}" in
   dlib-aaf-sampled) aaf_split
                agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_sampled" "${DLIB_FULL[@]}" \
                  --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
+  dlib-aaf-e2e) aaf_split
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e" "${DLIB[@]}" \
+                 --init "${INIT:-$RUNS/sampled_bundled.safetensors}" --set train.epochs=0 \
+                 --set model.unfreeze_blocks=0 --set train.end_to_end_epochs=10 --set train.end_to_end_lr=0.000003 \
+                 --set augment.grayscale=0.25 --set augment.rotation=0 --set augment.zoom=0 --set augment.shift=0 \
+                 --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
   dlib-aaf-kids) aaf_split
                agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_kids" "${DLIB_FULL[@]}" \
                  --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
@@ -124,6 +133,6 @@ case "${1:-}" in
                  --set train.feature_views=4 --set train.finetune_lr=0.0001 \
                  --set train.finetune_epochs=8 --set train.age_weight=0 --set train.age_distribution_weight=0 \
                  --set augment.grayscale=0.25 --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|dlib-aaf-kids|dlib-aaf-distill|cydral-gender-aaf|cydral-gender-aaf-kids" >&2
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|dlib-aaf-e2e|dlib-aaf-kids|dlib-aaf-distill|cydral-gender-aaf|cydral-gender-aaf-kids" >&2
                exit 2 ;;
 esac

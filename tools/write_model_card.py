@@ -1,7 +1,7 @@
 """Write the bundled model's card into its own metadata: the recipe that made it and its measured numbers.
 
     python tools/write_model_card.py [--model src/agegender/assets/bundled_model.safetensors] \
-        [--reports docs/results/every_face/dlib_aaf_sampled]
+        [--reports docs/results/every_face/dlib_aaf_e2e]
 
 The weights are copied unchanged; the metadata gains `card` (models/metadata.py leaves unknown keys
 alone): a name, the commands of recipes/ that trained and built it, the data, and per evaluation set
@@ -19,11 +19,17 @@ from agegender.models.backends import bundled_model_path
 from agegender.models.checkpoint import METADATA_KEY, read_meta, read_weights, write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
+NAME = "agegender bundled model (dlib_aaf_e2e)"
 RECIPE = [
     "recipes/train_face_models.sh dlib-aaf-sampled",
-    "recipes/build_bundled_model.sh every-face",
+    "OUT=runs/sampled_bundled.safetensors recipes/build_bundled_model.sh every-face",
+    "recipes/train_face_models.sh dlib-aaf-e2e",
+    "recipes/build_bundled_model.sh every-face-e2e",
 ]
-DATA = "UTKFace and All-Age-Faces (AAF drawn x2, children 0-12 x2); val splits and lfw_select for every choice"
+DATA = (
+    "UTKFace and All-Age-Faces (AAF drawn x2, children 0-12 x2), cached phases then every block end to end; "
+    "val splits and lfw_select for every choice"
+)
 SETS = {  # report file -> what the set is
     "utkface_test.json": "UTKFace test split",
     "aaf_test.json": "All-Age-Faces held-out test part (tools/split_aaf.py)",
@@ -53,10 +59,10 @@ def metrics(report: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=bundled_model_path())
-    parser.add_argument("--reports", type=Path, default=ROOT / "docs/results/every_face/dlib_aaf_sampled")
+    parser.add_argument("--reports", type=Path, default=ROOT / "docs/results/every_face/dlib_aaf_e2e")
     args = parser.parse_args()
     card = {
-        "name": "agegender bundled model (dlib_aaf_sampled)",
+        "name": NAME,
         "recipe": RECIPE,
         "data": DATA,
         "metrics": {label: metrics(json.loads((args.reports / name).read_text())) for name, label in SETS.items()},

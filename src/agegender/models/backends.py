@@ -139,7 +139,6 @@ class TorchBackend:
             raise ValueError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
         self.info = checkpoint
         self.source = Path(source)
-        self.precision = precision
         self.runtime = "torch" if precision == "float32" else "torch-bf16"
         self.model = checkpoint.model.to(PRECISIONS[precision], memory_format=torch.channels_last).eval()
 

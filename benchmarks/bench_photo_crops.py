@@ -1,6 +1,7 @@
 """Photos, not crops: gender accuracy on uncropped photos by crop method, end to end.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_photo_crops.py [--data $AGEGENDER_DATA/lfw_dev] [--model M] [--detector mediapipe]
+        [--json docs/results/photo_crops.json]
 
 Each row is one `agegender evaluate --data DATA --detect --detector D --crop C [--margin X]` (the
 command is printed with it): detect every photo, score its largest face, and count a photo
@@ -13,6 +14,7 @@ see inference.detectors.factory.MEDIAPIPE_INSTALL).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -34,9 +36,12 @@ CROPS = (  # (label, spec); box margin None = the detector's own
 )
 
 
-def command(data: Path, detector: str, spec: FaceCropSpec) -> str:
+def command(data: Path, detector: str, spec: FaceCropSpec, stored: FaceCropSpec) -> str:
+    """The CLI line of one row; `--crop aligned` keeps the model file's template, so another template is the
+    file re-exported (`agegender export --format safetensors-fp16 --face-template T`) or the Python API."""
     margin = f" --margin {spec.margin}" if spec.margin else ""
-    template = "" if spec.template == "utkface" or spec.method == "box" else f"  (template {spec.template}: API only)"
+    other = spec.method == "aligned" and spec.template != stored.template
+    template = f"  (template {spec.template}: a copy by export --face-template {spec.template}, or the API)" if other else ""
     return f"agegender evaluate --data {data} --detect --detector {detector} --crop {spec.method}{margin}{template}"
 
 
@@ -49,9 +54,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA_ROOT / "lfw_dev")
     parser.add_argument("--model", type=Path, default=None, help="checkpoint; default: the bundled model")
     parser.add_argument("--detector", default="mediapipe")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here (tools/render_results.py)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{'crop':24s} {'acc':>5s} {'women':>5s} {'men':>5s} {'e2e':>5s} {'noface':>6s} {'fallbk':>6s} {'s':>5s}")
+    rows = []
+    stored = Predictor.from_checkpoint(args.model).model.info.face_crop
     for label, spec in CROPS:
         predictor = Predictor.from_checkpoint(args.model, detector=args.detector, crop=spec)
         start = time.perf_counter()
@@ -63,7 +71,15 @@ def main() -> None:
             f"{percent(men and men.gender_accuracy)} {percent(found.end_to_end_gender_accuracy)} "
             f"{found.no_face:6d} {found.box_fallbacks:6d} {time.perf_counter() - start:5.0f}"
         )
-        print(f"    {command(args.data, args.detector, spec)}")
+        print(f"    {command(args.data, args.detector, spec, stored)}")
+        rows.append({"crop": label, "spec": spec.to_dict(), "command": command(args.data, args.detector, spec, stored),
+                     "gender_accuracy": report.gender_accuracy, "women": women and women.gender_accuracy,
+                     "men": men and men.gender_accuracy, "end_to_end": found.end_to_end_gender_accuracy,
+                     "no_face": found.no_face, "box_fallbacks": found.box_fallbacks})  # fmt: skip
+    if args.json:
+        settings = {"data": args.data.name, "model": str(args.model or "bundled"), "detector": args.detector,
+                    "model_crop": stored.to_dict()}  # fmt: skip
+        args.json.write_text(json.dumps({"settings": settings, "crops": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

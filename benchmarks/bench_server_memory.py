@@ -1,7 +1,7 @@
 """Memory of the real server under bursts: peak and after-burst RSS, and the status codes.
 
     python benchmarks/bench_server_memory.py [--model PATH] [--n 50] [--n-huge 50] [--huge-sides 7000,4000]
-        [--server-env MALLOC_ARENA_MAX=2] [--no-trim] [--photos DIR_OR_FILE ...]
+        [--server-env MALLOC_ARENA_MAX=2] [--no-trim] [--photos DIR_OR_FILE ...] [--json docs/results/server_memory.json]
 
 Starts `agegender serve` (uvicorn, the bundled model unless --model) as a subprocess, sends one
 warm-up request, then bursts of `--n` concurrent uploads: ordinary photos (examples/astronaut.jpg,
@@ -9,13 +9,15 @@ plus UTKFace/LFW photos from $AGEGENDER_DATA where present), then for every `--h
 S x S PNG that compresses to a few tens of KB (a smooth gradient) and an S x S JPEG. Between bursts
 it waits `--settle` seconds. A thread samples the server's VmRSS every 10 ms from /proc/PID/status
 (psutil is not a dependency); VmHWM is the kernel's own peak. Printed per phase: status codes,
-peak RSS during the burst, RSS once the burst is over, and the wall time.
+peak RSS during the burst, RSS once the burst is over, and the wall time; `--json` writes the same
+for tools/render_results.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import random
 import subprocess
@@ -166,6 +168,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-trim", action="store_true", help="switch the server's malloc_trim off")
     parser.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for the server process")
     parser.add_argument("--photos", type=Path, nargs="*", default=[p for p in SHARED if p.is_dir()])
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser.parse_args()
 
 
@@ -184,12 +187,19 @@ def main() -> None:
         print(f"server env {env or '{}'}, malloc_trim {'off' if args.no_trim else 'on'}; idle after one request {idle / 1024:.0f} MB; {len(photos)} distinct photos")
         sampler = RssSampler(server.pid)
         cycle = [photos[i % len(photos)] for i in range(args.n)]
-        run_phase("ordinary photos", base, server.pid, sampler, cycle, args.settle)
+        phases = [run_phase("ordinary photos", base, server.pid, sampler, cycle, args.settle)]
         for (side, fmt), data in huge.items():
             label = f"{side}x{side} {fmt} ({len(data) // 1024} KB)"
-            run_phase(label, base, server.pid, sampler, [(f"huge.{fmt.lower()}", data)] * (args.n_huge or args.n), args.settle)
+            uploads = [(f"huge.{fmt.lower()}", data)] * (args.n_huge or args.n)
+            phases.append(run_phase(label, base, server.pid, sampler, uploads, args.settle))
         sampler.stop()
-        print(f"VmHWM (whole run) {read_status_kb(server.pid)['VmHWM'] / 1024:.0f} MB")
+        high_water = read_status_kb(server.pid)["VmHWM"] / 1024
+        print(f"VmHWM (whole run) {high_water:.0f} MB")
+        if args.json:
+            settings = {"model": args.model or "bundled", "n": args.n, "n_huge": args.n_huge or args.n, "env": env,
+                        "malloc_trim": not args.no_trim, "photos": len(photos), "settle_s": args.settle}  # fmt: skip
+            report = {"settings": settings, "idle_mb": idle / 1024, "phases": phases, "vmhwm_mb": high_water}
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
     finally:
         server.terminate()
         server.wait(timeout=30)

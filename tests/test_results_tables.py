@@ -35,3 +35,15 @@ def test_a_number_typed_into_a_table_is_caught(render_results):
     edited = good.replace("%", "1%", 1)
     assert render_results.stale_tables(edited) == [spec]
     assert render_results.rendered(edited) == good
+
+
+def test_the_result_pages_hold_no_table_typed_by_hand(render_results):
+    typed = {page: render_results.hand_tables((render_results.ROOT / page).read_text()) for page in render_results.RESULT_PAGES}
+    assert not any(typed.values()), typed
+
+
+def test_a_table_typed_beside_a_rendered_one_is_caught(render_results):
+    spec = "small_faces docs/results/small_faces.json"
+    page = f"<!-- table: {spec} -->\n{render_results.render(spec)}<!-- /table -->\n\n| run | gender |\n|---|---|\n| a | 95.1% |\n"
+    assert render_results.hand_tables(page) == ["| run | gender |"]
+    assert render_results.hand_tables(page.replace("\n| run", "\n<!-- reference table -->\n| run")) == []

@@ -3,6 +3,9 @@
     python tools/render_results.py          # rewrite the tables in place
     python tools/render_results.py --check  # exit 1, naming each table that differs (tests run this)
 
+The result pages (RESULT_PAGES) hold no table typed by hand; the experiment logs in docs/ keep the
+tables their runs printed at the time.
+
 A table lives between two comments that name its renderer and its JSON reports (paths from the
 repository root), e.g.
 
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULT_PAGES = ("README.md", "docs/results.md", "docs/small_faces.md", "docs/quantization.md")  # rendered tables only
+REFERENCE = "<!-- reference table -->"
 BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
 
@@ -125,6 +130,30 @@ def server_load(path: str) -> str:
     return table(["phase", "answers", "p50 latency", "p95 latency", "peak RSS"], rows)
 
 
+def server_memory(path: str) -> str:
+    """benchmarks/bench_server_memory.py --json PATH: the server's RSS under bursts of concurrent uploads."""
+    report = load(path)
+    rows = [["idle after one request", "", f"{report['idle_mb']:.0f} MB", ""]]
+    rows += [[f"{row['phase']} x {sum(row['codes'].values())}", ", ".join(f"{n} x {code}" for code, n in row["codes"].items()),
+              f"{row['peak_mb']:.0f} MB", f"{row['after_mb']:.0f} MB"] for row in report["phases"]]  # fmt: skip
+    rows.append(["whole run (the kernel's VmHWM)", "", f"{report['vmhwm_mb']:.0f} MB", ""])
+    return table(["burst", "answers", "peak RSS", f"RSS {report['settings']['settle_s']:g} s after"], rows)
+
+
+def photo_crops(path: str) -> str:
+    """benchmarks/bench_photo_crops.py --json PATH: gender on uncropped photos by how the face is cut out."""
+    report = load(path)
+    recorded = report["settings"].get("model_crop")
+
+    def name(row: dict) -> str:  # the model file's own crop, what predict uses, is marked
+        return row["crop"] + (" (the model file's)" if recorded is not None and row.get("spec") == recorded else "")
+
+    rows = [[name(row), percent(row["gender_accuracy"]), percent(row["women"]), percent(row["men"]),
+             percent(row["end_to_end"]), str(row["no_face"]), str(row["box_fallbacks"])] for row in report["crops"]]  # fmt: skip
+    header = ["crop", "gender (photos with a face)", "women", "men", "end to end", "no face", "aligned crops boxed"]
+    return table(header, rows)
+
+
 def peers(path: str, photos: str, *crops: str) -> str:
     """benchmarks/bench_peers.py --json PATH: every system on the photos and each crop folder, in one run."""
     report = load(path)["datasets"]
@@ -200,7 +229,7 @@ def inference(path: str) -> str:
 RENDERERS: dict[str, Callable[..., str]] = {
     "every_face": every_face, "detector_recall": detector_recall, "detector_scenes": detector_scenes,
     "small_faces": small_faces, "peers": peers, "server_load": server_load, "quantized": quantized,
-    "stages": stages, "inference": inference,
+    "stages": stages, "inference": inference, "server_memory": server_memory, "photo_crops": photo_crops,
 }  # fmt: skip
 
 
@@ -220,6 +249,14 @@ def stale_tables(text: str) -> list[str]:
     return [m["spec"] for m in BLOCK.finditer(text) if m["body"] != render(m["spec"])]
 
 
+def hand_tables(text: str) -> list[str]:
+    """The header lines of tables typed outside a rendered block, unless the comment line above a table
+    says it holds no results (`<!-- reference table -->`, e.g. the README's list of verbs)."""
+    outside = BLOCK.sub("", text).split("\n")
+    starts = [i for i, line in enumerate(outside) if line.startswith("|") and (i == 0 or not outside[i - 1].startswith("|"))]
+    return [outside[i] for i in starts if i == 0 or outside[i - 1].strip() != REFERENCE]
+
+
 def rendered(text: str) -> str:
     return BLOCK.sub(lambda m: m[1] + render(m["spec"]) + m[4], text)
 
@@ -233,6 +270,8 @@ def main() -> None:
         text = path.read_text()
         if args.check:
             stale += [f"{path.relative_to(ROOT)}: {spec}" for spec in stale_tables(text)]
+            if str(path.relative_to(ROOT)) in RESULT_PAGES:
+                stale += [f"{path.relative_to(ROOT)}: typed by hand: {header}" for header in hand_tables(text)]
         elif rendered(text) != text:
             path.write_text(rendered(text))
             print(f"rewrote {path.relative_to(ROOT)}")

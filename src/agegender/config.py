@@ -91,6 +91,9 @@ class ModelConfig:
     head_hidden: int = 128
     dropout: float = 0.3
     age_head: str = "bins"  # "bins": expected value over 1-year bins; "regression": one output
+    # The gender head also reads the age head's distribution (bins only; detached, so gender's loss does not
+    # move the ages): a decision that can differ for a child and an adult of similar features.
+    gender_sees_age: bool = False
     weights: str | None = None  # local pretrained weights file, for pretrained backbones
     # Pretrained backbones, phase 2: fine-tune the last N backbone blocks (0: phase 1, heads only)
     unfreeze_blocks: int = 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agegender.config import ModelConfig
+from agegender.config import ConfigError, ModelConfig
 from agegender.data.samples import MAX_AGE
 from agegender.models.custom import CUSTOM_MEAN, CUSTOM_STD, create_custom_backbone
 from agegender.models.heads import AgeBinsHead, AgeRegressionHead
@@ -117,3 +117,25 @@ def test_feature_map_shape_restores_training_mode():
     model = tiny_model().train()
     assert feature_map_shape(model, 48) == (16, 12, 12)
     assert model.training
+
+
+def test_a_gender_head_that_sees_the_age_reads_the_age_distribution():
+    model = tiny_model(gender_sees_age=True).eval()
+    features = torch.rand(4, TINY.widths[-1])
+    with torch.no_grad():
+        before = model.heads(features)
+        model.age_head.mlp[-1].bias[:20] += 5.0  # the same features, the ages moved towards childhood
+        after = model.heads(features)
+    assert not torch.allclose(before.gender_logit, after.gender_logit)
+    assert model.gender_head.mlp[1].in_features == TINY.widths[-1] + MAX_AGE + 1
+
+
+def test_a_gender_head_that_sees_the_age_does_not_train_the_ages_through_gender():
+    model = tiny_model(gender_sees_age=True)
+    model(torch.rand(4, 3, 32, 32)).gender_logit.sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.age_head.parameters())
+
+
+def test_a_gender_head_that_sees_the_age_needs_an_age_distribution():
+    with pytest.raises(ConfigError, match="gender_sees_age needs model.age_head=bins"):
+        tiny_model(gender_sees_age=True, age_head="regression")

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from agegender.config import ConfigError, load_config
 from agegender.data.dataset import prepare_data
 from agegender.models.checkpoint import CheckpointError, load_checkpoint, read_meta
+from agegender.models.registry import create_model
 from agegender.training import engine
 from agegender.training import fit as fit_module
 from agegender.training.callbacks import HISTORY_COLUMNS, HistoryCSV
@@ -21,7 +22,7 @@ from agegender.training.distributed import DistributedContext
 from agegender.training.fit import RunError, fit, resume
 from agegender.training.loop import batch_indices
 from agegender.training.results import FitMetrics
-from agegender.training.resume_points import load_training_state
+from agegender.training.resume_points import init_from_checkpoint, load_training_state
 
 
 def quiet() -> Console:
@@ -329,6 +330,19 @@ def test_init_from_starts_a_new_run_from_a_checkpoint(trained_run, tmp_path):
         return {k: v for k, v in load_file(str(path)).items() if "running" not in k and "num_batches" not in k}
 
     assert_same_weights(learned(tmp_path / "warm" / "best.safetensors"), learned(trained_run.best))
+
+
+def test_init_into_a_gender_head_that_sees_the_age_starts_from_the_checkpoints_predictions(trained_run, tmp_path):
+    config = replace(trained_run.config, model=replace(trained_run.config.model, gender_sees_age=True))
+    model = create_model(config.model).eval()
+    init_from_checkpoint(model, trained_run.best, config.model.name)
+    original = load_checkpoint(trained_run.best).model.eval()
+    faces = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(faces).gender_logit, original(faces).gender_logit)
+        torch.testing.assert_close(model(faces).age, original(faces).age)
+    fit(replace(config, train=replace(config.train, epochs=1, init_from=str(trained_run.best))), tmp_path / "run", console=quiet())
+    assert load_checkpoint(tmp_path / "run" / "best.safetensors").config.model.gender_sees_age
 
 
 def test_init_from_a_checkpoint_of_another_model_is_refused(trained_run, tmp_path):

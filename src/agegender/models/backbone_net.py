@@ -16,9 +16,7 @@ def create_backbone_net(spec: BackboneSpec, config: ModelConfig) -> AgeGenderNet
         channels,
         mean=spec.mean,
         std=spec.std,
-        head_hidden=config.head_hidden,
-        dropout=config.dropout,
-        age_head=config.age_head,
+        heads=config,
         spec=spec,
     )
 

@@ -47,7 +47,5 @@ def create_custom(config: ModelConfig) -> AgeGenderNet:
         config.widths[-1],
         mean=CUSTOM_MEAN,
         std=CUSTOM_STD,
-        head_hidden=config.head_hidden,
-        dropout=config.dropout,
-        age_head=config.age_head,
+        heads=config,
     )

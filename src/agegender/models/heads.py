@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
+from agegender.config import ConfigError, ModelConfig
 from agegender.data.samples import MAX_AGE
 
 if TYPE_CHECKING:
@@ -98,18 +99,21 @@ class AgeGenderNet(nn.Module):
         *,
         mean: tuple[float, ...],
         std: tuple[float, ...],
-        head_hidden: int,
-        dropout: float,
-        age_head: str,
+        heads: ModelConfig,
         spec: BackboneSpec | None = None,
     ):
+        """`heads`: the model config's head settings (head_hidden, dropout, age_head, gender_sees_age)."""
         super().__init__()
+        if heads.gender_sees_age and heads.age_head != "bins":
+            raise ConfigError(f"model.gender_sees_age needs model.age_head=bins (an age distribution), not '{heads.age_head}'")
         self.spec = spec  # the registry entry a pretrained backbone was built from (models/spec.py)
         self.normalize = Normalize(mean, std)
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.gender_head = GenderHead(feature_channels, head_hidden, dropout)
-        self.age_head = create_age_head(age_head, feature_channels, head_hidden, dropout)
+        self.gender_sees_age = heads.gender_sees_age
+        gender_inputs = feature_channels + (MAX_AGE + 1 if heads.gender_sees_age else 0)
+        self.gender_head = GenderHead(gender_inputs, heads.head_hidden, heads.dropout)
+        self.age_head = create_age_head(heads.age_head, feature_channels, heads.head_hidden, heads.dropout)
         self.mean, self.std = tuple(mean), tuple(std)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +121,10 @@ class AgeGenderNet(nn.Module):
 
     def heads(self, features: torch.Tensor) -> ModelOutput:
         age, age_logits = self.age_head(features)
-        return ModelOutput(self.gender_head(features), age, age_logits)
+        gender_inputs = features
+        if self.gender_sees_age:
+            gender_inputs = torch.cat([features, age_logits.detach().softmax(dim=1)], dim=1)
+        return ModelOutput(self.gender_head(gender_inputs), age, age_logits)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         return self.heads(self.features(x))

@@ -77,7 +77,5 @@ def create_levi_hassner(config: ModelConfig) -> AgeGenderNet:
         channels,
         mean=CUSTOM_MEAN,
         std=CUSTOM_STD,
-        head_hidden=config.head_hidden,
-        dropout=config.dropout,
-        age_head=config.age_head,
+        heads=config,
     )

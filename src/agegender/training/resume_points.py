@@ -19,6 +19,7 @@ from agegender.models.checkpoint import (
     load_state_strictly,
     load_weights,
     read_meta,
+    read_weights,
     save_checkpoint,
 )
 from agegender.models.metadata import CheckpointError
@@ -33,7 +34,24 @@ def init_from_checkpoint(model: nn.Module, path: Path, model_name: str) -> None:
     trained_as = meta.get("config", {}).get("model", {}).get("name")
     if trained_as != model_name:
         raise CheckpointError(f"{path}: --init checkpoint holds model '{trained_as}', this run trains '{model_name}'")
-    load_weights(model, path)
+    state = read_weights(path)
+    if getattr(model, "gender_sees_age", False) and not meta["config"]["model"].get("gender_sees_age", False):
+        state = with_age_inputs_for_gender(state, model)
+    load_state_strictly(model, state, path)
+
+
+GENDER_INPUT_LAYER = "gender_head.mlp.1.weight"  # heads._mlp: Dropout, Linear, ...
+
+
+def with_age_inputs_for_gender(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A checkpoint whose gender head reads the features alone, for a model whose gender head also reads the
+    age distribution (model.gender_sees_age): the new inputs start at weight zero, so the run starts from
+    exactly the checkpoint's predictions and learns what the ages add."""
+    old, wanted = state.get(GENDER_INPUT_LAYER), model.state_dict()[GENDER_INPUT_LAYER]
+    if old is None or old.shape[0] != wanted.shape[0] or old.shape[1] >= wanted.shape[1]:
+        return state  # not the features-only head: load_state_strictly names the mismatch
+    added = old.new_zeros(old.shape[0], wanted.shape[1] - old.shape[1])
+    return {**state, GENDER_INPUT_LAYER: torch.cat([old, added], dim=1)}
 
 
 def save_resume_point(

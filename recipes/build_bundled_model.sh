@@ -14,7 +14,8 @@
 #   recipes/build_bundled_model.sh every-face-e2e  # the bundled model since stop 35: every-face's network (its file
 #                                              # in $RUNS/sampled_bundled.safetensors: OUT=... every-face) trained on
 #                                              # end to end (train_face_models.sh dlib-aaf-e2e), float16, mirror
-#                                              # averaging, intervals calibrated on both val splits
+#                                              # averaging, aligned crops on the utkface template (stop 36),
+#                                              # intervals calibrated on both val splits
 #   recipes/build_bundled_model.sh int8     # its static int8 companion, which onnxruntime runs by default
 #                                              # (docs/quantization.md): QDQ calibrated on 300 UTKFace train chips
 # `choose` (val gender / MAE from the pool, lfw_select end to end with each model's own crop): dlib_full
@@ -70,8 +71,10 @@ case "${1:-}" in
     python tools/write_model_card.py --model "${OUT:-src/agegender/assets/bundled_model.safetensors}"
     OUT="${OUT:-}" "$0" int8 ;;  # the companion must be rebuilt from the new file: it names its hash
   every-face-e2e)  # chosen on the criterion of docs/every_face.md, on float32 and on the int8 companion alike
+    # --face-template utkface: the training chips (UTKFace's, and AAF's made with `crop --template utkface`)
+    # are framed so, and on lfw_select photos that crop beat dlib_150's (docs/every_face.md)
     agegender export --format safetensors-fp16 --model "$RUNS/dlib_aaf_e2e/best.safetensors" --tta \
-      --out "$RUNS/e2e_fp16.safetensors"
+      --face-template utkface --out "$RUNS/e2e_fp16.safetensors"
     agegender calibrate --data "$DATA" --data "$RUNS/aaf" --split val --model "$RUNS/e2e_fp16.safetensors" \
       --out "${OUT:-src/agegender/assets/bundled_model.safetensors}"
     python tools/write_model_card.py --model "${OUT:-src/agegender/assets/bundled_model.safetensors}"

@@ -200,6 +200,31 @@ def quantized(path: str) -> str:
     return table(header, rows)
 
 
+QUANTIZED_REFERENCE = {"onnxruntime int8 dynamic": "onnxruntime float32", "onnxruntime int8 static": "onnxruntime float32",
+                       "pytorch bfloat16 (--runtime torch-bf16)": "pytorch float32"}  # fmt: skip
+BOUNDS = {"gender_points": 0.3, "mae_years": 0.15, "speed": 2.0}  # issue 23's, set before the variants were measured
+
+
+def quantized_bounds(path: str) -> str:
+    """benchmarks/bench_quantized.py --json PATH: each narrower variant against its float32 reference, and
+    whether it holds the bounds (gender within 0.3 points and MAE within 0.15 years on every set, 2x the speed)."""
+    variants = load(path)["variants"]
+    rows = []
+    for name, reference in QUANTIZED_REFERENCE.items():
+        v, ref = variants[name], variants[reference]
+        gender = [100 * (v[part][key] - ref[part][key]) for part, key in
+                  (("utkface_test", "gender_accuracy"), ("aaf_test", "gender_accuracy"), ("lfw_dev", "end_to_end_gender_accuracy"))]  # fmt: skip
+        mae = [v[part]["age_mae"] - ref[part]["age_mae"] for part in ("utkface_test", "aaf_test")]
+        speed = v["faces_per_s"] / ref["faces_per_s"]
+        holds = (max(map(abs, gender)) <= BOUNDS["gender_points"] and max(map(abs, mae)) <= BOUNDS["mae_years"]
+                 and speed >= BOUNDS["speed"])  # fmt: skip
+        rows.append([name, reference, " / ".join(f"{g:+.2f}" for g in gender), " / ".join(f"{m:+.3f}" for m in mae),
+                     f"{speed:.2f}x", "yes" if holds else "no"])  # fmt: skip
+    header = ["variant", "against", "gender, points (UTKFace / AAF / lfw_dev)", "MAE, years (UTKFace / AAF)", "speed",
+              "within the bounds"]  # fmt: skip
+    return table(header, rows)
+
+
 def stages(path: str) -> str:
     """benchmarks/bench_stages.py --json PATH: ms per image in each stage, photos and chips."""
     results = load(path)
@@ -230,6 +255,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "every_face": every_face, "detector_recall": detector_recall, "detector_scenes": detector_scenes,
     "small_faces": small_faces, "peers": peers, "server_load": server_load, "quantized": quantized,
     "stages": stages, "inference": inference, "server_memory": server_memory, "photo_crops": photo_crops,
+    "quantized_bounds": quantized_bounds,
 }  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """Write the bundled model's card into its own metadata: the recipe that made it and its measured numbers.
 
     python tools/write_model_card.py [--model src/agegender/assets/bundled_model.safetensors] \
-        [--reports docs/results/every_face/dlib_aaf_e2e]
+        [--reports docs/results/every_face/dlib_aaf_e2e_utkface]
 
 The weights are copied unchanged; the metadata gains `card` (models/metadata.py leaves unknown keys
 alone): a name, the commands of recipes/ that trained and built it, the data, and per evaluation set
@@ -19,7 +19,7 @@ from agegender.models.backends import bundled_model_path
 from agegender.models.checkpoint import METADATA_KEY, read_meta, read_weights, write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
-NAME = "agegender bundled model (dlib_aaf_e2e)"
+NAME = "agegender bundled model (dlib_aaf_e2e, utkface crop)"
 RECIPE = [
     "recipes/train_face_models.sh dlib-aaf-sampled",
     "OUT=runs/sampled_bundled.safetensors recipes/build_bundled_model.sh every-face",
@@ -59,7 +59,7 @@ def metrics(report: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=bundled_model_path())
-    parser.add_argument("--reports", type=Path, default=ROOT / "docs/results/every_face/dlib_aaf_e2e")
+    parser.add_argument("--reports", type=Path, default=ROOT / "docs/results/every_face/dlib_aaf_e2e_utkface")
     args = parser.parse_args()
     card = {
         "name": NAME,

@@ -108,11 +108,11 @@ def test_bundled_model_is_the_documented_network_and_reads_the_example_photo_rig
     config = meta["config"]  # as recipes/build_bundled_model.sh builds it: dlib's network, no teacher
     assert (config["model"]["name"], config["data"]["image_size"], config["train"].get("teacher")) == ("dlib_resnet", 150, None)
     assert "ensemble" not in meta and meta["weights_dtype"] == "float16"
-    assert predictor.model.face_crop.template == "dlib_150"
+    assert predictor.model.face_crop.template == "utkface"  # the framing of its training chips (docs/every_face.md)
     assert bundled_model_path().stat().st_size < 12 * 2**20  # float16 keeps the package small
     (face,) = predictor.predict(Path(__file__).parents[2] / "examples" / "astronaut.jpg").faces
     # Eileen Collins, about 42 in the photo: the model is sure of her gender and, like every dlib run,
-    # reads her younger (27; the previous two-network model said 31); the README says so.
+    # reads her younger.
     assert face.gender == "female" and face.p_female > 0.8 and 20 <= face.age <= 55
 
 

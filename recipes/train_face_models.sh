@@ -20,6 +20,7 @@
 #   recipes/train_face_models.sh dlib-aaf-e2e   # the stop-33 bundled model (dlib-aaf-sampled, built by OUT=$RUNS/
 #                                               # sampled_bundled.safetensors build_bundled_model.sh every-face), then every block end to end
 #                                               # on UTKFace + AAF images, sampled as it was, dlib-e2e-gentle's settings
+#   recipes/train_face_models.sh dlib-aaf-e2e-kids # dlib-aaf-e2e with children drawn four times as often
 #   recipes/train_face_models.sh dlib-aaf-e2e-again # dlib-aaf-e2e's best weights, then the same 10 epochs again
 #   recipes/train_face_models.sh dlib-aaf-e2e-age # the same with a gender head that also reads the age distribution
 #   recipes/train_face_models.sh cydral-gender-aaf # Cydral's 32 px gender network, all blocks, sampled as above,
@@ -115,6 +116,12 @@ case "${1:-}" in
                  --set model.unfreeze_blocks=0 --set train.end_to_end_epochs=10 --set train.end_to_end_lr=0.000003 \
                  --set augment.grayscale=0.25 --set augment.rotation=0 --set augment.zoom=0 --set augment.shift=0 \
                  --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
+  dlib-aaf-e2e-kids) aaf_split  # dlib-aaf-e2e with children drawn four times as often (twice there)
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_kids" "${DLIB[@]}" \
+                 --init "${INIT:-$RUNS/sampled_bundled.safetensors}" --set train.epochs=0 \
+                 --set model.unfreeze_blocks=0 --set train.end_to_end_epochs=10 --set train.end_to_end_lr=0.000003 \
+                 --set augment.grayscale=0.25 --set augment.rotation=0 --set augment.zoom=0 --set augment.shift=0 \
+                 --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
   dlib-aaf-e2e-again) aaf_split  # a warm restart: dlib-aaf-e2e's best weights, 10 more epochs on a fresh cosine
                agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_again" "${DLIB[@]}" \
                  --init "${INIT:-$RUNS/dlib_aaf_e2e/best.safetensors}" --set train.epochs=0 \
@@ -150,6 +157,6 @@ case "${1:-}" in
                  --set train.feature_views=4 --set train.finetune_lr=0.0001 \
                  --set train.finetune_epochs=8 --set train.age_weight=0 --set train.age_distribution_weight=0 \
                  --set augment.grayscale=0.25 --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|dlib-aaf-e2e|dlib-aaf-e2e-again|dlib-aaf-e2e-age|dlib-aaf-kids|dlib-aaf-distill|cydral-gender-aaf|cydral-gender-aaf-kids" >&2
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|dlib-aaf-e2e|dlib-aaf-e2e-kids|dlib-aaf-e2e-again|dlib-aaf-e2e-age|dlib-aaf-kids|dlib-aaf-distill|cydral-gender-aaf|cydral-gender-aaf-kids" >&2
                exit 2 ;;
 esac

@@ -288,3 +288,9 @@ def test_unusable_robustness_settings_are_refused(change, message):
     check_augment(AugmentConfig())
     with pytest.raises(ConfigError, match=message):
         check_augment(AugmentConfig(**change))
+
+
+def test_to_model_input_of_a_mirrored_view_is_the_mirrored_input():
+    images = uint8_batch(2, 8)
+    mirrored = to_model_input(images[:, :, ::-1], channels_last=False)  # the view mirror averaging passes
+    torch.testing.assert_close(mirrored, to_model_input(images).flip(3), rtol=0, atol=0)

@@ -23,7 +23,8 @@ import torch
 
 from agegender.data.align import FaceCropSpec
 from agegender.evaluation.photos import evaluate_photos
-from agegender.inference.predictor import Predictor
+from agegender.inference.predictor import Predictor, bundled_model_path
+from agegender.models.checkpoint import read_face_crop, read_meta
 
 DATA_ROOT = Path(os.environ.get("AGEGENDER_DATA", "../shared/data"))  # the datasets (docs/data.md)
 
@@ -59,7 +60,7 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"{'crop':24s} {'acc':>5s} {'women':>5s} {'men':>5s} {'e2e':>5s} {'noface':>6s} {'fallbk':>6s} {'s':>5s}")
     rows = []
-    stored = Predictor.from_checkpoint(args.model).model.info.face_crop
+    stored = read_face_crop(read_meta(args.model or bundled_model_path()))
     for label, spec in CROPS:
         predictor = Predictor.from_checkpoint(args.model, detector=args.detector, crop=spec)
         start = time.perf_counter()
@@ -71,8 +72,9 @@ def main() -> None:
             f"{percent(men and men.gender_accuracy)} {percent(found.end_to_end_gender_accuracy)} "
             f"{found.no_face:6d} {found.box_fallbacks:6d} {time.perf_counter() - start:5.0f}"
         )
-        print(f"    {command(args.data, args.detector, spec, stored)}")
-        rows.append({"crop": label, "spec": spec.to_dict(), "command": command(args.data, args.detector, spec, stored),
+        line = command(args.data, args.detector, spec, stored)
+        print(f"    {line}")
+        rows.append({"crop": label, "spec": spec.to_dict(), "command": line,
                      "gender_accuracy": report.gender_accuracy, "women": women and women.gender_accuracy,
                      "men": men and men.gender_accuracy, "end_to_end": found.end_to_end_gender_accuracy,
                      "no_face": found.no_face, "box_fallbacks": found.box_fallbacks})  # fmt: skip

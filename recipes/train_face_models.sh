@@ -66,6 +66,10 @@ aaf_split() {  # All-Age-Faces with its held-out part fixed (a seeded half of it
 }
 DLIB_FULL=("${DLIB[@]}" --set train.feature_views=4 --set train.finetune_lr=0.00001 --set train.finetune_epochs=10
            --set augment.grayscale=0.25)
+# every block end to end from --init's weights at dlib-e2e-gentle's settings (the AAF recipes; a later --set wins)
+AAF_E2E=("${DLIB[@]}" --set train.epochs=0 --set model.unfreeze_blocks=0 --set train.end_to_end_epochs=10
+         --set train.end_to_end_lr=0.000003 --set augment.grayscale=0.25 --set augment.rotation=0 --set augment.zoom=0
+         --set augment.shift=0)
 case "${1:-}" in
   dlib-5k)     agegender train --data "$DATA" --limit 5000 --out "$RUNS/dlib_5k" "${DLIB[@]}" \
                  --set train.feature_views=6 --threads "$THREADS" ;;
@@ -111,31 +115,20 @@ case "${1:-}" in
                agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_sampled" "${DLIB_FULL[@]}" \
                  --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
   dlib-aaf-e2e) aaf_split
-               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e" "${DLIB[@]}" \
-                 --init "${INIT:-$RUNS/sampled_bundled.safetensors}" --set train.epochs=0 \
-                 --set model.unfreeze_blocks=0 --set train.end_to_end_epochs=10 --set train.end_to_end_lr=0.000003 \
-                 --set augment.grayscale=0.25 --set augment.rotation=0 --set augment.zoom=0 --set augment.shift=0 \
-                 --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e" "${AAF_E2E[@]}" \
+                 --init "${INIT:-$RUNS/sampled_bundled.safetensors}" --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
   dlib-aaf-e2e-kids) aaf_split  # dlib-aaf-e2e with children drawn four times as often (twice there)
-               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_kids" "${DLIB[@]}" \
-                 --init "${INIT:-$RUNS/sampled_bundled.safetensors}" --set train.epochs=0 \
-                 --set model.unfreeze_blocks=0 --set train.end_to_end_epochs=10 --set train.end_to_end_lr=0.000003 \
-                 --set augment.grayscale=0.25 --set augment.rotation=0 --set augment.zoom=0 --set augment.shift=0 \
-                 --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_kids" "${AAF_E2E[@]}" \
+                 --init "${INIT:-$RUNS/sampled_bundled.safetensors}" --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
   dlib-aaf-e2e-again) aaf_split  # a warm restart: dlib-aaf-e2e's best weights, 10 more epochs on a fresh cosine
-               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_again" "${DLIB[@]}" \
-                 --init "${INIT:-$RUNS/dlib_aaf_e2e/best.safetensors}" --set train.epochs=0 \
-                 --set model.unfreeze_blocks=0 --set train.end_to_end_epochs=10 --set train.end_to_end_lr=0.000003 \
-                 --set augment.grayscale=0.25 --set augment.rotation=0 --set augment.zoom=0 --set augment.shift=0 \
-                 --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_again" "${AAF_E2E[@]}" \
+                 --init "${INIT:-$RUNS/dlib_aaf_e2e/best.safetensors}" --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
   dlib-aaf-e2e-age) aaf_split  # dlib-aaf-e2e-again with a gender head that reads the age distribution too: it
                # starts as dlib-aaf-e2e's head (the age inputs at weight zero), 3 epochs of heads on cached features
                # learn what the ages add, then the same 10 end-to-end epochs
-               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_age" "${DLIB[@]}" \
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_age" "${AAF_E2E[@]}" \
                  --init "${INIT:-$RUNS/dlib_aaf_e2e/best.safetensors}" --set model.gender_sees_age=true \
                  --set train.epochs=3 --set train.lr=0.001 --set train.feature_views=2 \
-                 --set model.unfreeze_blocks=0 --set train.end_to_end_epochs=10 --set train.end_to_end_lr=0.000003 \
-                 --set augment.grayscale=0.25 --set augment.rotation=0 --set augment.zoom=0 --set augment.shift=0 \
                  --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
   dlib-aaf-kids) aaf_split
                agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_kids" "${DLIB_FULL[@]}" \

@@ -24,10 +24,12 @@ from torch import nn
 from agegender.data.dataset import dataset_names, decode_split, make_splits, with_sampling_weights
 from agegender.data.readers import as_folders, read_folders
 from agegender.data.sampling import parse_sampling
-from agegender.evaluation.metrics import gender_accuracy
+from agegender.data.transforms import to_model_input
+from agegender.evaluation.metrics import age_band, gender_accuracy
 from agegender.models.checkpoint import load_checkpoint
+from agegender.models.heads import GenderHead
 
-CHILD_MAX_AGE = 12
+CHILDREN = "0-12"  # evaluation.metrics' age band
 
 
 def embed(model: nn.Module, images: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +37,7 @@ def embed(model: nn.Module, images: np.ndarray, batch: int = 128) -> tuple[np.nd
     features, age_probs = [], []
     with torch.inference_mode():
         for start in range(0, len(images), batch):
-            x = torch.from_numpy(images[start : start + batch]).permute(0, 3, 1, 2).float() / 255.0
+            x = to_model_input(images[start : start + batch])
             views = torch.cat([x, x.flip(3)])
             f = model.features(views)
             _, logits = model.age_head(f)
@@ -47,10 +49,9 @@ def embed(model: nn.Module, images: np.ndarray, batch: int = 128) -> tuple[np.nd
 
 def train_head(inputs: np.ndarray, gender: np.ndarray, weight: np.ndarray, hidden: int, dropout: float,
                seed: int, epochs: int) -> nn.Module:  # fmt: skip
-    """An MLP gender head like the model's (models/heads.py), Adam with a cosine rate, on (N, 2, D) inputs."""
+    """The model's gender head (models/heads.py) trained from scratch with Adam and a cosine rate on (N, 2, D) inputs."""
     torch.manual_seed(seed)
-    head = nn.Sequential(nn.Dropout(dropout), nn.Linear(inputs.shape[-1], hidden), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, 1))  # fmt: skip
+    head = GenderHead(inputs.shape[-1], hidden, dropout)
     labelled = ~np.isnan(gender)
     x, y, w = torch.from_numpy(inputs[labelled]), torch.from_numpy(gender[labelled]), weight[labelled]
     rng = np.random.default_rng(seed)
@@ -60,7 +61,7 @@ def train_head(inputs: np.ndarray, gender: np.ndarray, weight: np.ndarray, hidde
     for _ in range(epochs * steps_per_epoch):
         picked = torch.from_numpy(rng.choice(len(x), 256, p=w / w.sum()))
         view = torch.from_numpy(rng.integers(0, 2, 256))
-        logit = head(x[picked, view]).squeeze(1)
+        logit = head(x[picked, view])
         loss = nn.functional.binary_cross_entropy_with_logits(logit, y[picked])
         optimizer.zero_grad()
         loss.backward()
@@ -70,9 +71,9 @@ def train_head(inputs: np.ndarray, gender: np.ndarray, weight: np.ndarray, hidde
 
 
 def p_female(head: nn.Module, inputs: np.ndarray) -> np.ndarray:
-    """Mirror-averaged P(female), as the bundled model predicts."""
+    """Mirror-averaged P(female) of a gender head on (N, 2, D) inputs, as the bundled model predicts."""
     with torch.inference_mode():
-        return torch.sigmoid(head(torch.from_numpy(inputs)).squeeze(-1)).mean(1).numpy()
+        return torch.sigmoid(head(torch.from_numpy(inputs)).squeeze(-1)).mean(1).numpy()  # (N, 2, 1) -> (N,)
 
 
 def scores(p: np.ndarray, gender: np.ndarray, age: np.ndarray, names: np.ndarray) -> dict[str, float]:
@@ -80,7 +81,7 @@ def scores(p: np.ndarray, gender: np.ndarray, age: np.ndarray, names: np.ndarray
     for name in sorted(set(names)):
         part = names == name
         out[f"{name} val"] = gender_accuracy(gender[part], p[part])
-        children = part & (age <= CHILD_MAX_AGE)
+        children = part & np.array([age_band(a) == CHILDREN for a in age])
         if children.any():
             out[f"{name} val 0-12"] = gender_accuracy(gender[children], p[children])
     return out
@@ -110,7 +111,7 @@ def main() -> None:
     weight = train.weight if train.weight is not None else np.ones(len(train))
     variants = {"features": (train_f, val_f),
                 "features + age distribution": (np.concatenate([train_f, train_a], -1), np.concatenate([val_f, val_a], -1))}  # fmt: skip
-    own = p_female(model.gender_head.mlp, val_f)
+    own = p_female(model.gender_head, val_f)
     print("the model's own head: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in scores(own, val.gender, val.age, names).items()))
     hidden, dropout = loaded.config.model.head_hidden, loaded.config.model.dropout
     for name, (train_x, val_x) in variants.items():

@@ -35,7 +35,7 @@ def init_from_checkpoint(model: nn.Module, path: Path, model_name: str) -> None:
     if trained_as != model_name:
         raise CheckpointError(f"{path}: --init checkpoint holds model '{trained_as}', this run trains '{model_name}'")
     state = read_weights(path)
-    if getattr(model, "gender_sees_age", False) and not meta["config"]["model"].get("gender_sees_age", False):
+    if getattr(model, "gender_sees_age", False):
         state = with_age_inputs_for_gender(state, model)
     load_state_strictly(model, state, path)
 
@@ -49,7 +49,7 @@ def with_age_inputs_for_gender(state: dict[str, torch.Tensor], model: nn.Module)
     exactly the checkpoint's predictions and learns what the ages add."""
     old, wanted = state.get(GENDER_INPUT_LAYER), model.state_dict()[GENDER_INPUT_LAYER]
     if old is None or old.shape[0] != wanted.shape[0] or old.shape[1] >= wanted.shape[1]:
-        return state  # not the features-only head: load_state_strictly names the mismatch
+        return state  # a head that already reads the ages, or another shape: load_state_strictly names a mismatch
     added = old.new_zeros(old.shape[0], wanted.shape[1] - old.shape[1])
     return {**state, GENDER_INPUT_LAYER: torch.cat([old, added], dim=1)}
 

@@ -67,7 +67,7 @@ def photo_stages(predictor: Predictor, folder: Path, n: int) -> dict:
         for faces in predictor.detector.detect_batch(images[begin : begin + CHUNK_IMAGES])
     ])  # fmt: skip
     crops = watch.run("align", lambda: [
-        predictor.model.crop(image, [largest], predictor.detector)[0].image
+        predictor.model.prepare(predictor.model.crop(image, [largest], predictor.detector)[0].image)  # at the model's size
         for image, faces in zip(images, found) if (largest := largest_detection(faces)) is not None
     ])  # fmt: skip
     watch.run("forward", lambda: forward(predictor, crops))

@@ -68,7 +68,7 @@ case "${1:-}" in
     agegender calibrate --data "$DATA" --data "$RUNS/aaf" --split val --model "$RUNS/sampled_fp16.safetensors" \
       --out "${OUT:-src/agegender/assets/bundled_model.safetensors}"
     # its card: the recipe and the numbers of benchmarks/bench_every_face.sh's reports (agegender models --info)
-    python tools/write_model_card.py --model "${OUT:-src/agegender/assets/bundled_model.safetensors}"
+    python tools/write_model_card.py --card dlib_aaf_sampled --model "${OUT:-src/agegender/assets/bundled_model.safetensors}"
     OUT="${OUT:-}" "$0" int8 ;;  # the companion must be rebuilt from the new file: it names its hash
   every-face-e2e)  # chosen on the criterion of docs/every_face.md, on float32 and on the int8 companion alike
     # --face-template utkface: the training chips (UTKFace's, and AAF's made with `crop --template utkface`)
@@ -77,7 +77,7 @@ case "${1:-}" in
       --face-template utkface --out "$RUNS/e2e_fp16.safetensors"
     agegender calibrate --data "$DATA" --data "$RUNS/aaf" --split val --model "$RUNS/e2e_fp16.safetensors" \
       --out "${OUT:-src/agegender/assets/bundled_model.safetensors}"
-    python tools/write_model_card.py --model "${OUT:-src/agegender/assets/bundled_model.safetensors}"
+    python tools/write_model_card.py --card dlib_aaf_e2e --model "${OUT:-src/agegender/assets/bundled_model.safetensors}"
     OUT="${OUT:-}" "$0" int8 ;;
   int8)
     model=${OUT:-src/agegender/assets/bundled_model.safetensors}

@@ -294,3 +294,12 @@ def test_to_model_input_of_a_mirrored_view_is_the_mirrored_input():
     images = uint8_batch(2, 8)
     mirrored = to_model_input(images[:, :, ::-1], channels_last=False)  # the view mirror averaging passes
     torch.testing.assert_close(mirrored, to_model_input(images).flip(3), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_to_model_input_with_mirrors_appends_each_mirror_image(channels_last):
+    images = uint8_batch(3, 8)
+    both = to_model_input(images, channels_last, with_mirrors=True)
+    alone = to_model_input(images, channels_last)
+    assert both.shape == (6, 3, 8, 8)
+    torch.testing.assert_close(both, torch.cat([alone, alone.flip(3)]), rtol=0, atol=0)

@@ -26,13 +26,27 @@ def test_torch_backend_outputs_do_not_depend_on_the_batch_size(tiny_checkpoint):
     assert empty.age.shape == (0,) and empty.age_probs is None
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_mirrored_outputs_are_the_means_of_each_face_and_its_mirror_image(tiny_checkpoint, runtime, tmp_path):
+    backend = load_backend(tiny_checkpoint, runtime, cache_dir=tmp_path)
+    faces = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    # batch 4: two faces and their mirrors per pass, so the last pass holds one face
+    both, plain, mirror = backend.predict(faces, 4, mirrored=True), backend.predict(faces), backend.predict(faces[:, :, ::-1])
+    assert both.age.shape == both.p_female.shape == (5,)
+    np.testing.assert_allclose(both.age, (plain.age + mirror.age) / 2, atol=1e-4)
+    np.testing.assert_allclose(both.p_female, (plain.p_female + mirror.p_female) / 2, atol=1e-5)
+    if plain.age_probs is not None:
+        np.testing.assert_allclose(both.age_probs, (plain.age_probs + mirror.age_probs) / 2, atol=1e-5)
+    assert not np.allclose(plain.p_female, mirror.p_female)  # the mirror images do change the outputs
+
+
 def test_predictor_takes_any_backend(tiny_checkpoint):
     class Constant:
         """A backend that is not a model at all: every face is 40 and female."""
 
         runtime, source, info = "constant", tiny_checkpoint, TorchBackend.from_file(tiny_checkpoint).info
 
-        def predict(self, faces, batch_size=256):
+        def predict(self, faces, batch_size=256, mirrored=False):
             from agegender.models.backends import FaceOutputs
 
             return FaceOutputs(np.full(len(faces), 40.0), np.full(len(faces), 0.9), None)

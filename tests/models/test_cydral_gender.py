@@ -67,3 +67,19 @@ def test_the_model_predicts_at_its_native_size_and_larger():
     for side in (32, 64):
         output = model(torch.rand(2, 3, side, side))
         assert output.gender_logit.shape == (2,) and output.age.shape == (2,)
+
+
+def test_own_decision_head_gives_the_networks_softmax():
+    model = create_model(ModelConfig(name=NAME, head_hidden=cydral.OWN_DECISION_HIDDEN, dropout=0.0)).eval()
+    cydral.use_own_decision(model)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        own = cydral.female_logits(model.features(x)).softmax(1)[:, 0]
+        ours = torch.sigmoid(model(x).gender_logit)
+    torch.testing.assert_close(ours, own, rtol=0, atol=1e-6)
+    assert not torch.allclose(own, own[0])  # the faces differ, so does the decision
+
+
+def test_own_decision_needs_a_head_wide_enough():
+    with pytest.raises(ValueError, match="cannot carry the network's logits"):
+        cydral.use_own_decision(create_model(ModelConfig(name=NAME, head_hidden=1)))

@@ -71,12 +71,7 @@ class FaceModel:
         """Age, P(female) and the age distribution over 1-year bins (None for a model without a bins head,
         and on onnx, whose exports carry age and P(female) only) for uint8 (N, S, S, 3) faces at the
         model's size; with tta, each averaged with its mirror image."""
-        if not self.tta:
-            return self.backend.predict(faces)
-        n = len(faces)
-        both = self.backend.predict(np.concatenate([faces, faces[:, :, ::-1]]))  # originals, then mirrors
-        probs = None if both.age_probs is None else (both.age_probs[:n] + both.age_probs[n:]) / 2
-        return FaceOutputs((both.age[:n] + both.age[n:]) / 2, (both.p_female[:n] + both.p_female[n:]) / 2, probs)
+        return self.backend.predict(faces, mirrored=self.tta)
 
     def intervals(self, predicted: FaceOutputs) -> np.ndarray | None:
         """(N, 2) the central 80% of each face's age distribution, with the model file's temperature

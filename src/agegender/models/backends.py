@@ -57,25 +57,41 @@ class InferenceBackend(Protocol):
     source: Path  # the model file
     info: CheckpointInfo  # what the model file says of itself (a LoadedCheckpoint, or an ONNX file's metadata)
 
-    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
-        """uint8 (N, S, S, 3) RGB faces at info.image_size -> age, P(female), optional age distribution."""
+    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE, mirrored: bool = False) -> FaceOutputs:
+        """uint8 (N, S, S, 3) RGB faces at info.image_size -> age, P(female), optional age distribution;
+        `mirrored`: each face's outputs averaged with its mirror image's (a pass holds both)."""
         ...
+
+
+def mirror_mean(outputs: np.ndarray) -> np.ndarray:
+    """(2N, ...) outputs of N faces then their mirror images -> (N, ...) their means."""
+    n = len(outputs) // 2
+    return (outputs[:n] + outputs[n:]) / 2
+
+
+def faces_per_pass(batch_size: int, mirrored: bool) -> int:
+    """Faces per model pass of `batch_size` inputs: half as many with their mirror images beside them."""
+    return max(1, batch_size // 2) if mirrored else batch_size
 
 
 @torch.no_grad()
 def predict_outputs(
-    model: nn.Module, images: np.ndarray, batch_size: int = BATCH_SIZE, channels_last: bool = True
+    model: nn.Module, images: np.ndarray, batch_size: int = BATCH_SIZE, channels_last: bool = True, mirrored: bool = False
 ) -> FaceOutputs:
-    """Age, P(female) and, for a bins head, the age distribution of uint8 (N, S, S, 3) faces, without augmentation."""
+    """Age, P(female) and, for a bins head, the age distribution of uint8 (N, S, S, 3) faces, without augmentation
+    (`mirrored`: averaged with each face's mirror image)."""
     model.eval()
     weights = next(model.parameters())  # inputs follow the weights' device and precision (bfloat16 included)
+    average = mirror_mean if mirrored else (lambda outputs: outputs)
     ages, p_female, probs = [], [], []
-    for begin in range(0, len(images), batch_size):
-        output = model(to_model_input(images[begin : begin + batch_size], channels_last).to(weights.device, weights.dtype))
-        ages.append(output.age.float().cpu().numpy())
-        p_female.append(torch.sigmoid(output.gender_logit).float().cpu().numpy())
+    step = faces_per_pass(batch_size, mirrored)
+    for begin in range(0, len(images), step):
+        x = to_model_input(images[begin : begin + step], channels_last, with_mirrors=mirrored)
+        output = model(x.to(weights.device, weights.dtype))
+        ages.append(average(output.age.float().cpu().numpy()))
+        p_female.append(average(torch.sigmoid(output.gender_logit).float().cpu().numpy()))
         if output.age_logits is not None:
-            probs.append(output.age_logits.float().softmax(dim=1).cpu().numpy())
+            probs.append(average(output.age_logits.float().softmax(dim=1).cpu().numpy()))
     if not ages:
         return FaceOutputs.empty()
     return FaceOutputs(np.concatenate(ages), np.concatenate(p_female), np.concatenate(probs) if probs else None)
@@ -150,8 +166,9 @@ class TorchBackend:
         probe(backend)
         return backend
 
-    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
-        return checked_outputs(predict_outputs(self.model, faces, batch_size), len(faces), self.source)
+    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE, mirrored: bool = False) -> FaceOutputs:
+        outputs = predict_outputs(self.model, faces, batch_size, mirrored=mirrored)
+        return checked_outputs(outputs, len(faces), self.source)
 
 
 class OnnxModelError(CheckpointError):
@@ -184,14 +201,16 @@ class OnnxBackend:
         probe(backend)
         return backend
 
-    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> FaceOutputs:
-        runs = []
-        for begin in range(0, len(faces), batch_size):
-            batch = to_model_input(faces[begin : begin + batch_size], channels_last=False).numpy()  # (B, 3, S, S)
-            runs.append(self.session.run(self.outputs, {INPUT_NAME: batch}))
+    def predict(self, faces: np.ndarray, batch_size: int = BATCH_SIZE, mirrored: bool = False) -> FaceOutputs:
+        runs, step = [], faces_per_pass(batch_size, mirrored)
+        for begin in range(0, len(faces), step):
+            batch = to_model_input(faces[begin : begin + step], channels_last=False, with_mirrors=mirrored).numpy()
+            runs.append(self.session.run(self.outputs, {INPUT_NAME: batch}))  # each (B, ...), B = step or 2 x step
         if not runs:
             return FaceOutputs.empty()
         try:
+            if mirrored:
+                runs = [[mirror_mean(np.asarray(output)) for output in run] for run in runs]
             age, p_female = (np.concatenate([run[k].reshape(-1) for run in runs]) for k in (0, 1))
             probs = np.concatenate([run[2] for run in runs]) if len(self.outputs) == 3 else None
         except (ValueError, AttributeError, TypeError) as error:  # outputs that are not arrays of numbers

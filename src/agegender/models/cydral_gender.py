@@ -58,7 +58,9 @@ class GenderClassifier(nn.Module):
         self.register_buffer("hidden_scale", torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.adaptive_avg_pool2d(x, POOLED_SIDE) * self.input_scale
+        if x.shape[-2:] != (POOLED_SIDE, POOLED_SIDE):  # at the native 32 px it is 8x8 already: no pooling op
+            x = F.adaptive_avg_pool2d(x, POOLED_SIDE)
+        x = x * self.input_scale
         hidden = F.relu(self.hidden(x.flatten(1)))  # (B, 16)
         logits = self.logits(hidden * self.hidden_scale)  # (B, 2)
         return torch.cat([hidden, logits], 1)[:, :, None, None]
@@ -85,6 +87,27 @@ def create_cydral_gender_backbone() -> tuple[nn.Sequential, int]:
 def female_logits(features: torch.Tensor) -> torch.Tensor:
     """The network's own (B, 2) [female, male] logits from the backbone's (B, 18[, 1, 1]) output."""
     return features.flatten(1)[:, -CLASSES:]
+
+
+OWN_DECISION_HIDDEN = 2  # the gender head's hidden width that `use_own_decision` needs
+
+
+def use_own_decision(model: nn.Module) -> None:
+    """Set the gender head of an AgeGenderNet on this backbone so that it gives the network's own decision:
+    logit(female) - logit(male) of the backbone's last two features, exactly (relu(d) - relu(-d) = d), so
+    P(female) is the network's softmax. For the network as it ships, as an ensemble member
+    (tools/cydral_gender_member.py); the head needs OWN_DECISION_HIDDEN or more hidden units."""
+    first, last = (layer for layer in model.gender_head.mlp if isinstance(layer, nn.Linear))
+    if first.in_features != FEATURE_CHANNELS or first.out_features < OWN_DECISION_HIDDEN:
+        raise ValueError(f"a gender head of {first.in_features} -> {first.out_features} cannot carry the network's logits")
+    female, male = HIDDEN, HIDDEN + 1
+    with torch.no_grad():
+        for layer in (first, last):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        first.weight[0, female], first.weight[0, male] = 1.0, -1.0
+        first.weight[1, female], first.weight[1, male] = -1.0, 1.0
+        last.weight[0, 0], last.weight[0, 1] = 1.0, -1.0
 
 
 def _graph_state(graph, path: Path) -> dict[str, torch.Tensor]:

@@ -32,9 +32,10 @@ BUNDLED_MODEL = "bundled_model.safetensors"  # Model B on dlib's face recogniser
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("age", "p_female")
 PROBS_NAME = "age_probs"  # a third output where the model has a bins head (files exported before it lack it)
-# Faces per forward pass: batches of 64 ran faster than 256 on onnxruntime (int8 and float32) and PyTorch
-# alike, their activations staying closer to the CPU's caches (bench_inference.py --batch-sweep).
-BATCH_SIZE = 64
+# Inputs per forward pass (with mirror averaging, half of them mirror images): 32 ran faster than 64, 128 or
+# 256 on onnxruntime int8 and PyTorch float32 and bfloat16 alike (the bundled model, one thread: 3%, 8% and
+# 10-20% over 64), its activations staying closer to the CPU's caches (bench_inference.py --batch-sweep).
+BATCH_SIZE = 32
 
 
 def bundled_model_path() -> Path:

@@ -98,11 +98,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="images per set")
     parser.add_argument("--model", type=Path)
     parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--detector", default="auto", help="the still-image detector (e.g. mtcnn alone)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    predictor = Predictor.from_checkpoint(args.model, runtime=args.runtime)
+    predictor = Predictor.from_checkpoint(args.model, runtime=args.runtime, detector=args.detector)
     results = {"threads": args.threads, "load_average_start": os.getloadavg()[0], "detector": predictor.detector.name,
                "model": str(args.model or "bundled"), "runtime": args.runtime}  # fmt: skip
     results["photos"] = photo_stages(predictor, args.photos, args.n)

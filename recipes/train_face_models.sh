@@ -20,6 +20,7 @@
 #   recipes/train_face_models.sh dlib-aaf-e2e   # the stop-33 bundled model (dlib-aaf-sampled, built by OUT=$RUNS/
 #                                               # sampled_bundled.safetensors build_bundled_model.sh every-face), then every block end to end
 #                                               # on UTKFace + AAF images, sampled as it was, dlib-e2e-gentle's settings
+#   recipes/train_face_models.sh dlib-aaf-e2e-long # dlib-aaf-e2e on a 16-epoch cosine instead of 10
 #   recipes/train_face_models.sh dlib-aaf-e2e-kids # dlib-aaf-e2e with children drawn four times as often
 #   recipes/train_face_models.sh dlib-aaf-e2e-again # dlib-aaf-e2e's best weights, then the same 10 epochs again
 #   recipes/train_face_models.sh dlib-aaf-e2e-age # the same with a gender head that also reads the age distribution
@@ -117,6 +118,11 @@ case "${1:-}" in
   dlib-aaf-e2e) aaf_split
                agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e" "${AAF_E2E[@]}" \
                  --init "${INIT:-$RUNS/sampled_bundled.safetensors}" --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
+  dlib-aaf-e2e-long) aaf_split  # dlib-aaf-e2e on a longer cosine: its val loss still fell at epoch 10 (a second
+               # cycle at the same peak rate overfit instead), so 16 epochs from the same start, the same peak rate
+               agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_long" "${AAF_E2E[@]}" \
+                 --set train.end_to_end_epochs=16 \
+                 --init "${INIT:-$RUNS/sampled_bundled.safetensors}" --set 'data.sampling=[aaf=2, age:0-12=2]' --threads "$THREADS" ;;
   dlib-aaf-e2e-kids) aaf_split  # dlib-aaf-e2e with children drawn four times as often (twice there)
                agegender train --data "$DATA" --data "$AAF" --out "$RUNS/dlib_aaf_e2e_kids" "${AAF_E2E[@]}" \
                  --init "${INIT:-$RUNS/sampled_bundled.safetensors}" --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
@@ -150,6 +156,6 @@ case "${1:-}" in
                  --set train.feature_views=4 --set train.finetune_lr=0.0001 \
                  --set train.finetune_epochs=8 --set train.age_weight=0 --set train.age_distribution_weight=0 \
                  --set augment.grayscale=0.25 --set 'data.sampling=[aaf=2, age:0-12=4]' --threads "$THREADS" ;;
-  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|dlib-aaf-e2e|dlib-aaf-e2e-kids|dlib-aaf-e2e-again|dlib-aaf-e2e-age|dlib-aaf-kids|dlib-aaf-distill|cydral-gender-aaf|cydral-gender-aaf-kids" >&2
+  *)           echo "usage: $0 dlib-5k|dlib-5k-lr|cydral-5k|dlib-full|dlib-full2|cydral-full|dlib-full-lfw|dlib-distill|dlib-distill-lfw|dlib-e2e|dlib-e2e-fast|dlib-e2e-gentle|dlib-full-150|dlib-aaf|dlib-aaf-sampled|dlib-aaf-e2e|dlib-aaf-e2e-long|dlib-aaf-e2e-kids|dlib-aaf-e2e-again|dlib-aaf-e2e-age|dlib-aaf-kids|dlib-aaf-distill|cydral-gender-aaf|cydral-gender-aaf-kids" >&2
                exit 2 ;;
 esac

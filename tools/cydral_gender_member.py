@@ -27,7 +27,8 @@ import torch
 from agegender.config import ModelConfig, RunConfig
 from agegender.models.checkpoint import build_meta, load_checkpoint, save_checkpoint
 from agegender.models.cydral_gender import NATIVE_SIZE, OWN_DECISION_HIDDEN, use_own_decision
-from agegender.models.pretrained import load_pretrained_weights, resolve_weights_path
+from agegender.models.cydral_resnet import CYDRAL_MEAN
+from agegender.models.pretrained import load_pretrained_weights
 from agegender.models.registry import create_model
 
 
@@ -37,7 +38,7 @@ def check_against_onnxruntime(model: torch.nn.Module, weights: Path) -> float:
 
     session = ort.InferenceSession(str(weights), providers=["CPUExecutionProvider"])
     pixels = np.random.default_rng(0).integers(0, 256, (16, 3, NATIVE_SIZE, NATIVE_SIZE)).astype(np.float32)
-    mean = np.array([122.78, 117.00, 104.30], np.float32)[None, :, None, None]  # the package's own scaling
+    mean = np.array(CYDRAL_MEAN, np.float32)[None, :, None, None] * 255  # the package's own scaling, in bytes
     (graph,) = session.run(None, {session.get_inputs()[0].name: (pixels - mean) / 256})
     with torch.no_grad():
         ours = torch.sigmoid(model(torch.from_numpy(pixels / 255)).gender_logit).numpy().reshape(-1)
@@ -55,7 +56,7 @@ def main() -> None:
     config = RunConfig(data=replace(like.data, image_size=NATIVE_SIZE), model=model_config)
     torch.manual_seed(0)  # the unused age head's initial weights: the same file on every run
     model = create_model(model_config).eval()
-    weights = load_pretrained_weights(model, model_config) or resolve_weights_path(model_config)
+    weights = load_pretrained_weights(model, model_config)  # the file it read (cydral_gender has a backbone spec)
     use_own_decision(model)
     difference = check_against_onnxruntime(model, weights)
     if difference > 1e-4:

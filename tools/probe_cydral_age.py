@@ -18,9 +18,10 @@ import numpy as np
 
 from agegender.evaluation.evaluate import decode_evaluation_split
 from agegender.inference.predictor import Predictor
+from agegender.models.cydral_resnet import CYDRAL_MEAN
 from agegender.models.pretrained import default_weights_path
 
-PACKAGE_MEAN = np.array([122.78, 117.00, 104.30], np.float32)[None, :, None, None]  # the package's own scaling
+PACKAGE_MEAN = np.array(CYDRAL_MEAN, np.float32)[None, :, None, None] * 255  # the package's own scaling, in bytes
 NATIVE_SIZE = 64
 WEIGHTS = (0.0, 0.1, 0.2, 0.3)
 

@@ -13,7 +13,15 @@ import torch
 import agegender.inference.detectors.mtcnn as mtcnn
 from agegender.data.images import load_rgb
 from agegender.inference.detectors.factory import DetectorWeightsError, create_detector
-from agegender.inference.detectors.mtcnn import MtcnnDetector, MtcnnNets, nms
+from agegender.inference.detectors.mtcnn import (
+    MtcnnDetector,
+    MtcnnNets,
+    load_mtcnn,
+    nms,
+    pack_levels,
+    pnet_cells,
+    pooling_edges,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 # Hand-placed on examples/astronaut.jpg (image x, y), as in test_blazeface.py.
@@ -91,6 +99,45 @@ def test_verify_follows_a_moved_face_and_drops_a_gone_one(astronaut, detector):
     assert len(moved) == 1 and moved[0].box.x1 > first[0].box.x1
     assert detector.verify(_frame(astronaut, []), first) == []
     assert detector.verify(_frame(astronaut, []), []) == []
+
+
+def _pyramid(image: np.ndarray, sides: list[tuple[int, int]]) -> list[np.ndarray]:
+    return [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for height, width in sides]
+
+
+@pytest.mark.parametrize("sides", [
+    [(125, 125), (75, 75), (45, 45), (27, 27), (17, 17)],  # a 250x250 photo's pyramid, odd sides
+    [(360, 640), (216, 384), (130, 231), (78, 139), (47, 83), (28, 50), (17, 30)],  # 1280x720
+    [(300, 40), (180, 24), (108, 14)],  # a tall, narrow frame
+])  # fmt: skip
+def test_packed_levels_keep_their_pixels_apart_on_even_corners(astronaut, sides):
+    levels = _pyramid(astronaut, sides)
+    corners, canvas = pack_levels(levels)
+    rooms = []
+    for (x, y), level in zip(corners, levels):
+        assert x % 2 == 0 and y % 2 == 0
+        assert np.array_equal(canvas[y : y + level.shape[0], x : x + level.shape[1]], level)
+        rooms.append((x, y, x + level.shape[1] + 1, y + level.shape[0] + 1))  # with the pooling's edge
+    for i, a in enumerate(rooms):
+        for b in rooms[i + 1 :]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    assert max(r[2] for r in rooms) <= canvas.shape[1] and max(r[3] for r in rooms) <= canvas.shape[0]
+    assert canvas.shape[0] * canvas.shape[1] < 1.15 * sum((h + 2) * (w + 2) for h, w in sides)
+
+
+def test_pnet_on_the_packed_canvas_gives_every_cell_of_each_level_as_alone(astronaut):
+    pnet = load_mtcnn(mtcnn.bundled_weights_path()).pnet
+    levels = _pyramid(astronaut, [(125, 125), (75, 76), (46, 45), (27, 28), (17, 17)])  # odd and even sides
+    corners, canvas = pack_levels(levels)
+    with torch.inference_mode():
+        packed_offsets, packed_probs = pnet(mtcnn.to_tensor(canvas), pooling_edges(corners, levels, canvas))
+        for (x, y), level in zip(corners, levels):
+            offsets, probs = pnet(mtcnn.to_tensor(level))
+            rows, cols = pnet_cells(level.shape[0]), pnet_cells(level.shape[1])
+            assert probs.shape[1:] == (rows, cols)
+            cells = np.s_[y // 2 : y // 2 + rows, x // 2 : x // 2 + cols]
+            assert torch.allclose(packed_probs[0][cells], probs[0], atol=1e-5)
+            assert torch.allclose(packed_offsets[0][(slice(None), *cells)], offsets[0], atol=1e-5)
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():

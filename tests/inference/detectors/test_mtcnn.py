@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import types
 from pathlib import Path
@@ -20,6 +21,7 @@ from agegender.inference.detectors.mtcnn import (
     nms,
     pack_levels,
     pnet_cells,
+    pnet_groups,
     pooling_edges,
 )
 
@@ -117,12 +119,13 @@ def test_packed_levels_keep_their_pixels_apart_on_even_corners(astronaut, sides)
     for (x, y), level in zip(corners, levels):
         assert x % 2 == 0 and y % 2 == 0
         assert np.array_equal(canvas[y : y + level.shape[0], x : x + level.shape[1]], level)
-        rooms.append((x, y, x + level.shape[1] + 1, y + level.shape[0] + 1))  # with the pooling's edge
+        height, width = level.shape[:2]
+        rooms.append((x, y, x + width + width % 2, y + height + height % 2))  # with an odd side's pooling edge
     for i, a in enumerate(rooms):
         for b in rooms[i + 1 :]:
             assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
     assert max(r[2] for r in rooms) <= canvas.shape[1] and max(r[3] for r in rooms) <= canvas.shape[0]
-    assert canvas.shape[0] * canvas.shape[1] < 1.15 * sum((h + 2) * (w + 2) for h, w in sides)
+    assert canvas.shape[0] * canvas.shape[1] < 1.15 * sum((h + 1) * (w + 1) for h, w in sides)
 
 
 def test_pnet_on_the_packed_canvas_gives_every_cell_of_each_level_as_alone(astronaut):
@@ -130,7 +133,7 @@ def test_pnet_on_the_packed_canvas_gives_every_cell_of_each_level_as_alone(astro
     levels = _pyramid(astronaut, [(125, 125), (75, 76), (46, 45), (27, 28), (17, 17)])  # odd and even sides
     corners, canvas = pack_levels(levels)
     with torch.inference_mode():
-        packed_offsets, packed_probs = pnet(mtcnn.to_tensor(canvas), pooling_edges(corners, levels, canvas))
+        packed_offsets, packed_probs = pnet(mtcnn.to_tensor(canvas), pooling_edges(corners, levels))
         for (x, y), level in zip(corners, levels):
             offsets, probs = pnet(mtcnn.to_tensor(level))
             rows, cols = pnet_cells(level.shape[0]), pnet_cells(level.shape[1])
@@ -138,6 +141,28 @@ def test_pnet_on_the_packed_canvas_gives_every_cell_of_each_level_as_alone(astro
             cells = np.s_[y // 2 : y // 2 + rows, x // 2 : x // 2 + cols]
             assert torch.allclose(packed_probs[0][cells], probs[0], atol=1e-5)
             assert torch.allclose(packed_offsets[0][(slice(None), *cells)], offsets[0], atol=1e-5)
+
+
+def test_large_levels_get_a_pnet_call_each_and_small_ones_share_one():
+    sides = [(720, 1280), (432, 768), (259, 461), (155, 276), (93, 166), (56, 100), (34, 60)]
+    levels = [np.zeros((height, width, 3), np.uint8) for height, width in sides]
+    groups = pnet_groups(levels)
+    assert sorted(i for group in groups for i in group) == list(range(len(levels)))
+    for group in groups:
+        pixels = [levels[i].shape[0] * levels[i].shape[1] for i in group]
+        assert len(group) == 1 or max(pixels) < mtcnn.PACK_BELOW_PIXELS
+    assert len(groups) == 1 + sum(h * w >= mtcnn.PACK_BELOW_PIXELS for h, w in sides)
+
+
+@pytest.mark.parametrize("pack_below", [0, math.inf])  # every level alone; all on one canvas
+def test_faces_do_not_depend_on_how_the_levels_are_grouped(astronaut, detector, monkeypatch, pack_below):
+    frame = _frame(astronaut, [(side, 100 + 300 * k, 200 + 60 * k) for k, side in enumerate([24, 48, 96, 200])])
+    expected = detector.detect(frame)
+    monkeypatch.setattr(mtcnn, "PACK_BELOW_PIXELS", pack_below)
+    found = detector.detect(frame)
+    assert len(found) == len(expected) == 4
+    for a, b in zip(found, expected):
+        assert np.allclose([a.box.x1, a.box.y1, a.box.x2, a.box.y2], [b.box.x1, b.box.y1, b.box.x2, b.box.y2], atol=1e-3)
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():

@@ -26,6 +26,7 @@ same factor).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -58,11 +59,13 @@ class PNet(nn.Module):
         self.conv4_1 = nn.Conv2d(32, 2, 1)  # face / not-face logits
         self.conv4_2 = nn.Conv2d(32, 4, 1)  # box offsets, fractions of the window
 
-    def forward(self, x: torch.Tensor, edges: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`edges`: (1, 1, H - 2, W - 2), -inf where the pooling would pad an image of its own and 0
-        elsewhere (`pooling_edges`), for several images packed on one canvas."""
+    def forward(self, x: torch.Tensor, edges: Sequence[tuple] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        """`edges`: indices into conv1's output set to -inf before the pooling, where it would pad an
+        image of its own (`pooling_edges`, for several images packed on one canvas)."""
         x = self.prelu1(self.conv1(x))
-        x = max_pool_2x2(x if edges is None else x + edges)
+        for index in edges:  # in place: a broadcast add over channels_last took longer than conv1 itself
+            x[index] = -math.inf
+        x = max_pool_2x2(x)
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
         return self.conv4_2(x), self.conv4_1(x).softmax(1)[:, 1]
 
@@ -310,11 +313,10 @@ class MtcnnDetector:
     def _propose(self, image: np.ndarray) -> np.ndarray:
         """Stage 1: (N, 5) candidate boxes, squared: x1, y1, x2, y2, score.
 
-        P-Net runs once on all pyramid levels packed side by side (`pack_levels`): on one thread a
-        call on a small level costs mostly PyTorch's per-operator overhead and its slower kernel for
-        small inputs, so one call on the packed canvas took 3.8 ms per lfw_dev photo where a call per
-        level took 5.3 (the whole cascade; docs/small_faces.md). Every cell of a level gives what it
-        gives on that level alone.
+        P-Net runs once on the small pyramid levels packed side by side (`pnet_groups`, `pack_levels`):
+        on one thread a call on a small level costs mostly PyTorch's per-operator overhead and its
+        slower kernel for small inputs (docs/small_faces.md). Every cell of a level gives what it gives
+        on that level alone.
         """
         height, width = image.shape[:2]
         scales, levels, level = self._scales(height, width), [], image
@@ -324,17 +326,18 @@ class MtcnnDetector:
             levels.append(level)
         if not levels:
             return np.zeros((0, 5))
-        corners, canvas = pack_levels(levels)
-        edges = pooling_edges(corners, levels, canvas)
-        offsets, probs = self._nets.pnet(to_tensor(canvas), edges)  # (1, 4, H', W'), (1, H', W')
-        offsets, probs = offsets[0].numpy(), probs[0].numpy()
         found = []
-        for scale, (x, y), level in zip(scales, corners, levels):
-            rows = slice(y // PNET_STRIDE, y // PNET_STRIDE + pnet_cells(level.shape[0]))
-            cols = slice(x // PNET_STRIDE, x // PNET_STRIDE + pnet_cells(level.shape[1]))
-            candidates = self._level_candidates(probs[rows, cols], offsets[:, rows, cols], scale)
-            if len(candidates):
-                found.append(candidates)
+        for group in pnet_groups(levels):
+            packed = [levels[i] for i in group]
+            corners, canvas = pack_levels(packed)
+            offsets, probs = self._nets.pnet(to_tensor(canvas), pooling_edges(corners, packed))
+            offsets, probs = offsets[0].numpy(), probs[0].numpy()  # (4, H', W'), (H', W')
+            for i, (x, y) in zip(group, corners):
+                rows = slice(y // PNET_STRIDE, y // PNET_STRIDE + pnet_cells(levels[i].shape[0]))
+                cols = slice(x // PNET_STRIDE, x // PNET_STRIDE + pnet_cells(levels[i].shape[1]))
+                candidates = self._level_candidates(probs[rows, cols], offsets[:, rows, cols], scales[i])
+                if len(candidates):
+                    found.append(candidates)
         if not found:
             return np.zeros((0, 5))
         candidates = np.concatenate(found)
@@ -382,15 +385,27 @@ def pnet_cells(side: int) -> int:
     return max(0, math.ceil((side - 2) / 2) - 4)
 
 
+# Levels of fewer pixels share one P-Net call; larger ones run alone, where a wide canvas ran slower
+# than its levels one by one (measured on 1920x1080 frames: docs/small_faces.md).
+PACK_BELOW_PIXELS = 40_000
+
+
+def pnet_groups(levels: list[np.ndarray]) -> list[list[int]]:
+    """The levels' indices in P-Net calls: each level of PACK_BELOW_PIXELS or more alone, the rest together."""
+    large = [i for i, level in enumerate(levels) if level.shape[0] * level.shape[1] >= PACK_BELOW_PIXELS]
+    small = [i for i in range(len(levels)) if i not in large]
+    return [[i] for i in large] + ([small] if small else [])
+
+
 def pack_levels(levels: list[np.ndarray]) -> tuple[list[tuple[int, int]], np.ndarray]:
     """The pyramid's levels (largest first) on one uint8 canvas, and each one's top-left corner (x, y).
 
-    Corners are even, so P-Net's stride-2 cells line up with each level's own, and each level has
-    one free column and row after it, where its ceil-mode pooling pads (`pooling_edges`). Levels go
+    Corners are even, so P-Net's stride-2 cells line up with each level's own, and a level of odd
+    width (height) has one free column (row) after it, where its ceil-mode pooling pads (`pooling_edges`). Levels go
     where the first free rectangle fits (guillotine packing): the first two side by side, the smaller
     ones spiralling into the corner the second leaves, so the canvas is barely larger than the levels.
     """
-    rooms = [(_even(level.shape[0] + 1), _even(level.shape[1] + 1)) for level in levels]
+    rooms = [(_even(level.shape[0]), _even(level.shape[1])) for level in levels]
     width = sum(room_width for _, room_width in rooms[:2])
     free, corners = [(0, 0, width, math.inf)], []
     for room_height, room_width in rooms:
@@ -408,17 +423,17 @@ def pack_levels(levels: list[np.ndarray]) -> tuple[list[tuple[int, int]], np.nda
     return corners, canvas
 
 
-def pooling_edges(corners: list[tuple[int, int]], levels: list[np.ndarray], canvas: np.ndarray) -> torch.Tensor:
-    """PNet's `edges` for `pack_levels`' canvas: -inf on the column (row) of conv1's output after a level
-    of odd width (height), which P-Net's pooling reads there where, on the level alone, it padded
-    with -inf; so every cell of a level gives on the canvas what it gives alone."""
-    edges = torch.zeros(1, 1, canvas.shape[0] - 2, canvas.shape[1] - 2)
+def pooling_edges(corners: list[tuple[int, int]], levels: list[np.ndarray]) -> list[tuple]:
+    """PNet's `edges` for `pack_levels`' canvas: the column (row) of conv1's output after a level of odd
+    width (height), which P-Net's pooling reads there where, on the level alone, it padded with -inf;
+    so every cell of a level gives on the canvas what it gives alone."""
+    edges = []
     for (x, y), level in zip(corners, levels):
         height, width = level.shape[:2]
         if width % 2:
-            edges[..., y : y + height - 1, x + width - 2] = -math.inf
+            edges.append((..., slice(y, y + height - 1), x + width - 2))
         if height % 2:
-            edges[..., y + height - 2, x : x + width - 1] = -math.inf
+            edges.append((..., y + height - 2, slice(x, x + width - 1)))
     return edges
 
 
